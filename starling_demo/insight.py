@@ -1,0 +1,316 @@
+"""Pure helpers that turn reward-model scores into rankings, probabilities, metrics and exports."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+from scipy import stats
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def _sigmoid(x: float) -> float:
+    # Branching keeps exp() from overflowing for large gaps of either sign.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def win_probabilities(rewards: list[float]) -> list[list[float]]:
+    """Bradley-Terry matrix P[i][j] = sigmoid(r_i - r_j), the chance i beats j.
+
+    >>> win_probabilities([1.0, 0.0])[0]
+    [0.5, 0.7310585786300049]
+    """
+    return [[_sigmoid(ri - rj) for rj in rewards] for ri in rewards]
+
+
+def ranking(rewards: list[float]) -> list[int]:
+    """Candidate indices best first; ties go to the lower index.
+
+    >>> ranking([0.5, 2.0, 0.5])
+    [1, 0, 2]
+    """
+    # sorted() is stable, so equal rewards keep their original order.
+    return sorted(range(len(rewards)), key=lambda i: -rewards[i])
+
+
+def plackett_luce_probability(rewards: list[float], order: list[int] | None = None) -> float:
+    """Probability of `order` (best first) under Plackett-Luce with scores exp(r).
+
+    P = prod_k exp(r[o_k]) / sum_{m>=k} exp(r[o_m]); `order` defaults to ranking(rewards).
+
+    >>> round(plackett_luce_probability([1000.0, 0.0]), 6)
+    1.0
+    """
+    order = ranking(rewards) if order is None else list(order)
+    if sorted(order) != list(range(len(rewards))):
+        raise ValueError(f"order must be a permutation of 0..{len(rewards) - 1}, got {order}")
+    scores = np.asarray([rewards[i] for i in order], dtype=float)
+    # Log space so that rewards in the hundreds do not overflow exp().
+    tails = np.logaddexp.accumulate(scores[::-1])[::-1]
+    return float(np.exp(np.sum(scores - tails)))
+
+
+def _correlation(fn, x: list[float], y: list[float]) -> float | None:
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+    if len(x) < 2:
+        return None
+    # Constant input is an expected case here (None), not something to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = fn(x, y)[0]
+    return None if math.isnan(value) else float(value)
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None if undefined.
+
+    >>> spearman([1, 2, 3], [30, 20, 10])
+    -1.0
+    """
+    return _correlation(stats.spearmanr, x, y)
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float | None:
+    """Kendall tau-b rank correlation; None if undefined.
+
+    >>> round(kendall_tau([1, 2, 3], [1, 3, 2]), 6)
+    0.333333
+    """
+    return _correlation(stats.kendalltau, x, y)
+
+
+def top1_agreement(rewards_a: list[float], rewards_b: list[float]) -> bool:
+    """Whether both score lists pick the same best candidate.
+
+    >>> top1_agreement([1, 3, 2], [0, 9, 5])
+    True
+    """
+    return ranking(rewards_a)[0] == ranking(rewards_b)[0]
+
+
+def length_bias(rewards: list[float], lengths: list[int]) -> dict:
+    """How much the rewards follow reply length (in tokens).
+
+    `longest_wins` is True when the top-reward reply is among the longest ones.
+
+    >>> length_bias([0.1, 2.0, 1.0], [10, 50, 30])
+    {'spearman': 1.0, 'longest_wins': True, 'best': 1, 'longest': 1}
+    """
+    best = ranking(rewards)[0]
+    longest = ranking(lengths)[0]
+    # A tie for the longest reply still counts as a win for length.
+    return {"spearman": spearman(lengths, rewards), "longest_wins": lengths[best] == lengths[longest],
+            "best": best, "longest": longest}
+
+
+def length_penalised(rewards: list[float], lengths: list[int], alpha: float) -> list[float]:
+    """Rewards with a length penalty: r_i - alpha * lengths_i / 100.
+
+    alpha is the reward given up per 100 reply tokens.
+
+    >>> length_penalised([2.0, 1.0], [200, 50], 0.5)
+    [1.0, 0.75]
+    """
+    return [r - alpha * n / 100 for r, n in zip(rewards, lengths, strict=True)]
+
+
+def best_of_n(rewards: list[float], lengths: list[int] | None = None, alpha: float = 0.0) -> int:
+    """Index picked by best-of-n on the (optionally length-penalised) rewards.
+
+    >>> best_of_n([2.0, 1.0], [200, 50], alpha=1.0)
+    1
+    """
+    scores = rewards if lengths is None else length_penalised(rewards, lengths, alpha)
+    return ranking(scores)[0]
+
+
+def pairwise_accuracy(rewards_best_first: list[float]) -> float:
+    """Fraction of pairs (i < j) with r_i > r_j for answers given best first.
+
+    Ties count as wrong, as in RewardBench.
+
+    >>> pairwise_accuracy([3.0, 1.0, 2.0])
+    0.6666666666666666
+    """
+    r = rewards_best_first
+    if len(r) < 2:
+        raise ValueError("pairwise accuracy needs at least 2 answers")
+    pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
+    return sum(r[i] > r[j] for i, j in pairs) / len(pairs)
+
+
+def _message_error(messages) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for k, m in enumerate(messages, 1):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            return f"message {k} needs a 'role' of {', '.join(ROLES)}"
+        if not isinstance(m.get("content"), str):
+            return f"message {k} needs a string 'content'"
+    if messages[-1]["role"] != "user":
+        return "the last message must be from the user"
+    return None
+
+
+def _parse_row(obj) -> tuple[dict | None, str | None]:
+    if not isinstance(obj, dict):
+        return None, "expected a JSON object"
+    error = _message_error(obj.get("messages"))
+    if error:
+        return None, error
+    if "candidates" in obj and ("chosen" in obj or "rejected" in obj):
+        return None, "use either 'candidates' or 'chosen'/'rejected', not both"
+    if "candidates" in obj:
+        candidates = obj["candidates"]
+        if not isinstance(candidates, list) or len(candidates) < 2:
+            return None, "'candidates' needs at least 2 strings"
+    elif "chosen" in obj and "rejected" in obj:
+        candidates = [obj["chosen"], obj["rejected"]]
+    else:
+        return None, "needs 'candidates' or both 'chosen' and 'rejected'"
+    if not all(isinstance(c, str) for c in candidates):
+        return None, "candidates must be strings"
+    empty = [k for k, c in enumerate(candidates, 1) if not c.strip()]
+    if empty:
+        return None, f"candidate {empty[0]} is empty"
+    subset = obj.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        return None, "'subset' must be a string"
+    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+    return {"messages": messages, "candidates": candidates, "subset": subset or "all"}, None
+
+
+def parse_eval_jsonl(text: str) -> tuple[list[dict], list[str]]:
+    """Parse evaluation JSONL into normalised rows and one error per bad line.
+
+    Each line holds `messages` plus either `candidates` (best first) or
+    `chosen`/`rejected`, and an optional `subset`.
+
+    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
+    >>> rows[0]["candidates"], errors
+    (['Hello', 'Go'], ['line 2: expected a JSON object'])
+    """
+    rows, errors = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {n}: invalid JSON ({e.msg})")
+            continue
+        row, error = _parse_row(obj)
+        if error:
+            errors.append(f"line {n}: {error}")
+        else:
+            rows.append({"line": n, **row})
+    return rows, errors
+
+
+def _mean_accuracy(scores_per_row: list[list[float]]) -> float | None:
+    return sum(map(pairwise_accuracy, scores_per_row)) / len(scores_per_row) if scores_per_row else None
+
+
+def _summary(rewards: list[list[float]], lengths: list[list[int]]) -> dict:
+    return {"n": len(rewards), "accuracy": _mean_accuracy(rewards), "length_baseline": _mean_accuracy(lengths)}
+
+
+def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], lengths_per_row: list[list[int]]) -> dict:
+    """Mean pairwise accuracy of the RM, and of a longer-is-better baseline, overall and per subset.
+
+    >>> evaluation_report([{"subset": "chat"}], [[1.0, 2.0]], [[30, 10]])["overall"]
+    {'n': 1, 'accuracy': 0.0, 'length_baseline': 1.0}
+    """
+    if not len(rows) == len(rewards_per_row) == len(lengths_per_row):
+        raise ValueError("rows, rewards_per_row and lengths_per_row differ in length")
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.get("subset", "all"), []).append(i)
+    subsets = {
+        name: _summary([rewards_per_row[i] for i in idx], [lengths_per_row[i] for i in idx])
+        for name, idx in sorted(groups.items())
+    }
+    return {"overall": _summary(rewards_per_row, lengths_per_row), "subsets": subsets}
+
+
+def report_table(report: dict) -> list[list]:
+    """Rows [subset, n, accuracy, length baseline], overall first.
+
+    >>> report_table({"overall": {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}, "subsets": {}})
+    [['overall', 1, 1.0, 0.0]]
+    """
+    items = [("overall", report["overall"]), *report["subsets"].items()]
+    return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def pairs_jsonl(turns: list[dict]) -> str:
+    """Preference pairs: each turn's top-reward candidate against every other one.
+
+    >>> turn = {"messages": [], "candidates": ["a", "b"], "rewards": [0.0, 1.0], "lm": "L", "rm": "R"}
+    >>> pairs_jsonl([turn])
+    '{"messages": [], "chosen": "b", "rejected": "a", "chosen_reward": 1.0, "rejected_reward": 0.0, "lm": "L", "rm": "R"}\\n'
+    """
+    records = []
+    for turn in turns:
+        candidates, rewards = turn["candidates"], turn["rewards"]
+        if len(candidates) < 2:
+            continue
+        best = ranking(rewards)[0]
+        records += [
+            {"messages": turn["messages"], "chosen": candidates[best], "rejected": candidates[i],
+             "chosen_reward": rewards[best], "rejected_reward": rewards[i],
+             "lm": turn.get("lm"), "rm": turn.get("rm")}
+            for i in range(len(candidates)) if i != best
+        ]
+    return _jsonl(records)
+
+
+def nectar_prompt(messages: list[dict]) -> str:
+    """Render a conversation the way Nectar prompts are written.
+
+    A system message, if any, goes first as plain text, as in Anthropic HH.
+
+    >>> nectar_prompt([{"role": "user", "content": "Hi"}])
+    '\\n\\nHuman: Hi\\n\\nAssistant:'
+    """
+    speaker = {"user": "\n\nHuman: ", "assistant": "\n\nAssistant: ", "system": ""}
+    return "".join(speaker[m["role"]] + m["content"] for m in messages) + "\n\nAssistant:"
+
+
+def nectar_jsonl(turns: list[dict]) -> str:
+    """One Nectar-style record per turn, answers in candidate order with 1-based reward ranks.
+
+    >>> turn = {"messages": [{"role": "user", "content": "Hi"}], "candidates": ["a", "b"],
+    ...         "rewards": [0.0, 1.0], "lengths": [1, 1], "chosen": 1}
+    >>> json.loads(nectar_jsonl([turn]))["answers"][0]
+    {'answer': 'a', 'rank': 2, 'reward': 0.0, 'length': 1, 'chosen': False}
+    """
+    records = []
+    for turn in turns:
+        rewards = turn["rewards"]
+        rank = {i: k for k, i in enumerate(ranking(rewards), 1)}
+        answers = [
+            {"answer": text, "rank": rank[i], "reward": rewards[i],
+             "length": turn["lengths"][i], "chosen": i == turn.get("chosen")}
+            for i, text in enumerate(turn["candidates"])
+        ]
+        records.append({
+            "prompt": nectar_prompt(turn["messages"]),
+            "messages": turn["messages"],
+            "answers": answers,
+            "settings": turn.get("settings", {}),
+            "lm": turn.get("lm"),
+            "rm": turn.get("rm"),
+            "num_responses": len(answers),
+        })
+    return _jsonl(records)

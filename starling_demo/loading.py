@@ -1,0 +1,185 @@
+"""Download and load Starling language and reward models, in 4-bit, bf16 or fp32, on CPU or CUDA."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, LlamaModel
+from transformers import LlamaPreTrainedModel
+
+from .presets import LMPreset, RMPreset
+from .tiny import tiny_checkpoint
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("4bit", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+class LoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do."""
+
+
+class StarlingRewardModel(LlamaPreTrainedModel):
+    """The Starling RM: a Llama backbone without its LM head, and `v_head = Linear(hidden, 1)`.
+
+    The attribute names match both checkpoints: RM-34B stores `transformer.*` and `v_head.weight`;
+    RM-7B-alpha stores the same plus `model.*` (the card's duplicate reference to the backbone).
+    """
+
+    base_model_prefix = "transformer"
+    _keys_to_ignore_on_load_unexpected = [r"^model\."]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = LlamaModel(config)
+        self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        """The v_head value at every position, shape [batch, seq], in the head's (full) precision."""
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  past_key_values=past_key_values, use_cache=use_cache).last_hidden_state
+        return self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Loaded:
+    """A model with its tokenizer and the preset it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    preset: LMPreset | RMPreset
+    precision: str
+    device: str
+
+
+def resolve_device(device: str) -> str:
+    if device not in DEVICES:
+        raise LoadError(f"Unknown device {device!r}: use one of {', '.join(DEVICES)}.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LoadError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    return device
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    """bf16 where the GPU has bf16 tensor cores (Ampere and newer), fp16 on older GPUs, fp32 on CPU."""
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16
+    return torch.float32
+
+
+def precision_kwargs(precision: str, device: str, keep_full: list[str]) -> dict:
+    """from_pretrained arguments for a precision; `keep_full` modules are never quantised."""
+    if precision not in PRECISIONS:
+        raise LoadError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return {"dtype": torch.float32}
+    if precision == "bf16":
+        return {"dtype": torch.bfloat16}
+    dtype = compute_dtype(device)
+    # llm_int8_skip_modules replaces the default skip list, so the head must be named here.
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                               llm_int8_skip_modules=keep_full)
+    return {"dtype": dtype, "quantization_config": quant}
+
+
+def fetch(repo: str, patterns: list[str]) -> Path:
+    """A local folder holding `patterns` of `repo`: a tiny checkpoint, a local directory or a hub download."""
+    if repo.startswith("tiny:"):
+        return tiny_checkpoint(repo.removeprefix("tiny:"))
+    if os.path.isdir(repo):
+        return Path(repo)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except GatedRepoError:
+        raise LoadError(f"{repo} is gated: accept its licence at https://huggingface.co/{repo} and set HF_TOKEN "
+                        "to a token of that account (or use the tiny presets).") from None
+    except RepositoryNotFoundError:
+        raise LoadError(f"{repo} was not found on the Hugging Face Hub: check the name, or set HF_TOKEN if "
+                        "it is private.") from None
+    except (LocalEntryNotFoundError, OSError, HfHubHTTPError) as error:
+        raise LoadError(f"Cannot download {repo} ({type(error).__name__}): the Hugging Face Hub is unreachable "
+                        "and it is not cached. Connect to the internet, or try the app offline with the tiny "
+                        "presets (--lm tiny --rm tiny).") from None
+
+
+def load_tokenizer(source: Path, **kwargs):
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).exists() for name in TOKENIZER_FILES)
+
+
+def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
+    """Load a Starling LM and its tokenizer (alpha's out-of-vocabulary `<sep>` dropped)."""
+    device = resolve_device(device)
+    kwargs = precision_kwargs(precision, device, keep_full=["lm_head"])
+    folder = fetch(preset.repo, ["*.json", "*.model", "*.safetensors"])
+    if not any(folder.glob("*.safetensors")):
+        folder = fetch(preset.repo, ["*.json", "*.model", "*.bin"])
+    # Naively loaded, alpha's <sep> gets id 32002, past the embeddings; never resize them.
+    tokenizer = load_tokenizer(folder, **({"sep_token": None} if preset.drop_sep_token else {}))
+    model = AutoModelForCausalLM.from_pretrained(folder, device_map={"": device}, **kwargs)
+    if len(tokenizer) > model.config.vocab_size:
+        raise LoadError(f"The tokenizer of {preset.repo} has {len(tokenizer)} tokens but the model only "
+                        f"{model.config.vocab_size}: a special token outside the vocabulary would crash generation.")
+    return Loaded(model.eval(), tokenizer, preset, precision, device)
+
+
+def reward_checkpoint_folder(folder: Path) -> Path:
+    """A folder from_pretrained can read for RM-7B-alpha, whose single checkpoint may be named `*.pt`.
+
+    Like the card, take the first file ending in `.pt` or `model.bin`; link it under the name
+    transformers looks for when it has another.
+    """
+    if any(folder.glob("*.safetensors")) or (folder / "pytorch_model.bin").exists():
+        return folder
+    found = sorted(p for p in folder.iterdir() if p.name.endswith((".pt", "model.bin")))
+    if not found:
+        raise LoadError(f"{folder} has no reward-model weights (no *.safetensors, *.pt or *model.bin file).")
+    view = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo")) / "views"
+    view = view / folder.name
+    view.mkdir(parents=True, exist_ok=True)
+    for link, target in [("config.json", folder / "config.json"), ("pytorch_model.bin", found[0])]:
+        if not (view / link).exists():
+            (view / link).symlink_to(target.resolve())
+    return view
+
+
+def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
+    """Load a Starling reward model; fail loudly if its checkpoint has no `v_head.weight`."""
+    device = resolve_device(device)
+    kwargs = precision_kwargs(precision, device, keep_full=["v_head"])
+    folder = fetch(preset.repo, ["*.json", "*.safetensors", "*.pt", "*.bin", *TOKENIZER_FILES, "*.model"])
+    if not (folder / "config.json").exists():
+        raise LoadError(f"{folder} has no config.json: it is not in the layout of a Starling reward model repo.")
+    tokenizer_folder = folder if preset.tokenizer is None or has_tokenizer(folder) else \
+        fetch(preset.tokenizer, ["*.json", "*.model", "*.tiktoken"])
+    tokenizer = load_tokenizer(tokenizer_folder)
+    # The 7B config names a class transformers does not have; read it as the Llama config it is.
+    config = LlamaConfig.from_pretrained(folder)
+    try:
+        model, info = StarlingRewardModel.from_pretrained(reward_checkpoint_folder(folder), config=config,
+                                                          device_map={"": device}, output_loading_info=True,
+                                                          **kwargs)
+    except (OSError, ValueError) as error:
+        raise LoadError(f"Cannot read the reward model weights in {folder}: {error}") from None
+    missing = [k for k in info["missing_keys"] if not k.startswith("model.")]
+    if missing:
+        raise LoadError(f"The checkpoint in {folder} lacks {', '.join(sorted(missing)[:3])}: it is not a Starling "
+                        "reward model (a reward model needs transformer.* and v_head.weight).")
+    model.v_head.float()  # the reward is read in full precision, whatever the backbone's
+    return Loaded(model.eval(), tokenizer, preset, precision, device)

@@ -1,0 +1,159 @@
+"""Exact prompt formats: the OpenChat template for Starling-LM and the two reward-model text formats.
+
+Every format is built as a list of parts, `(text, is_special)`. Template markers are special tokens;
+message text is always encoded with special-token parsing off, so a user who types `<|end_of_turn|>`
+or `</s>` gets those characters, never the token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EOT = "<|end_of_turn|>"
+MODE_ROLES = {"gpt4": "GPT4 Correct", "code": "Code"}
+Part = tuple[str, bool]
+
+
+@dataclass
+class Encoded:
+    """A rendered input: the text a person can read and the ids the model receives."""
+
+    text: str
+    ids: list[int]
+    reply_start: int | None = None  # index in ids of the first reply token (reward inputs only)
+    reply_end: int | None = None
+
+
+def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
+    """Separate a leading system message and check that the turns alternate user/assistant.
+
+    >>> split_system([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    ('Be brief.', [{'role': 'user', 'content': 'Hi'}])
+    """
+    system = ""
+    if messages and messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    for i, message in enumerate(messages):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message.get("role") != expected or not isinstance(message.get("content"), str):
+            raise ValueError(f"message {i + 1} should be a {expected} message with text content; "
+                             "turns must alternate user/assistant after an optional system message.")
+    return system, list(messages)
+
+
+def encode_plain(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as plain text: special-token strings inside it are not parsed."""
+    if not text:
+        return []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def encode_parts(tokenizer, parts: list[Part], bos: bool) -> list[int]:
+    """Ids of a template: special parts become their single token, text parts are plain text."""
+    ids = [tokenizer.bos_token_id] if bos else []
+    for text, special in parts:
+        ids += [tokenizer.convert_tokens_to_ids(text)] if special else encode_plain(tokenizer, text)
+    return ids
+
+
+def render_parts(parts: list[Part], bos: str = "") -> str:
+    return bos + "".join(text for text, _ in parts)
+
+
+def openchat_parts(messages: list[dict], mode: str = "gpt4", system: str = "") -> list[Part]:
+    """The OpenChat prompt as OpenChat's server builds it, ending with the assistant role prefix.
+
+    Role prefix and message text are separate parts, as in OpenChat's own tokenisation; the space
+    between `User:` and the text is SentencePiece's word prefix, so it is not written here.
+
+    >>> render_parts(openchat_parts([{"role": "user", "content": "Hello"}]))
+    'GPT4 Correct User:Hello<|end_of_turn|>GPT4 Correct Assistant:'
+    """
+    if mode not in MODE_ROLES:
+        raise ValueError(f"Unknown mode {mode!r}: use gpt4 or code.")
+    inline_system, turns = split_system(messages)
+    system = system or inline_system
+    role = MODE_ROLES[mode]
+    parts: list[Part] = [(system, False), (EOT, True)] if system else []
+    for message in turns:
+        parts += [(f"{role} {message['role'].title()}:", False), (message["content"], False), (EOT, True)]
+    return parts + [(f"{role} Assistant:", False)]
+
+
+def openchat_prompt(tokenizer, messages: list[dict], mode: str = "gpt4", system: str = "") -> Encoded:
+    """The exact Starling-LM prompt: `<s>GPT4 Correct User: {u1}<|end_of_turn|>GPT4 Correct Assistant:`."""
+    parts = openchat_parts(messages, mode, system)
+    # Readable text: the word-prefix space shown where SentencePiece puts it.
+    text = "<s>" + "".join(t if s or not t or t.endswith(":") else " " + t for t, s in parts)
+    return Encoded(text, encode_parts(tokenizer, parts, bos=True))
+
+
+def llama2_rlhf_parts(messages: list[dict], reply: str) -> list[Part]:
+    """RM-7B-alpha text, the authors' RLHF format: `[INST] {u} [/INST] {a}</s>` per turn, joined by a space.
+
+    Each turn is stripped; the system prompt is not included.
+
+    >>> render_parts(llama2_rlhf_parts([{"role": "user", "content": " Hi "}], "Hello!"))
+    '[INST] Hi [/INST] Hello!</s>'
+    """
+    _, turns = split_system(messages)
+    turns = turns + [{"role": "assistant", "content": reply}]
+    parts: list[Part] = []
+    for i in range(0, len(turns), 2):
+        joiner = " " if i else ""
+        parts += [(f"{joiner}[INST] {turns[i]['content'].strip()} [/INST] {turns[i + 1]['content'].strip()}", False),
+                  ("</s>", True)]
+    return parts
+
+
+def chatml_parts(messages: list[dict], reply: str) -> list[Part]:
+    """RM-34B text, Yi's ChatML: `<|im_start|>{role}\\n{content}<|im_end|>\\n` for every message.
+
+    >>> render_parts(chatml_parts([{"role": "user", "content": "Hi"}], "Hello!"))
+    '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n'
+    """
+    system, turns = split_system(messages)
+    turns = ([{"role": "system", "content": system}] if system else []) + turns
+    parts: list[Part] = []
+    for message in turns + [{"role": "assistant", "content": reply}]:
+        parts += [("<|im_start|>", True), (f"{message['role']}\n{message['content']}", False),
+                  ("<|im_end|>", True), ("\n", False)]
+    return parts
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids `a` and `b` share.
+
+    >>> common_prefix_length([1, 5, 6], [1, 5, 7, 8])
+    2
+    """
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+RM_TEMPLATES = {"llama2-rlhf": llama2_rlhf_parts, "chatml": chatml_parts}
+
+
+def reward_input(tokenizer, template: str, messages: list[dict], reply: str, bos: bool,
+                 max_length: int = 2048) -> Encoded:
+    """Reward-model ids for one candidate, left-truncated to `max_length` (BOS kept), with the reply's span.
+
+    The reply span is found by encoding the same text with an empty reply: the ids agree before and
+    after the reply, so the span is exact whatever the tokenizer merges at its edges.
+    """
+    build = RM_TEMPLATES[template]
+    parts = build(messages, reply)
+    ids = encode_parts(tokenizer, parts, bos)
+    empty = encode_parts(tokenizer, build(messages, ""), bos)
+    start = common_prefix_length(ids, empty)
+    end = len(ids) - common_prefix_length(ids[start:][::-1], empty[start:][::-1])
+    if len(ids) > max_length:
+        # Like the card's tokenizer(truncation_side="left"): drop the oldest text, keep the BOS.
+        keep = max_length - bos
+        cut = len(ids) - keep
+        ids = ids[:bos] + ids[-keep:]
+        start, end = max(start - cut, bos), max(end - cut, bos)
+    return Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end)

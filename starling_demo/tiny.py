@@ -1,0 +1,115 @@
+"""Tiny random Starling checkpoints, written in exactly the layouts of the real hub repos, for offline use.
+
+They run the real loading, template and scoring code in seconds on a CPU; their replies are noise.
+The tokenizer is the real Mistral one that `mistral-common` ships (the Llama-2 and Yi tokenizers are
+not on PyPI, so the tiny reward models use it too, with the same special-token conventions).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+VERSION = "v3"  # bump when a layout or shape changes, so stale caches are rebuilt
+CACHE = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo")) / f"tiny-{VERSION}"
+SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, rms_norm_eps=1e-5)
+
+
+def mistral_tokenizer(extra_special: list[str], add_bos: bool = True):
+    """The Mistral SentencePiece tokenizer from mistral-common, with `extra_special` appended as ids 32000.."""
+    import mistral_common
+    from transformers import LlamaTokenizer
+
+    source = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    staging = CACHE / "sp"
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, staging / "tokenizer.model")
+    # legacy=True: a word prefix after every special token, as the OpenChat card's ids require.
+    tokenizer = LlamaTokenizer.from_pretrained(staging, legacy=True)
+    if extra_special:
+        tokenizer.add_special_tokens({"additional_special_tokens": extra_special})
+    tokenizer.add_bos_token = add_bos
+    tokenizer.padding_side = "right"  # as the Llama-2 and Yi tokenizers
+    return tokenizer
+
+
+def _save_tokenizer(tokenizer, path: Path) -> None:
+    tokenizer.save_pretrained(path)
+    # transformers does not write these back; without them a reload changes the tokenisation.
+    config_path = path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(legacy=True, add_bos_token=tokenizer.add_bos_token, padding_side=tokenizer.padding_side)
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def _write_lm(path: Path) -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=32002, max_position_embeddings=1024, sliding_window=None,
+                           bos_token_id=1, eos_token_id=32000, tie_word_embeddings=False, **SHAPE)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config)
+    model.generation_config.eos_token_id = 32000
+    model.save_pretrained(path)
+    _save_tokenizer(mistral_tokenizer(["<|end_of_turn|>", "<|pad_0|>"]), path)
+
+
+def _reward_backbone(vocab_size: int, seed: int, architecture: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+                         architectures=[architecture], tie_word_embeddings=False, **SHAPE)
+    torch.manual_seed(seed)
+    causal = LlamaForCausalLM(config)
+    # A wider head than the default init, so rewards spread over a few units as real ones do.
+    v_head = torch.randn(1, config.hidden_size) / config.hidden_size**0.5
+    return config, causal, v_head
+
+
+def _write_rm_7b(path: Path) -> None:
+    """The card's GPTRewardModel state dict: model.model.*, model.lm_head, transformer.* (shared), v_head."""
+    config, causal, v_head = _reward_backbone(32000, seed=1, architecture="LLMForSequenceRegression")
+    state = {f"model.{k}": v for k, v in causal.state_dict().items()}
+    state |= {f"transformer.{k}": v for k, v in causal.model.state_dict().items()}
+    state["v_head.weight"] = v_head
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    torch.save(state, path / "pytorch_model.bin")
+    _save_tokenizer(mistral_tokenizer([]), path)
+
+
+def _write_rm_34b(path: Path) -> None:
+    """The RM-34B layout: sharded safetensors with transformer.* and v_head.weight, plus an index."""
+    from huggingface_hub import save_torch_state_dict
+
+    config, causal, v_head = _reward_backbone(32002, seed=2, architecture="LlamaForSequenceClassification")
+    state = {f"transformer.{k}": v for k, v in causal.model.state_dict().items()} | {"v_head.weight": v_head}
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    save_torch_state_dict(state, path, max_shard_size="2MB")
+    # Yi-34B-Chat's ChatML markers; like Yi, no BOS is added and <unk> is also the pad token.
+    tokenizer = mistral_tokenizer(["<|im_start|>", "<|im_end|>"], add_bos=False)
+    tokenizer.pad_token = tokenizer.unk_token
+    _save_tokenizer(tokenizer, path)
+
+
+WRITERS = {"lm": _write_lm, "rm-7b": _write_rm_7b, "rm-34b": _write_rm_34b}
+
+
+def tiny_checkpoint(name: str) -> Path:
+    """The folder of tiny checkpoint `name` ("lm", "rm-7b" or "rm-34b"), built on first use."""
+    path = CACHE / name
+    if not (path / "config.json").exists():
+        staging = CACHE / f".{name}.tmp{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        WRITERS[name](staging)
+        # Atomic publish: a half-written folder is never seen by another process.
+        try:
+            staging.rename(path)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,89 @@
+"""Straightforward reimplementations of the two model cards' scoring code, the reference for the tests.
+
+Deliberately naive, as the cards are: batch 1, the card's own padding, the card's own read-out.
+"""
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel
+
+
+def rm7b_text(messages, reply):
+    """The authors' RLHF format, written out by hand from STARLING.md."""
+    turns = [m for m in messages if m["role"] != "system"] + [{"role": "assistant", "content": reply}]
+    return " ".join(f"[INST] {turns[i]['content'].strip()} [/INST] {turns[i + 1]['content'].strip()}</s>"
+                    for i in range(0, len(turns), 2))
+
+
+def rm34b_text(messages, reply):
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+                   for m in messages + [{"role": "assistant", "content": reply}])
+
+
+class CardRM7B(nn.Module):
+    """The card's GPTRewardModel: a causal LM, its backbone as .transformer, and a v_head."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        config = LlamaConfig.from_pretrained(folder)
+        self.model = LlamaForCausalLM(config)
+        self.transformer = self.model.model
+        self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer.pad_token = self.tokenizer.unk_token
+        self.tokenizer.truncation_side = "left"
+        self.PAD_ID = self.tokenizer(self.tokenizer.pad_token)["input_ids"][0]
+        self.load_state_dict(torch.load(folder / "pytorch_model.bin"), strict=False)
+        self.eval()
+
+    def forward(self, input_ids, attention_mask):
+        hidden_states = self.transformer(input_ids, attention_mask=attention_mask)[0]
+        rewards = self.v_head(hidden_states).squeeze(-1)
+        scores = []
+        for i in range(input_ids.shape[0]):
+            c_inds = (input_ids[i] == self.PAD_ID).nonzero()
+            c_ind = c_inds[0].item() if len(c_inds) > 0 else input_ids.shape[1]
+            scores.append(rewards[i, c_ind - 1])
+        return scores
+
+    @torch.no_grad()
+    def get_reward(self, samples):
+        enc = self.tokenizer(samples, truncation=True, max_length=2048, padding="max_length", return_tensors="pt")
+        out = []
+        for i in range(math.ceil(len(samples))):
+            out.extend(self(enc["input_ids"][i: i + 1], enc["attention_mask"][i: i + 1]))
+        return torch.hstack(out).tolist()
+
+
+class CardRM34B(nn.Module):
+    """The RM-34B card's LlamaForSequenceClassification: .transformer, .v_head, PAD_ID 0, last real token."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        config = LlamaConfig.from_pretrained(folder)
+        self.transformer = LlamaModel(config)
+        self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
+        self.PAD_ID = 0
+        state = {}
+        for shard in sorted(folder.glob("*.safetensors")):
+            state |= load_file(shard)
+        self.load_state_dict(state)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer.truncation_side = "left"
+        self.eval()
+
+    @torch.no_grad()
+    def get_reward(self, samples):
+        enc = self.tokenizer(samples, truncation=True, max_length=2048, padding="longest", return_tensors="pt")
+        out = []
+        for i in range(len(samples)):
+            input_ids = enc["input_ids"][i: i + 1]
+            hidden = self.transformer(input_ids, attention_mask=enc["attention_mask"][i: i + 1]).last_hidden_state
+            rewards = self.v_head(hidden).squeeze(-1)
+            c_inds = (input_ids[0] == self.PAD_ID).nonzero()
+            c_ind = c_inds[0].item() if len(c_inds) > 0 else input_ids.shape[1]
+            out.append(rewards[0, c_ind - 1])
+        return torch.stack(out).tolist()

@@ -1,0 +1,229 @@
+import json
+import math
+
+import pytest
+
+from starling_demo.insight import (
+    best_of_n,
+    evaluation_report,
+    kendall_tau,
+    length_bias,
+    length_penalised,
+    nectar_jsonl,
+    nectar_prompt,
+    pairs_jsonl,
+    pairwise_accuracy,
+    parse_eval_jsonl,
+    plackett_luce_probability,
+    ranking,
+    report_table,
+    spearman,
+    top1_agreement,
+    win_probabilities,
+)
+
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def test_win_probabilities():
+    p = win_probabilities([1.0, 0.0, 3.0])
+    assert p[0][1] == pytest.approx(0.7310585786)
+    assert p[1][0] == pytest.approx(1 - 0.7310585786)
+    assert p[2][1] == pytest.approx(1 / (1 + math.exp(-3)))
+    assert [p[i][i] for i in range(3)] == [0.5, 0.5, 0.5]
+
+
+def test_win_probabilities_large_gap_is_stable():
+    p = win_probabilities([1000.0, -1000.0])
+    assert p[0][1] == 1.0
+    assert p[1][0] == 0.0
+
+
+def test_ranking_stable_ties():
+    assert ranking([1.0, 3.0, 1.0, 3.0]) == [1, 3, 0, 2]
+    assert ranking([]) == []
+
+
+def test_plackett_luce():
+    e = math.e
+    expected = e**2 / (e**2 + e + 1) * e / (e + 1)
+    assert plackett_luce_probability([2.0, 1.0, 0.0]) == pytest.approx(expected)
+    assert plackett_luce_probability([0.0, 1.0, 2.0]) == pytest.approx(expected)
+    worst = 1 / (e**2 + e + 1) * e / (e + e**2)
+    assert plackett_luce_probability([2.0, 1.0, 0.0], order=[2, 1, 0]) == pytest.approx(worst)
+
+
+def test_plackett_luce_all_orders_sum_to_one_and_large_rewards():
+    from itertools import permutations
+
+    r = [0.3, -1.2, 2.0]
+    assert sum(plackett_luce_probability(r, list(o)) for o in permutations(range(3))) == pytest.approx(1.0)
+    assert plackett_luce_probability([1000.0, 999.0]) == pytest.approx(1 / (1 + math.exp(-1)))
+    with pytest.raises(ValueError):
+        plackett_luce_probability([1.0, 2.0], order=[0, 0])
+
+
+def test_spearman_and_kendall():
+    # Hand-computed: ranks y=[1,3,2] vs x=[1,2,3] -> d^2 = 2 -> 1 - 6*2/(3*8) = 0.5
+    assert spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    # Ties get average ranks: y ranks [1.5, 1.5, 3] -> Pearson on ranks = sqrt(3)/2
+    assert spearman([1, 2, 3], [5, 5, 9]) == pytest.approx(math.sqrt(3) / 2)
+    # One discordant pair of three -> (2 - 1) / 3
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_correlations_undefined_return_none():
+    assert spearman([1], [2]) is None
+    assert spearman([1, 2, 3], [4, 4, 4]) is None
+    assert kendall_tau([], []) is None
+    assert kendall_tau([7, 7], [1, 2]) is None
+
+
+def test_top1_agreement():
+    assert top1_agreement([1, 3, 2], [0, 9, 5]) is True
+    assert top1_agreement([1, 3, 2], [9, 0, 5]) is False
+
+
+def test_length_bias_longest_wins():
+    out = length_bias([0.5, 2.5, 1.0], [40, 120, 80])
+    assert out == {"spearman": pytest.approx(1.0), "longest_wins": True, "best": 1, "longest": 1}
+
+
+def test_length_bias_shorter_wins_and_shared_max_length():
+    out = length_bias([3.0, 1.0, 2.0], [10, 90, 50])
+    assert out == {"spearman": pytest.approx(-1.0), "longest_wins": False, "best": 0, "longest": 1}
+    assert length_bias([1.0, 2.0], [50, 50])["longest_wins"] is True
+
+
+def test_length_penalised_and_best_of_n():
+    assert length_penalised([2.0, 1.0], [200, 50], 0.5) == pytest.approx([1.0, 0.75])
+    assert length_penalised([2.0, 1.0], [200, 50], 0.0) == [2.0, 1.0]
+    assert best_of_n([2.0, 1.0]) == 0
+    assert best_of_n([2.0, 1.0], [200, 50]) == 0
+    assert best_of_n([2.0, 1.0], [200, 50], alpha=0.5) == 0  # 1.0 vs 0.75
+    assert best_of_n([2.0, 1.0], [200, 50], alpha=1.0) == 1  # 0.0 vs 0.5
+    assert best_of_n([1.0, 1.0, 0.0]) == 0
+
+
+def test_pairwise_accuracy():
+    assert pairwise_accuracy([3.0, 1.0, 2.0]) == pytest.approx(2 / 3)
+    assert pairwise_accuracy([2.0, 1.0]) == 1.0
+    assert pairwise_accuracy([1.0, 2.0]) == 0.0
+    assert pairwise_accuracy([1.0, 1.0]) == 0.0  # ties count as wrong
+    assert pairwise_accuracy([4.0, 3.0, 2.0, 1.0]) == 1.0
+    with pytest.raises(ValueError):
+        pairwise_accuracy([1.0])
+
+
+def test_parse_eval_jsonl_both_formats():
+    text = "\n".join([
+        json.dumps({"messages": USER, "candidates": ["a", "b", "c"], "subset": "chat"}),
+        "",
+        json.dumps({"messages": [{"role": "system", "content": "S"}] + USER, "chosen": "x", "rejected": "y"}),
+    ])
+    rows, errors = parse_eval_jsonl(text)
+    assert errors == []
+    assert rows == [
+        {"line": 1, "messages": USER, "candidates": ["a", "b", "c"], "subset": "chat"},
+        {"line": 3, "messages": [{"role": "system", "content": "S"}] + USER,
+         "candidates": ["x", "y"], "subset": "all"},
+    ]
+
+
+def test_parse_eval_jsonl_errors_name_the_line():
+    bad = [
+        "{not json",
+        "[1, 2]",
+        json.dumps({"candidates": ["a", "b"]}),
+        json.dumps({"messages": [{"role": "bot", "content": "x"}], "candidates": ["a", "b"]}),
+        json.dumps({"messages": USER + [{"role": "assistant", "content": "x"}], "candidates": ["a", "b"]}),
+        json.dumps({"messages": USER, "candidates": ["a"]}),
+        json.dumps({"messages": USER, "candidates": ["a", 3]}),
+        json.dumps({"messages": USER, "chosen": "a", "rejected": "  "}),
+        json.dumps({"messages": USER, "chosen": "a"}),
+        json.dumps({"messages": USER, "candidates": ["a", "b"], "subset": 5}),
+    ]
+    good = json.dumps({"messages": USER, "chosen": "a", "rejected": "b"})
+    rows, errors = parse_eval_jsonl("\n".join(bad + [good]))
+    assert [r["line"] for r in rows] == [11]
+    assert len(errors) == len(bad)
+    assert errors[0].startswith("line 1: invalid JSON")
+    assert errors[1:] == [
+        "line 2: expected a JSON object",
+        "line 3: 'messages' must be a non-empty list",
+        "line 4: message 1 needs a 'role' of system, user, assistant",
+        "line 5: the last message must be from the user",
+        "line 6: 'candidates' needs at least 2 strings",
+        "line 7: candidates must be strings",
+        "line 8: candidate 2 is empty",
+        "line 9: needs 'candidates' or both 'chosen' and 'rejected'",
+        "line 10: 'subset' must be a string",
+    ]
+
+
+def test_evaluation_report_and_table():
+    rows = [{"subset": "chat"}, {"subset": "chat"}, {"subset": "code"}]
+    rewards = [[2.0, 1.0], [1.0, 2.0], [3.0, 1.0, 2.0]]
+    lengths = [[10, 20], [30, 5], [9, 8, 7]]
+    report = evaluation_report(rows, rewards, lengths)
+    assert report["overall"] == {"n": 3, "accuracy": pytest.approx((1 + 0 + 2 / 3) / 3),
+                                 "length_baseline": pytest.approx(2 / 3)}
+    assert report["subsets"] == {
+        "chat": {"n": 2, "accuracy": 0.5, "length_baseline": 0.5},
+        "code": {"n": 1, "accuracy": pytest.approx(2 / 3), "length_baseline": 1.0},
+    }
+    assert report_table(report) == [
+        ["overall", 3, pytest.approx(5 / 9), pytest.approx(2 / 3)],
+        ["chat", 2, 0.5, 0.5],
+        ["code", 1, pytest.approx(2 / 3), 1.0],
+    ]
+    assert evaluation_report([], [], [])["overall"] == {"n": 0, "accuracy": None, "length_baseline": None}
+
+
+TURN = {
+    "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
+                 {"role": "user", "content": "Café?"}],
+    "candidates": ["A", "B", "C"],
+    "rewards": [0.5, 2.0, -1.0],
+    "lengths": [3, 7, 1],
+    "chosen": 0,
+    "settings": {"temperature": 0.7},
+    "lm": "lm-x",
+    "rm": "rm-y",
+}
+
+
+def test_pairs_jsonl_exact_records():
+    text = pairs_jsonl([TURN, {**TURN, "candidates": ["only"], "rewards": [1.0], "lengths": [1]}])
+    assert "Café" in text  # ensure_ascii=False
+    records = [json.loads(line) for line in text.splitlines()]
+    base = {"messages": TURN["messages"], "chosen": "B", "chosen_reward": 2.0, "lm": "lm-x", "rm": "rm-y"}
+    assert records == [
+        {**base, "rejected": "A", "rejected_reward": 0.5},
+        {**base, "rejected": "C", "rejected_reward": -1.0},
+    ]
+    assert pairs_jsonl([]) == ""
+
+
+def test_nectar_jsonl_exact_record():
+    text = nectar_jsonl([TURN])
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert json.loads(text) == {
+        "prompt": "\n\nHuman: Hi\n\nAssistant: Yo\n\nHuman: Café?\n\nAssistant:",
+        "messages": TURN["messages"],
+        "answers": [
+            {"answer": "A", "rank": 2, "reward": 0.5, "length": 3, "chosen": True},
+            {"answer": "B", "rank": 1, "reward": 2.0, "length": 7, "chosen": False},
+            {"answer": "C", "rank": 3, "reward": -1.0, "length": 1, "chosen": False},
+        ],
+        "settings": {"temperature": 0.7},
+        "lm": "lm-x",
+        "rm": "rm-y",
+        "num_responses": 3,
+    }
+
+
+def test_nectar_prompt_with_system():
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert nectar_prompt(msgs) == "Be brief.\n\nHuman: Hi\n\nAssistant:"
