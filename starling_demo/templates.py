@@ -82,8 +82,9 @@ def openchat_parts(messages: list[dict], mode: str = "gpt4", system: str = "") -
 def openchat_prompt(tokenizer, messages: list[dict], mode: str = "gpt4", system: str = "") -> Encoded:
     """The exact Starling-LM prompt: `<s>GPT4 Correct User: {u1}<|end_of_turn|>GPT4 Correct Assistant:`."""
     parts = openchat_parts(messages, mode, system)
-    # Readable text: the word-prefix space shown where SentencePiece puts it.
-    text = "<s>" + "".join(t if s or not t or t.endswith(":") else " " + t for t, s in parts)
+    # Readable text: the space after a role prefix is SentencePiece's word prefix of the message.
+    text = "<s>" + "".join(" " + t if t and i and parts[i - 1][0].endswith(":") else t
+                           for i, (t, _) in enumerate(parts))
     return Encoded(text, encode_parts(tokenizer, parts, bos=True))
 
 
@@ -152,8 +153,7 @@ def reward_input(tokenizer, template: str, messages: list[dict], reply: str, bos
     end = len(ids) - common_prefix_length(ids[start:][::-1], empty[start:][::-1])
     if len(ids) > max_length:
         # Like the card's tokenizer(truncation_side="left"): drop the oldest text, keep the BOS.
-        keep = max_length - bos
-        cut = len(ids) - keep
-        ids = ids[:bos] + ids[-keep:]
+        cut = len(ids) - max_length
+        ids = ids[:bos] + ids[bos + cut:]
         start, end = max(start - cut, bos), max(end - cut, bos)
     return Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end)
