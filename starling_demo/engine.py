@@ -100,7 +100,7 @@ class Engine:
         for state in stream_candidates(loaded.model, prompt.ids, settings.n, settings.temperature, settings.top_p,
                                        settings.max_new_tokens, seed, stop_ids):
             texts = tokenizer.batch_decode(state.ids, skip_special_tokens=True)
-            yield Generation(texts, [len(ids) for ids in state.ids], list(state.finished), prompt, seed, warning)
+            yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
 
     def score(self, messages: list[dict], candidates: list[str], rm: str | None = None,
               readout: str | None = None) -> Scores:

@@ -71,7 +71,7 @@ def stream_candidates(model, prompt_ids: list[int], n: int, temperature: float =
             for row in keep:
                 state.finished[active[row]] = "length"
             keep = []
-        yield state
+        yield Candidates([list(ids) for ids in state.ids], list(state.finished))  # a snapshot per step
         if not keep:
             return
         if len(keep) < len(active):

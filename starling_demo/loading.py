@@ -114,7 +114,11 @@ def fetch(repo: str, patterns: list[str]) -> Path:
 
 
 def load_tokenizer(source: Path, **kwargs):
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as error:  # malformed files fail in many ways; all mean the same to the user
+        raise LoadError(f"Cannot read the tokenizer in {source} ({type(error).__name__}: {error}): "
+                        "check that the folder holds a complete tokenizer.") from None
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -169,13 +173,13 @@ def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> 
     tokenizer_folder = folder if preset.tokenizer is None or has_tokenizer(folder) else \
         fetch(preset.tokenizer, ["*.json", "*.model", "*.tiktoken"])
     tokenizer = load_tokenizer(tokenizer_folder)
-    # The 7B config names a class transformers does not have; read it as the Llama config it is.
-    config = LlamaConfig.from_pretrained(folder)
     try:
+        # The 7B config names a class transformers does not have; read it as the Llama config it is.
+        config = LlamaConfig.from_pretrained(folder)
         model, info = StarlingRewardModel.from_pretrained(reward_checkpoint_folder(folder), config=config,
                                                           device_map={"": device}, output_loading_info=True,
                                                           **kwargs)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise LoadError(f"Cannot read the reward model weights in {folder}: {error}") from None
     missing = [k for k in info["missing_keys"] if not k.startswith("model.")]
     if missing:

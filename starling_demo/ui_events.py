@@ -1,0 +1,214 @@
+"""Event handlers of the chat UI: generate, score, pick and undo turns of a per-session state, via the engine.
+
+Handlers take the engine first (the UI binds it) and the session dict `{"turns": [...]}`; they never keep
+models in the session. Recoverable problems raise `gr.Warning` and leave the session as it was.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import gradio as gr
+
+from . import insight
+from .engine import Engine, Settings
+from .loading import LoadError
+from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
+
+MAX_MESSAGE_CHARS = 20_000
+
+
+def new_session() -> dict:
+    return {"turns": []}
+
+
+def current_turn(session: dict) -> dict | None:
+    return session["turns"][-1] if session["turns"] else None
+
+
+def card_updates(turn: dict | None) -> list:
+    """Visibility, text and badge of the 8 candidate cards."""
+    updates = []
+    candidates = turn["candidates"] if turn else []
+    for i in range(MAX_CARDS):
+        shown = i < len(candidates)
+        label = f"Candidate {i + 1}"
+        if shown and turn.get("rewards") and insight.ranking(turn["rewards"])[0] == i:
+            label += " ★ best"
+        updates += [gr.update(visible=shown),
+                    gr.update(value=candidates[i] if shown else "", label=label),
+                    card_badge(turn, i) if shown else ""]
+    return updates
+
+
+def view(session: dict, status: str, message=None) -> list:
+    """All outputs of a chat event: session, chatbot, status, turn JSON, message box, then the cards."""
+    turn = current_turn(session)
+    return [session, chat_messages(session["turns"]), status, turn_summary(turn),
+            gr.skip() if message is None else message, *card_updates(turn)]
+
+
+def unchanged(warning: str) -> list:
+    """Warn, and leave every output as it is."""
+    gr.Warning(warning)
+    return [gr.skip()] * (5 + 3 * MAX_CARDS)
+
+
+MODEL_KINDS = {"lm": "language model", "rm": "reward model"}
+
+
+def loading_status(kind: str, name: str) -> str:
+    return f"Loading {MODEL_KINDS[kind]} **{name}** (first use; it stays loaded)…"
+
+
+def load_model(engine: Engine, kind: str, name: str):
+    """Load a model chosen in the settings now, so the next turn does not wait; yields status lines."""
+    if not name or name == "none" or engine.is_loaded(kind, name):
+        yield f"{MODEL_KINDS[kind].capitalize()} **{name}** is ready."
+        return
+    yield loading_status(kind, name)
+    started = time.perf_counter()
+    try:
+        (engine.lm if kind == "lm" else engine.rm)(name)
+    except (LoadError, ValueError) as error:
+        gr.Warning(str(error))
+        yield f"Could not load {name}: {error}"
+        return
+    yield f"Loaded {MODEL_KINDS[kind]} **{name}** in {time.perf_counter() - started:.1f} s."
+
+
+def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None) -> None:
+    """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
+    scores = engine.score(turn["messages"], turn["candidates"], rm, readout)
+    turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
+                rm_texts=scores.texts, readout=scores.readout, rm=rm, rm2=None, rewards2=None)
+    if rm2 and rm2 != "none":
+        turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout).rewards)
+    if turn.get("picked_by") != "you" or turn.get("chosen") is None:
+        turn.update(chosen=insight.ranking(scores.rewards)[0], picked_by="best")
+
+
+def scored_status(turn: dict) -> str:
+    best = insight.ranking(turn["rewards"])[0]
+    return (f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}** ({turn['readout']} read-out) · "
+            f"best: candidate {best + 1} (reward {turn['rewards'][best]:.3f}) · seed {turn.get('seed')}")
+
+
+def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float, temperature: float,
+         top_p: float, max_new_tokens: float, seed: float | None, mode: str, system: str, readout: str,
+         rm2: str | None):
+    """Send a message: stream N candidates side by side, then score and rank them."""
+    message = (message or "").strip()
+    if not message:
+        yield unchanged("Type a message first: the message box is empty.")
+        return
+    if len(message) > MAX_MESSAGE_CHARS:
+        yield unchanged(f"The message has {len(message):,} characters; shorten it to at most "
+                        f"{MAX_MESSAGE_CHARS:,} and send it again.")
+        return
+    settings = Settings(n=int(n), temperature=float(temperature), top_p=float(top_p),
+                        max_new_tokens=int(max_new_tokens), seed=None if seed in (None, "") else int(seed),
+                        mode="code" if mode.lower().startswith("code") else "gpt4")
+    if current_turn(session) and current_turn(session).get("chosen") is None:
+        yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
+        return
+    work = copy.deepcopy(session)
+    system = (system or "").strip()
+    messages = ([{"role": "system", "content": system}] if system else []) + conversation(work["turns"])
+    messages.append({"role": "user", "content": message})
+    turn = {"messages": messages, "candidates": [], "settings": vars(settings) | {"system": system}, "lm": lm}
+    try:
+        if not engine.is_loaded("lm", lm):
+            yield view(session, loading_status("lm", lm))
+            engine.lm(lm)
+        yield view(session, f"Generating {settings.n} candidates with **{lm}**…")
+        work["turns"].append(turn)
+        for step in engine.generate(messages, settings, lm):
+            turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
+                        prompt=step.prompt.text, seed=step.seed, warning=step.warning)
+            yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…", "")
+        if turn.get("warning"):
+            gr.Warning(turn["warning"])
+        yield view(work, loading_status("rm", rm) if not engine.is_loaded("rm", rm) else f"Scoring with **{rm}**…", "")
+        score_turn(engine, turn, rm, readout, rm2)
+    except (LoadError, ValueError) as error:
+        gr.Warning(str(error))
+        yield view(session, f"Nothing changed: {error}")
+        return
+    yield view(work, scored_status(turn), "")
+
+
+def regenerate(engine: Engine, session: dict, *settings):
+    """Generate the last turn again with the current settings."""
+    turn = current_turn(session)
+    if not turn:
+        yield unchanged("Nothing to regenerate yet: send a message first.")
+        return
+    earlier = {"turns": session["turns"][:-1]}
+    for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings):
+        # A failure before anything changed shows the session as it was, last turn included.
+        yield view(session, outputs[2]) if outputs[0] is earlier else outputs
+
+
+def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None):
+    """The session with the current turn's candidates replaced and scored, or a warning saying why not."""
+    work = copy.deepcopy(session)
+    turn = current_turn(work)
+    turn["candidates"] = candidates
+    try:
+        score_turn(engine, turn, rm, readout, rm2)
+    except (LoadError, ValueError) as error:
+        return None, str(error)
+    return work, None
+
+
+def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, *cards: str):
+    """Score the current candidates again, as edited in their cards, without regenerating."""
+    turn = current_turn(session)
+    if not turn or not turn["candidates"]:
+        return unchanged("Nothing to score yet: send a message first.")
+    work, error = rescored(engine, session, [c or "" for c in cards[: len(turn["candidates"])]], rm, readout, rm2)
+    return unchanged(error) if error else view(work, scored_status(current_turn(work)))
+
+
+def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None, *cards: str):
+    """Add an own reply to the current candidates and rank it with them; outputs end with the emptied box."""
+    text = (text or "").strip()
+    turn = current_turn(session)
+    if not turn:
+        problem = "Send a message first: your candidate is scored as a reply to it."
+    elif not text:
+        problem = "Write your candidate reply first: the box is empty."
+    elif len(text) > MAX_MESSAGE_CHARS:
+        problem = f"Your candidate has {len(text):,} characters; shorten it to at most {MAX_MESSAGE_CHARS:,}."
+    elif len(turn["candidates"]) >= MAX_CARDS:
+        problem = f"All {MAX_CARDS} cards are in use: edit one of them and press Score instead."
+    else:
+        count = len(turn["candidates"])
+        work, problem = rescored(engine, session, [c or "" for c in cards[:count]] + [text], rm, readout, rm2)
+    if problem:
+        return unchanged(problem) + [gr.skip()]
+    return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]
+
+
+def use_candidate(session: dict, number: float):
+    """Continue the conversation with candidate `number` (1-based) instead of the best one."""
+    turn = current_turn(session)
+    if not turn or not turn["candidates"]:
+        return unchanged("There are no candidates to pick from yet: send a message first.")
+    k = int(number or 0) - 1
+    if not 0 <= k < len(turn["candidates"]):
+        return unchanged(f"There is no candidate {k + 1}: pick one of 1 to {len(turn['candidates'])}.")
+    work = copy.deepcopy(session)
+    current_turn(work).update(chosen=k, picked_by="you")
+    return view(work, f"Continuing with candidate {k + 1}.")
+
+
+def undo(session: dict):
+    if not session["turns"]:
+        return unchanged("Nothing to undo: the conversation is empty.")
+    return view({"turns": session["turns"][:-1]}, "Removed the last turn.")
+
+
+def clear(session: dict):
+    return view(new_session(), "Cleared the conversation.", "")

@@ -1,0 +1,105 @@
+"""Handlers of the insight panels: ranking, reward trace, win probabilities, length bias, exports, batch evaluation."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from . import insight
+from .engine import Engine
+from .evaluation import evaluate
+from .loading import LoadError
+from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text, length_frame,
+                        model_inputs_text, plackett_luce_text, ranking_rows, reward_frame, trace_frame,
+                        trace_html, win_matrix_html)
+
+COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank", "reward (second RM)", "rank"]
+NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
+
+
+def scored_turn(session: dict) -> dict | None:
+    turn = session["turns"][-1] if session["turns"] else None
+    return turn if turn and turn.get("rewards") else None
+
+
+def trace_panel(session: dict, number: str | None) -> list:
+    """Token-level values of one candidate: highlighted text and a line chart."""
+    turn = scored_turn(session)
+    if not turn:
+        return [NOT_SCORED, None]
+    choices = [str(i + 1) for i in range(len(turn["candidates"]))]
+    k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
+    tokens, values = turn["tokens"][k], turn["traces"][k]
+    return [trace_html(tokens, values), trace_frame(tokens, values)]
+
+
+def bias_panel(session: dict, alpha: float) -> list:
+    turn = scored_turn(session)
+    if not turn:
+        return [NOT_SCORED, None]
+    return [length_bias_text(turn["rewards"], turn["lengths"], alpha), length_frame(turn["rewards"], turn["lengths"])]
+
+
+def panels(session: dict, number: str | None, alpha: float) -> list:
+    """Every insight output for the current turn, in the order `ui.build_demo` lists them."""
+    turn = scored_turn(session)
+    choices = [str(i + 1) for i in range(len(turn["candidates"]))] if turn else []
+    best = str(insight.ranking(turn["rewards"])[0] + 1) if turn else None
+    number = number if number in choices else best
+    ranking = pd.DataFrame(ranking_rows(turn), columns=RANKING_HEADERS)
+    if turn:
+        wins = win_matrix_html(turn["rewards"])
+        luce = plackett_luce_text(turn["rewards"])
+        compare = comparison_text(turn) if turn.get("rewards2") else "*Choose a second reward model in the " \
+                                                                        "settings to compare rankings.*"
+        compare_rows = comparison_rows(turn) if turn.get("rewards2") else []
+    else:
+        wins, luce, compare, compare_rows = NOT_SCORED, "", NOT_SCORED, []
+    lm_text, rm_text = model_inputs_text(session["turns"][-1]) if session["turns"] else ("", "")
+    return [ranking, reward_frame(turn), gr.update(choices=choices, value=number),
+            *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
+            compare, pd.DataFrame(compare_rows, columns=COMPARE_HEADERS), lm_text, rm_text]
+
+
+def export_file(session: dict, kind: str):
+    """Write the session's turns as JSONL (`pairs` or `nectar`) and return the file path."""
+    turns = [t for t in session["turns"] if t.get("rewards")]
+    if not turns:
+        gr.Warning("Nothing to export yet: send a message and let its candidates be scored first.")
+        return gr.skip()
+    text = insight.pairs_jsonl(turns) if kind == "pairs" else insight.nectar_jsonl(turns)
+    path = Path(tempfile.mkdtemp(prefix="starling-export-")) / f"starling-{kind}.jsonl"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def export_pairs(session: dict):
+    """Chosen/rejected preference pairs of this session, as JSONL."""
+    return export_file(session, "pairs")
+
+
+def export_nectar(session: dict):
+    """Nectar-style K-wise rankings of this session, one record per turn, as JSONL."""
+    return export_file(session, "nectar")
+
+
+def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progress=gr.Progress()) -> list:
+    """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows."""
+    if not path:
+        raise gr.Error("Upload a JSONL file first.")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise gr.Error("The file is not UTF-8 text: upload a JSONL file.") from None
+    try:
+        result = evaluate(engine, text, rm, readout,
+                          progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
+    except LoadError as error:
+        raise gr.Error(str(error)) from None
+    rows = insight.report_table(result["report"])
+    errors = "\n".join(result["errors"]) or "No malformed rows."
+    status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
+              f"{len(result['errors'])} malformed row(s) skipped.")
+    return [pd.DataFrame(rows, columns=REPORT_HEADERS), errors, status]

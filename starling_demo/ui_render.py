@@ -1,0 +1,171 @@
+"""Pure rendering helpers for the UI: a session's turns into chat messages, tables, frames and escaped HTML."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from . import insight
+
+MAX_CARDS = 8
+RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "tokens"]
+REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
+
+
+def conversation(turns: list[dict]) -> list[dict]:
+    """The conversation so far without any system message: each turn's user message and chosen reply."""
+    messages: list[dict] = []
+    for turn in turns:
+        messages.append(turn["messages"][-1])
+        if turn.get("chosen") is not None:
+            messages.append({"role": "assistant", "content": turn["candidates"][turn["chosen"]]})
+    return messages
+
+
+def choice_note(turn: dict) -> str:
+    """Which candidate a turn continues with, e.g. "candidate 3 of 4, reward 1.23 (best of 4)"."""
+    k, n = turn["chosen"], len(turn["candidates"])
+    rewards = turn.get("rewards")
+    note = f"candidate {k + 1} of {n}"
+    if rewards:
+        note += f", reward {rewards[k]:.2f}"
+        note += f" (best of {n})" if turn.get("picked_by") == "best" else " (picked by you)"
+    return note
+
+
+def chat_messages(turns: list[dict]) -> list[dict]:
+    """Chatbot messages. Model and user text is HTML-escaped so that it always shows as text."""
+    messages = []
+    for turn in turns:
+        messages.append({"role": "user", "content": html.escape(turn["messages"][-1]["content"])})
+        if turn.get("chosen") is not None:
+            reply = html.escape(turn["candidates"][turn["chosen"]])
+            messages.append({"role": "assistant", "content": f"{reply}\n\n*— {choice_note(turn)}*"})
+    return messages
+
+
+def card_badge(turn: dict, i: int) -> str:
+    """The line under a candidate card: its rank and reward, or how far generation got."""
+    rewards = turn.get("rewards")
+    if not rewards:
+        state = turn.get("finished", [None] * MAX_CARDS)[i] if i < len(turn.get("finished", [])) else None
+        done = {"stop": "done (end of turn)", "length": "done (token limit)"}.get(state, "generating…")
+        return f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} tokens · {done}"
+    rank = insight.ranking(rewards).index(i) + 1
+    marks = " · ★ **best**" if rank == 1 else ""
+    marks += " · ✔ chosen" if turn.get("chosen") == i else ""
+    return f"rank {rank} of {len(rewards)} · reward **{rewards[i]:.3f}** · {turn['lengths'][i]} tokens{marks}"
+
+
+def ranking_rows(turn: dict | None) -> list[list]:
+    """Ranking table rows, best first: rank, candidate, reward, gap to best, reply length in tokens."""
+    if not turn or not turn.get("rewards"):
+        return []
+    rewards, lengths = turn["rewards"], turn["lengths"]
+    order = insight.ranking(rewards)
+    best = rewards[order[0]]
+    return [[rank, f"#{i + 1}", round(rewards[i], 4), round(rewards[i] - best, 4), lengths[i]]
+            for rank, i in enumerate(order, 1)]
+
+
+def reward_frame(turn: dict | None) -> pd.DataFrame:
+    """Rewards per candidate for the bar chart; the best one is coloured apart."""
+    rows = ranking_rows(turn)
+    return pd.DataFrame({"candidate": [r[1] for r in rows], "reward": [r[2] for r in rows],
+                         "": ["best" if r[0] == 1 else "other" for r in rows]})
+
+
+def value_colour(value: float, scale: float) -> str:
+    """Green for positive values, red for negative, stronger the larger |value| is relative to `scale`."""
+    strength = min(abs(value) / scale, 1.0) if scale else 0.0
+    hue = 140 if value >= 0 else 0
+    return f"hsla({hue}, 70%, 45%, {0.08 + 0.6 * strength:.2f})"
+
+
+def trace_html(tokens: list[str], values: list[float]) -> str:
+    """The reply with each token on a background coloured by its value; hovering shows the value."""
+    if not tokens:
+        return "<p class='muted'>This reply has no tokens.</p>"
+    scale = max(abs(v) for v in values) or 1.0
+    spans = "".join(f"<span class='tok' style='background:{value_colour(v, scale)}' "
+                    f"title='{html.escape(t, quote=True)} → {v:.3f}'>{html.escape(t)}</span>"
+                    for t, v in zip(tokens, values))
+    return f"<div class='trace'>{spans}</div>"
+
+
+def trace_frame(tokens: list[str], values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"token": list(range(1, len(values) + 1)), "value": values})
+
+
+def win_matrix_html(rewards: list[float]) -> str:
+    """Heat map of P(row beats column) = sigmoid(r_row - r_col), as an HTML table."""
+    matrix = insight.win_probabilities(rewards)
+    labels = [f"#{i + 1}" for i in range(len(rewards))]
+    head = "".join(f"<th>{label}</th>" for label in labels)
+    body = ""
+    for label, row in zip(labels, matrix):
+        cells = "".join(f"<td style='background:hsla(210, 80%, 45%, {p:.2f}); color:{'#fff' if p > 0.6 else 'inherit'}'>"
+                        f"{p:.2f}</td>" for p in row)
+        body += f"<tr><th>{label}</th>{cells}</tr>"
+    return f"<table class='winmatrix'><tr><th>P(row beats column)</th>{head}</tr>{body}</table>"
+
+
+def plackett_luce_text(rewards: list[float]) -> str:
+    order = " > ".join(f"#{i + 1}" for i in insight.ranking(rewards))
+    p = insight.plackett_luce_probability(rewards)
+    return f"Plackett-Luce probability of the shown ranking {order}: **{p:.4f}**"
+
+
+def length_bias_text(rewards: list[float], lengths: list[int], alpha: float) -> str:
+    bias = insight.length_bias(rewards, lengths)
+    rho = "undefined (constant input)" if bias["spearman"] is None else f"{bias['spearman']:.3f}"
+    lines = [f"Spearman correlation of reward and length: **{rho}**"]
+    if bias["longest_wins"]:
+        lines.append("⚠ **The longest reply wins** this turn: Starling RMs are known to favour long answers.")
+    else:
+        lines.append(f"The best reply (#{bias['best'] + 1}) is not the longest (#{bias['longest'] + 1}).")
+    pick = insight.best_of_n(rewards, lengths, alpha)
+    lines.append(f"Length-penalised best-of-N with r − α·len/100, α = {alpha:g}: picks **#{pick + 1}** "
+                 f"(plain best-of-N picks #{bias['best'] + 1}).")
+    return "\n\n".join(lines)
+
+
+def length_frame(rewards: list[float], lengths: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"tokens": lengths, "reward": rewards,
+                         "candidate": [f"#{i + 1}" for i in range(len(rewards))]})
+
+
+def comparison_text(turn: dict) -> str:
+    a, b = turn["rewards"], turn["rewards2"]
+    tau = insight.kendall_tau(a, b)
+    agree = "yes" if insight.top1_agreement(a, b) else "no"
+    tau_text = "undefined" if tau is None else f"{tau:.3f}"
+    return (f"**{turn['rm']}** vs **{turn['rm2']}**: Kendall τ = **{tau_text}** · "
+            f"same best candidate: **{agree}**")
+
+
+def comparison_rows(turn: dict) -> list[list]:
+    """Side-by-side ranks of both reward models: candidate, reward and rank under each."""
+    a, b = turn["rewards"], turn["rewards2"]
+    rank_a = {i: k for k, i in enumerate(insight.ranking(a), 1)}
+    rank_b = {i: k for k, i in enumerate(insight.ranking(b), 1)}
+    return [[f"#{i + 1}", round(a[i], 4), rank_a[i], round(b[i], 4), rank_b[i]]
+            for i in insight.ranking(a)]
+
+
+def model_inputs_text(turn: dict) -> tuple[str, str]:
+    """The exact LM prompt and each candidate's exact RM input, as plain text."""
+    rm_texts = turn.get("rm_texts") or []
+    rm_text = "\n\n".join(f"── candidate {i + 1} ──\n{text}" for i, text in enumerate(rm_texts))
+    return turn.get("prompt", ""), rm_text or "(not scored yet)"
+
+
+def turn_summary(turn: dict | None) -> dict:
+    """The current turn as plain JSON for API users."""
+    if not turn:
+        return {}
+    keys = ["candidates", "rewards", "lengths", "chosen", "picked_by", "seed", "lm", "rm", "readout",
+            "rm2", "rewards2", "warning"]
+    summary = {k: turn.get(k) for k in keys}
+    summary["ranking"] = insight.ranking(turn["rewards"]) if turn.get("rewards") else None
+    return summary

@@ -1,0 +1,94 @@
+"""The command line on good and malformed input."""
+import json
+
+import pytest
+
+from starling_demo.cli import main
+from test_templates import MULTI, SINGLE
+
+GOOD = [
+    {"messages": [{"role": "user", "content": "Hello"}], "candidates": ["Hi there!", "Go away.", "Hello 😀"]},
+    {"messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"},
+                  {"role": "user", "content": "How are you today?"}], "candidates": ["Fine."]},
+]
+
+
+def write(tmp_path, lines):
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return str(path)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_render_prints_the_card_ids(tmp_path, capsys):
+    code, out, _ = run(capsys, "render", "--lm", "tiny", write(tmp_path, GOOD))
+    assert code == 0 and [o["input_ids"] for o in out] == [SINGLE, MULTI]
+    assert out[0]["text"] == "<s>GPT4 Correct User: Hello<|end_of_turn|>GPT4 Correct Assistant:"
+
+
+def test_score_adds_rewards_in_candidate_order(tmp_path, capsys):
+    from starling_demo.engine import Engine
+
+    code, out, _ = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, GOOD))
+    assert code == 0 and [len(o["rewards"]) for o in out] == [3, 1]
+    assert out[0]["candidates"] == GOOD[0]["candidates"]
+    expected = Engine("tiny", "tiny", "fp32", "cpu").score(GOOD[0]["messages"], GOOD[0]["candidates"]).rewards
+    assert out[0]["rewards"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_score_a_local_directory_needs_its_kind(tmp_path, capsys):
+    from starling_demo.tiny import tiny_checkpoint
+
+    folder = str(tiny_checkpoint("rm-34b"))
+    code, _, err = run(capsys, "score", "--reward-model", folder, write(tmp_path, GOOD))
+    assert code == 1 and "--reward-kind" in err
+    code, out, _ = run(capsys, "score", "--reward-model", folder, "--reward-kind", "starling-rm-34b",
+                       "--precision", "fp32", write(tmp_path, GOOD))
+    assert code == 0 and len(out[0]["rewards"]) == 3
+
+
+def test_generate_ranks_best_of_n(tmp_path, capsys):
+    code, out, _ = run(capsys, "generate", "--lm", "tiny", "--n", "3", "--max-new-tokens", "5", "--precision", "fp32",
+                       "--reward-model", "tiny", write(tmp_path, GOOD[:1]))
+    record = out[0]
+    assert code == 0 and len(record["candidates"]) == 3
+    assert record["best"] == record["candidates"][record["ranking"][0]]
+    assert max(record["rewards"]) == record["rewards"][record["ranking"][0]]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("{not json", "line 2: Expecting property name"),
+    ('["a list"]', "line 2: each line must be a JSON object"),
+    ('{"messages": [], "candidates": ["a"]}', "line 2: 'messages' must be a non-empty list"),
+    ('{"messages": [{"role": "user", "content": "a"}], "candidates": []}', "line 2: 'candidates' must be"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "candidates": ["c"]}',
+     "line 2: the last message must be from the user"),
+    ('{"messages": [{"role": "user", "content": 3}], "candidates": ["c"]}', "line 2: message 1 should be a user"),
+])
+def test_malformed_input_names_the_line_and_prints_nothing(tmp_path, capsys, bad, message):
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", write(tmp_path, [GOOD[0], bad]))
+    assert code == 1 and out == [] and message in err
+
+
+def test_unknown_model_and_bad_n(tmp_path, capsys):
+    code, out, err = run(capsys, "score", "--reward-model", "starling-rm-1t", write(tmp_path, GOOD))
+    assert code == 1 and out == [] and "Unknown reward model 'starling-rm-1t'" in err
+    code, _, err = run(capsys, "generate", "--lm", "tiny", "--n", "9", write(tmp_path, GOOD))
+    assert code == 2 and "between 1 and 8" in err
+
+
+def test_eval_reports_accuracy_and_skips_malformed_rows_by_line(tmp_path, capsys):
+    rows = [{"messages": [{"role": "user", "content": "Hi"}], "candidates": ["Hello!", "Hey", "Go away"],
+             "subset": "chat"},
+            {"messages": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5", "subset": "math"},
+            '{"messages": [{"role": "user", "content": "x"}], "candidates": ["only one"]}']
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, rows))
+    report = out[0]["report"]
+    assert code == 0 and report["overall"]["n"] == 2 and set(report["subsets"]) == {"chat", "math"}
+    assert 0.0 <= report["overall"]["accuracy"] <= 1.0
+    assert "line 3" in err and out[0]["skipped"][0].startswith("line 3")

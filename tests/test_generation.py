@@ -1,0 +1,98 @@
+"""Candidate generation: sampling, per-candidate stop, N, seeds, prefill-once equivalence, context trimming."""
+import pytest
+import torch
+
+from starling_demo.engine import Engine, Settings
+from starling_demo.generation import EOT_ID, fit_prompt, sample, stream_candidates
+from starling_demo.loading import load_lm
+from starling_demo.presets import lm_preset
+from starling_demo.templates import openchat_prompt
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_lm(lm_preset("tiny"), "fp32", "cpu")
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(lm):
+    return openchat_prompt(lm.tokenizer, HELLO).ids
+
+
+def final(stream):
+    *_, last = stream
+    return last
+
+
+def test_sample_greedy_and_nucleus():
+    logits = torch.tensor([[0.0, 5.0, 4.9, -9.0]] * 200)
+    generator = torch.Generator().manual_seed(0)
+    assert sample(logits, 0.0, 1.0, generator).tolist() == [1] * 200
+    nucleus = sample(logits, 1.0, 0.5, generator)
+    assert set(nucleus.tolist()) == {1}  # token 1 alone holds more than half the mass
+    wide = sample(logits, 1.0, 0.99, generator)
+    assert set(wide.tolist()) == {1, 2}
+
+
+def test_n_candidates_stream_one_token_per_step(lm, prompt_ids):
+    steps = list(stream_candidates(lm.model, prompt_ids, 3, max_new_tokens=6, seed=0))
+    counts = [[len(ids) for ids in step.ids] for step in steps]
+    assert len(steps) == 6 and counts[0] == [1, 1, 1] and counts[-1] == [6, 6, 6]
+    assert steps[-1].finished == ["length"] * 3
+
+
+def test_greedy_equals_transformers_generate(lm, prompt_ids):
+    ours = final(stream_candidates(lm.model, prompt_ids, 2, temperature=0.0, max_new_tokens=12)).ids
+    theirs = lm.model.generate(torch.tensor([prompt_ids]), do_sample=False, max_new_tokens=12, eos_token_id=None)
+    assert ours == [theirs[0, len(prompt_ids):].tolist()] * 2
+
+
+def test_each_candidate_stops_at_end_of_turn(lm, prompt_ids):
+    bias = torch.zeros(32002)
+    bias[EOT_ID] = 8.0  # about a 10% chance per step among 32002 near-uniform tokens
+    hook = lm.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    try:
+        state = final(stream_candidates(lm.model, prompt_ids, 8, temperature=1.0, max_new_tokens=200, seed=3))
+    finally:
+        hook.remove()
+    assert state.finished == ["stop"] * 8
+    assert all(EOT_ID not in ids for ids in state.ids)
+    assert len({len(ids) for ids in state.ids}) > 1  # they stopped at different steps
+
+
+def test_same_seed_same_candidates_other_seed_other(lm, prompt_ids):
+    run = lambda seed: final(stream_candidates(lm.model, prompt_ids, 4, max_new_tokens=8, seed=seed)).ids
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+    assert len({tuple(ids) for ids in run(7)}) == 4
+
+
+def test_n_out_of_range(lm, prompt_ids):
+    for n in (0, 9):
+        with pytest.raises(ValueError, match="between 1 and 8"):
+            next(stream_candidates(lm.model, prompt_ids, n))
+
+
+def test_long_conversations_lose_their_oldest_turns_with_a_warning(lm):
+    long_turns = []
+    for i in range(6):
+        long_turns += [{"role": "user", "content": f"question {i} " * 40}, {"role": "assistant", "content": "ok " * 40}]
+    messages = long_turns + [{"role": "user", "content": "last question"}]
+    prompt, warning = fit_prompt(lm.tokenizer, messages, budget=300)
+    assert len(prompt.ids) <= 300 and "oldest" in warning
+    assert prompt.text.endswith("GPT4 Correct User: last question<|end_of_turn|>GPT4 Correct Assistant:")
+    assert fit_prompt(lm.tokenizer, HELLO, budget=300)[1] is None
+    with pytest.raises(ValueError, match="shorten it"):
+        fit_prompt(lm.tokenizer, [{"role": "user", "content": "word " * 400}], budget=300)
+
+
+def test_engine_streams_texts_and_reports_the_seed():
+    engine = Engine("tiny", "tiny", "fp32", "cpu")
+    updates = list(engine.generate(HELLO, Settings(n=2, max_new_tokens=4)))
+    assert len(updates) == 4 and updates[-1].done and not updates[0].done
+    again = final(engine.generate(HELLO, Settings(n=2, max_new_tokens=4, seed=updates[-1].seed)))
+    assert again.texts == updates[-1].texts and all(again.texts)
+    scores = engine.score(HELLO, again.texts)
+    assert len(scores.rewards) == 2

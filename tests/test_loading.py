@@ -1,0 +1,121 @@
+"""Loading both reward-model layouts and the LM, in 4-bit and fp32, and failing clearly on bad input."""
+import json
+import shutil
+
+import pytest
+import torch
+from bitsandbytes.nn import Linear4bit
+from safetensors.torch import load_file
+
+from starling_demo import loading
+from starling_demo.loading import LoadError, fetch, load_lm, load_rm
+from starling_demo.presets import lm_preset, rm_preset
+from starling_demo.tiny import tiny_checkpoint
+
+
+@pytest.mark.parametrize("precision", ["fp32", "4bit"])
+def test_rm_7b_layout_loads_head_from_pytorch_checkpoint(precision):
+    rm = load_rm(rm_preset("tiny"), precision, "cpu")
+    saved = torch.load(tiny_checkpoint("rm-7b") / "pytorch_model.bin")
+    assert torch.equal(rm.model.v_head.weight, saved["v_head.weight"])
+    assert rm.model.v_head.weight.dtype == torch.float32
+    q_proj = rm.model.transformer.layers[0].self_attn.q_proj
+    assert isinstance(q_proj, Linear4bit) == (precision == "4bit")
+    if precision == "fp32":
+        assert torch.equal(q_proj.weight, saved["transformer.layers.0.self_attn.q_proj.weight"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "4bit"])
+def test_rm_34b_layout_loads_sharded_safetensors(precision):
+    folder = tiny_checkpoint("rm-34b")
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    rm = load_rm(rm_preset("tiny-34b"), precision, "cpu")
+    shard = next(p for p in folder.glob("*.safetensors") if "v_head.weight" in load_file(p))
+    assert torch.equal(rm.model.v_head.weight, load_file(shard)["v_head.weight"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "4bit"])
+def test_lm_loads_with_32002_tokens(precision):
+    lm = load_lm(lm_preset("tiny"), precision, "cpu")
+    assert len(lm.tokenizer) == lm.model.config.vocab_size == 32002
+    assert lm.tokenizer.convert_tokens_to_ids("<|end_of_turn|>") == 32000
+    assert isinstance(lm.model.lm_head, torch.nn.Linear) and not isinstance(lm.model.lm_head, Linear4bit)
+
+
+def test_a_checkpoint_without_v_head_fails_loudly(tmp_path):
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_checkpoint("rm-7b"), folder)
+    state = torch.load(folder / "pytorch_model.bin")
+    del state["v_head.weight"]
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(LoadError, match="v_head.weight"):
+        load_rm(rm_preset(str(folder), "starling-rm-7b-alpha"), "fp32", "cpu")
+
+
+def test_a_local_directory_with_a_pt_checkpoint_loads_like_the_card(tmp_path, monkeypatch):
+    monkeypatch.setenv("STARLING_DEMO_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_checkpoint("rm-7b"), folder)
+    (folder / "pytorch_model.bin").rename(folder / "model.pt")
+    rm = load_rm(rm_preset(str(folder), "starling-rm-7b-alpha"), "fp32", "cpu")
+    assert rm.model.v_head.weight.shape == (1, 64)
+
+
+def test_bad_directories_and_names(tmp_path):
+    with pytest.raises(ValueError, match="--reward-kind"):
+        rm_preset(str(tmp_path))
+    with pytest.raises(LoadError, match="no config.json"):
+        load_rm(rm_preset(str(tmp_path), "starling-rm-34b"), "fp32", "cpu")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(LoadError):
+        load_rm(rm_preset(str(tmp_path), "starling-rm-7b-alpha"), "fp32", "cpu")
+    with pytest.raises(ValueError, match="Unknown language model"):
+        lm_preset("gpt-5")
+    with pytest.raises(LoadError, match="precision"):
+        load_lm(lm_preset("tiny"), "int3", "cpu")
+
+
+def test_alpha_sep_token_is_dropped(tmp_path):
+    folder = tmp_path / "alpha"
+    shutil.copytree(tiny_checkpoint("lm"), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"sep_token": "<sep>"}))
+    with pytest.raises(LoadError, match="32003 tokens"):
+        load_lm(lm_preset(str(folder)), "fp32", "cpu")
+    alpha = loading.LMPreset(str(folder), str(folder), drop_sep_token=True)
+    assert len(load_lm(alpha, "fp32", "cpu").tokenizer) == 32002
+
+
+def test_no_network_and_nothing_cached_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(LoadError, match="tiny presets"):
+        fetch("berkeley-nest/Starling-RM-7B-alpha", ["*.json"])
+
+
+def test_gated_repo_without_token_says_set_hf_token(monkeypatch):
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    def gated(*args, **kwargs):
+        response = httpx.Response(401, request=httpx.Request("GET", "https://huggingface.co/api/models/x"))
+        raise GatedRepoError("401 Client Error: access to model Nexusflow/Starling-RM-34B is restricted",
+                             response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+    with pytest.raises(LoadError, match="HF_TOKEN") as error:
+        fetch("Nexusflow/Starling-RM-34B", ["*.json"])
+    assert "https://huggingface.co/Nexusflow/Starling-RM-34B" in str(error.value)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        assert loading.resolve_device("cuda") == "cuda"
+    else:
+        with pytest.raises(LoadError, match="--device cpu"):
+            loading.resolve_device("cuda")
