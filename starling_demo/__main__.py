@@ -3,4 +3,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # also imported by pytest's doctest collection
+    sys.exit(main())
