@@ -186,4 +186,23 @@ def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> 
         raise LoadError(f"The checkpoint in {folder} lacks {', '.join(sorted(missing)[:3])}: it is not a Starling "
                         "reward model (a reward model needs transformer.* and v_head.weight).")
     model.v_head.float()  # the reward is read in full precision, whatever the backbone's
+    check_segment_tokenisation(tokenizer, preset)
     return Loaded(model.eval(), tokenizer, preset, precision, device)
+
+
+def check_segment_tokenisation(tokenizer, preset: RMPreset) -> None:
+    """Warn if encoding the template part by part gives other ids than the card's whole-string call.
+
+    Parts are encoded separately so typed special tokens stay text; for ordinary text the ids must be
+    the ones the card's `tokenizer(text)` gives, or the rewards would not be the card's.
+    """
+    from .templates import reward_input
+
+    messages = [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi!"},
+                {"role": "user", "content": "How are you?"}]
+    encoded = reward_input(tokenizer, preset.template, messages, "Fine, thanks.", preset.add_bos)
+    text = encoded.text.removeprefix("<s>")
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if encoded.ids[int(preset.add_bos):] != whole:
+        log.warning("The %s tokenizer splits the reward-model template differently part by part than as one "
+                    "string; rewards may differ slightly from the model card's.", preset.name)
