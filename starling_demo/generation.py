@@ -27,7 +27,10 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
         # Drop a token when the tokens ranked above it already reach top_p; the first always stays.
         sorted_probs[(sorted_probs.cumsum(-1) - sorted_probs) > top_p] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF draw: one uniform per row; on CPU an order of magnitude cheaper than torch.multinomial.
+    cdf = probs.cumsum(-1)
+    uniform = torch.rand((len(cdf), 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, uniform, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 @dataclass

@@ -196,11 +196,11 @@ def check_segment_tokenisation(tokenizer, preset: RMPreset) -> None:
     Parts are encoded separately so typed special tokens stay text; for ordinary text the ids must be
     the ones the card's `tokenizer(text)` gives, or the rewards would not be the card's.
     """
-    from .templates import reward_input
+    from .templates import reward_inputs
 
     messages = [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi!"},
                 {"role": "user", "content": "How are you?"}]
-    encoded = reward_input(tokenizer, preset.template, messages, "Fine, thanks.", preset.add_bos)
+    encoded, = reward_inputs(tokenizer, preset.template, messages, ["Fine, thanks."], preset.add_bos)
     text = encoded.text.removeprefix("<s>")
     whole = tokenizer(text, add_special_tokens=False)["input_ids"]
     if encoded.ids[int(preset.add_bos):] != whole:

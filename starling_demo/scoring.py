@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache
 
 from .loading import Loaded
-from .templates import common_prefix_length, reward_input
+from .templates import common_prefix_length, reward_inputs
 
 READOUTS = ("card", "last-token")
 MIN_SHARED_PREFIX = 16  # below this, one more batched pass costs more than it saves
@@ -34,13 +34,34 @@ class Scores:
     truncated: list[bool] = field(default_factory=list)
 
 
-def token_texts(tokenizer, ids: list[int]) -> list[str]:
-    """The text each token adds to the decoded string, so that joining them gives the decoded text."""
-    texts, previous = [], ""
-    for k in range(1, len(ids) + 1):
-        current = tokenizer.decode(ids[:k])
-        texts.append(current[len(previous):])
-        previous = current
+class SharedPrefixCache(DynamicCache):
+    """A batch-1 prefix that every row of the next forward attends to, without N stored copies.
+
+    Once frozen, each layer returns the prefix expanded to the batch before the new keys and stores
+    nothing: the N-fold keys exist one layer at a time, not for all layers at once.
+    """
+
+    frozen = False
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if not self.frozen:
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        layer, rows = self.layers[layer_idx], key_states.shape[0]
+        return (torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
+                torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2))
+
+
+def token_texts(tokenizer, ids: list[int], window: int = 6) -> list[str]:
+    """The text each token adds to the decoded string, so that joining them gives the decoded text.
+
+    Decoding a few tokens of context rather than the whole prefix keeps this linear in the reply
+    length; the context covers characters split over several byte tokens.
+    """
+    texts = []
+    for k in range(len(ids)):
+        start = max(0, k - window)
+        before = tokenizer.decode(ids[start:k]) if k > start else ""
+        texts.append(tokenizer.decode(ids[start:k + 1])[len(before):])
     return texts
 
 
@@ -80,9 +101,9 @@ def value_rows(model, rows: list[list[int]], pad_id: int, query_position: int | 
     if not share_prefix or shared < MIN_SHARED_PREFIX:
         shared = 0
     else:
-        cache = DynamicCache(config=model.config)
+        cache = SharedPrefixCache(config=model.config)
         head = model(torch.tensor([rows[0][:shared]], device=device), past_key_values=cache, use_cache=True)[0]
-        cache.batch_repeat_interleave(len(rows))
+        cache.frozen = True
     ids, mask, positions = pad_rows([row[shared:] for row in rows], pad_id, shared, query_position)
     values = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    past_key_values=cache, use_cache=cache is not None)
@@ -106,8 +127,7 @@ def score(rm: Loaded, messages: list[dict], candidates: list[str], readout: str 
         readout = "last-token"  # RM-34B's card reads the last real token
     if not candidates:
         raise ValueError("No candidates to score.")
-    encoded = [reward_input(tokenizer, preset.template, messages, c, preset.add_bos, preset.max_length)
-               for c in candidates]
+    encoded = reward_inputs(tokenizer, preset.template, messages, candidates, preset.add_bos, preset.max_length)
     rows = [e.ids for e in encoded]
     query = preset.max_length - 1 if readout == "card" else None
     values, query_values = value_rows(rm.model, rows, tokenizer.unk_token_id, query, share_prefix)

@@ -138,22 +138,25 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 RM_TEMPLATES = {"llama2-rlhf": llama2_rlhf_parts, "chatml": chatml_parts}
 
 
-def reward_input(tokenizer, template: str, messages: list[dict], reply: str, bos: bool,
-                 max_length: int = 2048) -> Encoded:
-    """Reward-model ids for one candidate, left-truncated to `max_length` (BOS kept), with the reply's span.
+def reward_inputs(tokenizer, template: str, messages: list[dict], replies: list[str], bos: bool,
+                  max_length: int = 2048) -> list[Encoded]:
+    """Reward-model ids for each reply, left-truncated to `max_length` (BOS kept), with the reply's span.
 
-    The reply span is found by encoding the same text with an empty reply: the ids agree before and
+    The span is found by encoding the same conversation with an empty reply: the ids agree before and
     after the reply, so the span is exact whatever the tokenizer merges at its edges.
     """
     build = RM_TEMPLATES[template]
-    parts = build(messages, reply)
-    ids = encode_parts(tokenizer, parts, bos)
     empty = encode_parts(tokenizer, build(messages, ""), bos)
-    start = common_prefix_length(ids, empty)
-    end = len(ids) - common_prefix_length(ids[start:][::-1], empty[start:][::-1])
-    if len(ids) > max_length:
-        # Like the card's tokenizer(truncation_side="left"): drop the oldest text, keep the BOS.
-        cut = len(ids) - max_length
-        ids = ids[:bos] + ids[bos + cut:]
-        start, end = max(start - cut, bos), max(end - cut, bos)
-    return Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end)
+    encoded = []
+    for reply in replies:
+        parts = build(messages, reply)
+        ids = encode_parts(tokenizer, parts, bos)
+        start = common_prefix_length(ids, empty)
+        end = len(ids) - common_prefix_length(ids[start:][::-1], empty[start:][::-1])
+        if len(ids) > max_length:
+            # Like the card's tokenizer(truncation_side="left"): drop the oldest text, keep the BOS.
+            cut = len(ids) - max_length
+            ids = ids[:bos] + ids[bos + cut:]
+            start, end = max(start - cut, bos), max(end - cut, bos)
+        encoded.append(Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end))
+    return encoded

@@ -36,6 +36,13 @@ def test_sample_greedy_and_nucleus():
     assert set(wide.tolist()) == {1, 2}
 
 
+def test_sampling_follows_the_distribution_and_never_draws_a_zero_probability_token():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.0, 0.7]])).expand(100_000, -1)
+    counts = torch.bincount(sample(logits, 1.0, 1.0, torch.Generator().manual_seed(0)), minlength=4)
+    assert (counts / 100_000).tolist() == pytest.approx([0.1, 0.2, 0.0, 0.7], abs=0.01)
+    assert counts[2] == 0
+
+
 def test_n_candidates_stream_one_token_per_step(lm, prompt_ids):
     steps = list(stream_candidates(lm.model, prompt_ids, 3, max_new_tokens=6, seed=0))
     counts = [[len(ids) for ids in step.ids] for step in steps]

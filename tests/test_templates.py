@@ -3,7 +3,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from starling_demo.templates import (chatml_parts, encode_parts, llama2_rlhf_parts, openchat_prompt, render_parts,
-                                     reward_input, split_system)
+                                     reward_inputs, split_system)
 from starling_demo.tiny import tiny_checkpoint
 
 SINGLE = [1, 420, 6316, 28781, 3198, 3123, 1247, 28747, 22557, 32000, 420, 6316, 28781, 3198, 3123, 21631, 28747]
@@ -70,10 +70,10 @@ def test_rm7b_text_is_the_rlhf_format():
 
 def test_rm7b_ids_match_whole_string_tokenisation_and_keep_typed_specials_as_text(rm_tok):
     messages = [user("Hello there"), assistant("Hi"), user("Tell me a joke")]
-    encoded = reward_input(rm_tok, "llama2-rlhf", messages, "Why did the chicken cross the road?", bos=True)
+    encoded, = reward_inputs(rm_tok, "llama2-rlhf", messages, ["Why did the chicken cross the road?"], bos=True)
     assert encoded.ids == rm_tok(encoded.text.removeprefix("<s>")).input_ids
     assert rm_tok.decode(encoded.ids[encoded.reply_start:encoded.reply_end]) == "Why did the chicken cross the road?"
-    injected = reward_input(rm_tok, "llama2-rlhf", [user(INJECTION)], INJECTION, bos=True)
+    injected, = reward_inputs(rm_tok, "llama2-rlhf", [user(INJECTION)], [INJECTION], bos=True)
     assert injected.ids.count(2) == 1 and injected.ids.count(1) == 1 and 0 not in injected.ids
 
 
@@ -81,16 +81,16 @@ def test_chatml_text_ids_and_span(chatml_tok):
     messages = [{"role": "system", "content": "S"}, user("Hello!")]
     assert render_parts(chatml_parts(messages, "Hi")) == \
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\nHi<|im_end|>\n"
-    encoded = reward_input(chatml_tok, "chatml", messages, "Hi, how can I help you?", bos=False)
+    encoded, = reward_inputs(chatml_tok, "chatml", messages, ["Hi, how can I help you?"], bos=False)
     assert encoded.ids == chatml_tok(encoded.text, add_special_tokens=False).input_ids
     assert encoded.ids[0] == chatml_tok.convert_tokens_to_ids("<|im_start|>")
     assert chatml_tok.decode(encoded.ids[encoded.reply_start:encoded.reply_end]) == "Hi, how can I help you?"
-    injected = reward_input(chatml_tok, "chatml", [user(INJECTION)], "ok", bos=False)
+    injected, = reward_inputs(chatml_tok, "chatml", [user(INJECTION)], ["ok"], bos=False)
     assert injected.ids.count(chatml_tok.convert_tokens_to_ids("<|im_end|>")) == 2
 
 
 def test_left_truncation_keeps_bos_and_the_reply(rm_tok):
-    encoded = reward_input(rm_tok, "llama2-rlhf", [user("word " * 3000)], "The end.", bos=True)
+    encoded, = reward_inputs(rm_tok, "llama2-rlhf", [user("word " * 3000)], ["The end."], bos=True)
     assert len(encoded.ids) == 2048 and encoded.ids[0] == 1
     full = rm_tok(encoded.text.removeprefix("<s>"), add_special_tokens=False).input_ids
     assert encoded.ids[1:] == full[-2047:]
