@@ -6,6 +6,7 @@ models in the session. Recoverable problems raise `gr.Warning` and leave the ses
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 
 import gradio as gr
@@ -16,6 +17,9 @@ from .loading import LoadError
 from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
 
 MAX_MESSAGE_CHARS = 20_000
+# Visitors (session hashes) whose candidates are generating, and those of them who pressed Stop.
+GENERATING: set[str] = set()
+STOP_REQUESTS: set[str] = set()
 
 
 def new_session() -> dict:
@@ -95,9 +99,9 @@ def scored_status(turn: dict) -> str:
 
 
 def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float, temperature: float,
-         top_p: float, max_new_tokens: float, seed: float | None, mode: str, system: str, readout: str,
-         rm2: str | None):
-    """Send a message: stream N candidates side by side, then score and rank them."""
+         top_p: float, max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str,
+         rm2: str | None, request: gr.Request = None):
+    """Send a message: stream N candidates side by side, then score and rank them (also after Stop)."""
     message = (message or "").strip()
     if not message:
         yield unchanged("Type a message first: the message box is empty.")
@@ -106,8 +110,12 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         yield unchanged(f"The message has {len(message):,} characters; shorten it to at most "
                         f"{MAX_MESSAGE_CHARS:,} and send it again.")
         return
+    seed = str(seed if seed is not None else "").strip()
+    if seed and not seed.isdigit():
+        yield unchanged(f"The seed must be a whole number or blank (random), not {seed!r}.")
+        return
     settings = Settings(n=int(n), temperature=float(temperature), top_p=float(top_p),
-                        max_new_tokens=int(max_new_tokens), seed=None if seed in (None, "") else int(seed),
+                        max_new_tokens=int(max_new_tokens), seed=int(seed) if seed else None,
                         mode="code" if mode.lower().startswith("code") else "gpt4")
     if current_turn(session) and current_turn(session).get("chosen") is None:
         yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
@@ -123,10 +131,19 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             engine.lm(lm)
         yield view(session, f"Generating {settings.n} candidates with **{lm}**…")
         work["turns"].append(turn)
-        for step in engine.generate(messages, settings, lm):
-            turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
-                        prompt=step.prompt.text, seed=step.seed, warning=step.warning)
-            yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…", "")
+        visitor = getattr(request, "session_hash", None)
+        GENERATING.add(visitor)
+        try:
+            for step in engine.generate(messages, settings, lm):
+                turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
+                            prompt=step.prompt.text, seed=step.seed, warning=step.warning)
+                yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…", "")
+                if visitor in STOP_REQUESTS:
+                    turn["stopped"] = True
+                    break
+        finally:
+            GENERATING.discard(visitor)
+            STOP_REQUESTS.discard(visitor)
         if turn.get("warning"):
             gr.Warning(turn["warning"])
         yield view(work, loading_status("rm", rm) if not engine.is_loaded("rm", rm) else f"Scoring with **{rm}**…", "")
@@ -135,19 +152,41 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         gr.Warning(str(error))
         yield view(session, f"Nothing changed: {error}")
         return
-    yield view(work, scored_status(turn), "")
+    yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn), "")
 
 
-def regenerate(engine: Engine, session: dict, *settings):
+def request_stop(request: gr.Request):
+    """Stop this visitor's generation after the current token; the partial candidates are then scored.
+
+    A flag rather than `cancels=`: cancelling races with the next event and can lose the partial turn.
+    """
+    if request.session_hash in GENERATING:
+        STOP_REQUESTS.add(request.session_hash)
+
+
+def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temperature: float, top_p: float,
+               max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str, rm2: str | None,
+               request: gr.Request = None):
     """Generate the last turn again with the current settings."""
     turn = current_turn(session)
     if not turn:
         yield unchanged("Nothing to regenerate yet: send a message first.")
         return
     earlier = {"turns": session["turns"][:-1]}
-    for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings):
+    settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2)
+    for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request):
         # A failure before anything changed shows the session as it was, last turn included.
         yield view(session, outputs[2]) if outputs[0] is earlier else outputs
+
+
+def named_cards(fn):
+    """Name the trailing `*cards` of a handler candidate_1..candidate_8, so the API lists them by name."""
+    signature = inspect.signature(fn)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+    cards = [inspect.Parameter(f"candidate_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="")
+             for i in range(1, MAX_CARDS + 1)]
+    fn.__signature__ = signature.replace(parameters=fixed + cards)
+    return fn
 
 
 def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None):
@@ -162,6 +201,7 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     return work, None
 
 
+@named_cards
 def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, *cards: str):
     """Score the current candidates again, as edited in their cards, without regenerating."""
     turn = current_turn(session)
@@ -171,6 +211,7 @@ def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | Non
     return unchanged(error) if error else view(work, scored_status(current_turn(work)))
 
 
+@named_cards
 def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None, *cards: str):
     """Add an own reply to the current candidates and rank it with them; outputs end with the emptied box."""
     text = (text or "").strip()

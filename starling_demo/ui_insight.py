@@ -15,7 +15,7 @@ from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, compar
                         model_inputs_text, plackett_luce_text, ranking_rows, reward_frame, trace_frame,
                         trace_html, win_matrix_html)
 
-COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank", "reward (second RM)", "rank"]
+COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
 
 
@@ -39,7 +39,12 @@ def bias_panel(session: dict, alpha: float) -> list:
     turn = scored_turn(session)
     if not turn:
         return [NOT_SCORED, None]
-    return [length_bias_text(turn["rewards"], turn["lengths"], alpha), length_frame(turn["rewards"], turn["lengths"])]
+    rewards, lengths = turn["rewards"], turn["lengths"]
+    # Pad the axes so that points on the extremes are not clipped at the plot's edges.
+    spread = max(rewards) - min(rewards) or 1.0
+    plot = gr.update(value=length_frame(rewards, lengths), x_lim=[min(lengths) - 1, max(lengths) + 1],
+                     y_lim=[min(rewards) - 0.1 * spread, max(rewards) + 0.1 * spread])
+    return [length_bias_text(rewards, lengths, alpha), plot]
 
 
 def panels(session: dict, number: str | None, alpha: float) -> list:
@@ -98,7 +103,8 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progr
                           progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
     except LoadError as error:
         raise gr.Error(str(error)) from None
-    rows = insight.report_table(result["report"])
+    rows = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
+            for name, n, *metrics in insight.report_table(result["report"])]
     errors = "\n".join(result["errors"]) or "No malformed rows."
     status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
               f"{len(result['errors'])} malformed row(s) skipped.")

@@ -72,7 +72,7 @@ def reward_frame(turn: dict | None) -> pd.DataFrame:
     """Rewards per candidate for the bar chart; the best one is coloured apart."""
     rows = ranking_rows(turn)
     return pd.DataFrame({"candidate": [r[1] for r in rows], "reward": [r[2] for r in rows],
-                         "": ["best" if r[0] == 1 else "other" for r in rows]})
+                         "pick": ["best" if r[0] == 1 else "other" for r in rows]})
 
 
 def value_colour(value: float, scale: float) -> str:

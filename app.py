@@ -1,0 +1,91 @@
+"""Launch the Starling demo: real models in 4-bit on a GPU, else the tiny offline presets on CPU."""
+from __future__ import annotations
+
+try:  # ZeroGPU: `spaces` must be imported before anything initialises CUDA
+    import spaces
+except ImportError:
+    spaces = None
+
+import argparse
+import os
+import socket
+from urllib.parse import urlparse
+
+from starling_demo.engine import Engine
+from starling_demo.presets import LM_PRESETS
+from starling_demo.ui import build_demo, launch_kwargs
+
+REAL = {"lm": "starling-lm-7b-beta", "rm": "starling-rm-7b-alpha", "precision": "4bit", "device": "auto"}
+TINY = {"lm": "tiny", "rm": "tiny", "precision": "fp32", "device": "cpu"}
+TINY_BANNER = ("**Offline demo:** {reason}, so this runs the tiny random models on CPU: "
+               "replies are noise; the wiring is real.")
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return bool(os.environ.get("SPACES_ZERO_GPU")) or torch.cuda.is_available()
+
+
+def hub_available(repo: str) -> bool:
+    """Whether `repo` is cached, or the Hub answers within two seconds (and offline mode is off)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def pick_defaults() -> tuple[dict, str | None]:
+    """Real Starling models when a GPU and the Hub (or a cache) are there, else the tiny presets and a banner."""
+    if not has_gpu():
+        return TINY, TINY_BANNER.format(reason="no GPU was found")
+    if not hub_available(LM_PRESETS[REAL["lm"]].repo):
+        return TINY, TINY_BANNER.format(reason="the Hugging Face Hub is unreachable and nothing is cached")
+    return REAL, None
+
+
+def parse_args(defaults: dict) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lm", default=env("STARLING_LM", defaults["lm"]), help="LM preset or local directory")
+    parser.add_argument("--rm", default=env("STARLING_RM", defaults["rm"]), help="RM preset or local directory")
+    parser.add_argument("--precision", default=env("STARLING_PRECISION", defaults["precision"]),
+                        choices=["4bit", "bf16", "fp32"])
+    parser.add_argument("--device", default=env("STARLING_DEVICE", defaults["device"]), choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", default=env("GRADIO_SHARE", "") in ("1", "true", "True"))
+    return parser.parse_args()
+
+
+def on_zero_gpu(engine: Engine) -> Engine:
+    """Run generation and scoring inside ZeroGPU allocations; `spaces.GPU` is a no-op elsewhere."""
+    if spaces is not None:
+        engine.generate = spaces.GPU(duration=120)(engine.generate)
+        engine.score = spaces.GPU(duration=60)(engine.score)
+    return engine
+
+
+def main() -> None:
+    defaults, banner = pick_defaults()
+    args = parse_args(defaults)
+    if banner and (args.lm, args.rm) != ("tiny", "tiny"):
+        banner = None  # the user asked for real models explicitly
+    if not banner and "tiny" in (args.lm, args.rm):
+        banner = TINY_BANNER.format(reason="the tiny presets were chosen")
+    engine = on_zero_gpu(Engine(args.lm, args.rm, args.precision, args.device))
+    demo = build_demo(engine, banner)
+    demo.queue(max_size=32, default_concurrency_limit=4)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The Gradio Blocks app: chat with Starling-LM and watch a Starling reward model rank N candidate replies."""
+from __future__ import annotations
+
+from functools import partial
+from types import MethodType
+from pathlib import Path
+
+import gradio as gr
+
+from .engine import Engine
+from .presets import LM_PRESETS, RM_PRESETS
+from .ui_events import (add_candidate, chat, clear, load_model, new_session, regenerate, request_stop, rescore,
+                        undo, use_candidate)
+from .ui_insight import bias_panel, evaluate_file, export_nectar, export_pairs, panels, trace_panel
+from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
+
+CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
+INTRO = ("## Starling: chat, and watch the reward model rank the replies\n"
+         "Each turn, **Starling-LM** writes N candidate replies side by side; a **Starling reward model** scores "
+         "them and the best one continues the conversation (best-of-N), unless you pick another.")
+TRACE_NOTE = ("Each token is coloured by **the value the head would give if the reply ended at this token** "
+              "(green above zero, red below; hover for the number). The last value is the reward.")
+EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"candidates\": [best, ..., worst]}` "
+             "or `{\"messages\": [...], \"chosen\": ..., \"rejected\": ...}`, with an optional `\"subset\"`. "
+             "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
+
+
+def launch_kwargs() -> dict:
+    """Theme and CSS, which Gradio 6 takes in `launch()`."""
+    return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8")}
+
+
+def model_choices(presets: dict, current: str) -> list[str]:
+    return list(presets) + ([current] if current not in presets else [])
+
+
+def candidate_card(i: int) -> tuple:
+    """One candidate: an editable reply, its rank and reward, and a button to continue with it."""
+    with gr.Column(visible=False, elem_classes="card", min_width=240) as card:
+        text = gr.Textbox("", label=f"Candidate {i}", lines=4, max_lines=12, interactive=True, elem_id=f"card-{i}")
+        badge = gr.Markdown(label=f"Candidate {i} rank", elem_id=f"badge-{i}", elem_classes="badge")
+        use = gr.Button("Use this reply", size="sm", elem_id=f"use-{i}")
+    return card, text, badge, use
+
+
+def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
+    """The whole app for one engine; every visitor gets their own conversation state."""
+    with gr.Blocks(title="Starling demo") as demo:
+        session = gr.State(new_session())
+        if banner:
+            gr.Markdown(banner, elem_id="banner")
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label="Conversation", height=320, sanitize_html=True, elem_id="chat")
+                        with gr.Row(equal_height=True):
+                            message = gr.Textbox(label="Message", show_label=False, placeholder="Message Starling… (Enter sends)",
+                                                 lines=1, max_lines=8, scale=6, elem_id="msg")
+                            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                        with gr.Row():
+                            regenerate_button = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+                            stop = gr.Button("■ Stop", size="sm", variant="stop", elem_id="stop")
+                            undo_button = gr.Button("↶ Undo turn", size="sm", elem_id="undo")
+                            clear_button = gr.Button("Clear", size="sm", elem_id="clear")
+                        status = gr.Markdown("Send a message to generate candidates.", label="Status", elem_id="status")
+                        cards = []
+                        for row in range(MAX_CARDS // 2):
+                            with gr.Row(equal_height=True):
+                                cards += [candidate_card(2 * row + 1), candidate_card(2 * row + 2)]
+                        with gr.Row(equal_height=True):
+                            own = gr.Textbox(label="Your own candidate", placeholder="Write a reply to rank it",
+                                             lines=2, scale=4, elem_id="own")
+                            with gr.Column(scale=1, min_width=140):
+                                add = gr.Button("Add & score", elem_id="add")
+                                rescore_button = gr.Button("Score all cards", variant="secondary", elem_id="score")
+                    with gr.Column(scale=2):
+                        ranking = gr.Dataframe(headers=RANKING_HEADERS, label="Ranking (best first)",
+                                               interactive=False, elem_id="ranking")
+                        bars = gr.BarPlot(x="candidate", y="reward", color="pick", sort="-y", height=220,
+                                          color_map={"best": "#4f46e5", "other": "#a5b4fc"}, label="Reward",
+                                          elem_id="bars")
+                        with gr.Accordion("Settings", open=False, elem_id="settings"):
+                            lm = gr.Dropdown(model_choices(LM_PRESETS, engine.lm_name), value=engine.lm_name,
+                                             label="Language model")
+                            rm = gr.Dropdown(model_choices(RM_PRESETS, engine.rm_name), value=engine.rm_name,
+                                             label="Reward model")
+                            n = gr.Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)",
+                                          elem_id="n")
+                            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
+                            top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="top_p")
+                            max_new_tokens = gr.Slider(1, 2048, value=64 if engine.lm_name == "tiny" else 512,
+                                                       step=1, label="Max new tokens", elem_id="max-tokens")
+                            seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the "
+                                              "status line)", elem_id="seed")
+                            mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
+                            system = gr.Textbox("", label="System prompt (optional)", lines=2)
+                            readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out",
+                                               info="card: as the RM-7B card computes it; RM-34B always reads "
+                                                    "the last token")
+                            rm2 = gr.Dropdown(["none", *RM_PRESETS], value="none",
+                                              label="Second reward model (compare rankings)", elem_id="rm2")
+                with gr.Tabs():
+                    with gr.Tab("Reward trace", elem_id="tab-trace"):
+                        gr.Markdown(TRACE_NOTE)
+                        trace_pick = gr.Radio([], label="Candidate", elem_id="trace-pick")
+                        trace_view = gr.HTML(elem_id="trace")
+                        trace_plot = gr.LinePlot(x="token", y="value", height=220, label="Value along the reply")
+                    with gr.Tab("Win probabilities", elem_id="tab-wins"):
+                        gr.Markdown("P(i beats j) = sigmoid(r_i − r_j), the Bradley-Terry preference the RM implies.")
+                        wins = gr.HTML(elem_id="wins")
+                        luce = gr.Markdown(elem_id="luce")
+                    with gr.Tab("Length bias", elem_id="tab-bias"):
+                        alpha = gr.Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
+                                          "(length-penalised reward r − α·len/100)")
+                        bias_text = gr.Markdown(elem_id="bias")
+                        bias_plot = gr.ScatterPlot(x="tokens", y="reward", color="candidate", height=240,
+                                                   label="Reward vs reply length")
+                    with gr.Tab("Compare RMs", elem_id="tab-compare"):
+                        compare_text = gr.Markdown(elem_id="compare")
+                        compare_table = gr.Dataframe(interactive=False)
+                    with gr.Tab("Export", elem_id="tab-export"):
+                        gr.Markdown("JSONL of this session's turns: preference pairs (best vs each other "
+                                    "candidate) or Nectar-style K-wise rankings, one record per turn.")
+                        with gr.Row():
+                            pairs_button = gr.Button("Export chosen/rejected pairs", elem_id="export-pairs")
+                            nectar_button = gr.Button("Export Nectar K-wise", elem_id="export-nectar")
+                        export = gr.File(label="Download", elem_id="export-file")
+                    with gr.Tab("Model inputs", elem_id="tab-inputs"):
+                        gr.Markdown("The exact text sent to the language model and to the reward model.")
+                        lm_input = gr.Textbox(label="LM prompt", lines=4, max_lines=20, elem_id="lm-input",
+                                              buttons=["copy"])
+                        rm_input = gr.Textbox(label="RM input per candidate", lines=6, max_lines=30,
+                                              elem_id="rm-input", buttons=["copy"])
+                summary = gr.JSON(label="Turn", visible=False)
+                pick = gr.Number(visible=False, precision=0, label="Candidate number")  # for API callers
+                pick_button = gr.Button(visible=False)
+            with gr.Tab("Batch evaluation", elem_id="tab-eval"):
+                gr.Markdown(EVAL_NOTE)
+                eval_file = gr.File(label="Evaluation JSONL", file_types=[".jsonl", ".json", ".txt"],
+                                    elem_id="eval-file")
+                eval_button = gr.Button("Evaluate with the chosen reward model", variant="primary",
+                                        elem_id="evaluate")
+                eval_status = gr.Markdown(elem_id="eval-status")
+                report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report")
+                eval_errors = gr.Textbox(label="Malformed rows", lines=3, interactive=False, elem_id="eval-errors")
+
+        card_texts = [text for _, text, _, _ in cards]
+        card_outputs = [c for card, text, badge, _ in cards for c in (card, text, badge)]
+        settings = [lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2]
+        turn_outputs = [session, chatbot, status, summary, message, *card_outputs]
+        panel_outputs = [ranking, bars, trace_pick, trace_view, trace_plot, wins, luce, bias_text, bias_plot,
+                         compare_text, compare_table, lm_input, rm_input]
+        gpu = dict(concurrency_id="gpu", concurrency_limit=1)
+
+        def bind(handler):
+            """`handler` with the engine as its first argument, bound like a method: unlike a partial, Gradio
+            still reads its type hints (gr.Request) and sees that it is a generator."""
+            return MethodType(handler, engine)
+
+        def then_panels(event):
+            """Refresh every insight panel after a turn changed."""
+            return event.then(panels, [session, trace_pick, alpha], panel_outputs, api_visibility="undocumented",
+                              show_progress="hidden")
+
+        sending = gr.on([send.click, message.submit], bind(chat), [session, message, *settings],
+                         turn_outputs, api_name="chat", show_progress="minimal", **gpu)
+        regenerating = regenerate_button.click(bind(regenerate), [session, *settings], turn_outputs,
+                                               api_name="regenerate", show_progress="minimal", **gpu)
+        for event in (sending, regenerating):
+            then_panels(event)
+        stop.click(request_stop, None, None, api_visibility="private")  # the turn then ends and is scored
+        then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts],
+                                         turn_outputs, api_name="score", **gpu))
+        then_panels(add.click(bind(add_candidate), [session, own, rm, readout, rm2, *card_texts],
+                              [*turn_outputs, own], api_name="add_candidate", **gpu))
+        then_panels(pick_button.click(use_candidate, [session, pick], turn_outputs, api_name="use_candidate"))
+        for number, (_, _, _, use) in enumerate(cards, 1):
+            then_panels(use.click(use_candidate, [session, gr.State(number)], turn_outputs,
+                                  api_visibility="undocumented"))
+        then_panels(undo_button.click(undo, [session], turn_outputs, api_name="undo"))
+        then_panels(clear_button.click(clear, [session], turn_outputs, api_name="clear"))
+        trace_pick.change(trace_panel, [session, trace_pick], [trace_view, trace_plot], api_visibility="undocumented")
+        alpha.change(bias_panel, [session, alpha], [bias_text, bias_plot], api_visibility="undocumented")
+        for kind, dropdown in (("lm", lm), ("rm", rm), ("rm", rm2)):
+            dropdown.change(partial(load_model, engine, kind), [dropdown], [status], api_visibility="undocumented",
+                            **gpu)
+        pairs_button.click(export_pairs, [session], [export], api_name="export_pairs")
+        nectar_button.click(export_nectar, [session], [export], api_name="export_nectar")
+        eval_button.click(bind(evaluate_file), [eval_file, rm, readout], [report, eval_errors, eval_status],
+                          api_name="evaluate", **gpu)
+    return demo

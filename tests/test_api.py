@@ -1,0 +1,69 @@
+"""API tests: the launched demo driven through gradio_client, as a script or notebook would use it."""
+import json
+
+import pytest
+from conftest import SETTINGS
+from gradio_client import Client, handle_file
+
+STATUS, TURN = 1, 2  # positions in the outputs of chat, score, add_candidate and use_candidate
+SKIPPED = {"__type__": "update"}  # what an output the app left alone (gr.skip) comes back as
+
+
+@pytest.fixture
+def client(app_url):
+    client = Client(app_url, verbose=False)
+    yield client
+    client.close()
+
+
+def test_chat_score_pick_and_export(client):
+    outputs = client.predict("Hello", **SETTINGS, api_name="/chat")
+    turn = outputs[TURN]
+    assert "Scored 4 candidates" in outputs[STATUS] and len(turn["rewards"]) == 4
+    assert turn["ranking"][0] == max(range(4), key=turn["rewards"].__getitem__)
+
+    edited = {f"candidate_{i + 1}": text for i, text in enumerate(turn["candidates"])}
+    edited["candidate_2"] = "An edited second reply."
+    rescored = client.predict(rm="tiny", readout="card", rm2="none", **edited, api_name="/score")[TURN]
+    assert rescored["candidates"][1] == "An edited second reply." and rescored["rewards"][0] == turn["rewards"][0]
+
+    added = client.predict("My own reply.", "tiny", "card", "none", *rescored["candidates"], api_name="/add_candidate")
+    assert added[TURN]["candidates"][-1] == "My own reply." and len(added[TURN]["rewards"]) == 5
+
+    worst = added[TURN]["ranking"][-1]
+    picked = client.predict(worst + 1, api_name="/use_candidate")
+    assert picked[TURN]["chosen"] == worst and "picked by you" in json.dumps(picked[0])
+
+    with open(client.predict(api_name="/export_pairs"), encoding="utf-8") as f:
+        assert len(f.readlines()) == 4
+    with open(client.predict(api_name="/export_nectar"), encoding="utf-8") as f:
+        record = json.loads(f.read())
+    assert record["answers"][worst]["chosen"] and record["num_responses"] == 5
+
+
+def test_streaming_and_separate_sessions(client, app_url):
+    job = client.submit("Stream please", **SETTINGS, api_name="/chat")
+    updates = list(job)
+    assert len(updates) > 3 and "Scored" in job.result()[STATUS]
+    other = Client(app_url, verbose=False)  # a new client is a new visitor with its own conversation
+    try:
+        assert other.predict(1, api_name="/use_candidate")[TURN] == SKIPPED  # nothing to pick from: warned, nothing changed
+        assert len(other.predict("Two only", **(SETTINGS | {"n": 2}), api_name="/chat")[TURN]["candidates"]) == 2
+        assert client.predict(4, api_name="/use_candidate")[TURN]["chosen"] == 3
+    finally:
+        other.close()
+
+
+def test_bad_message_is_rejected_without_losing_the_turn(client):
+    first = client.predict("Hi", **SETTINGS, api_name="/chat")[TURN]
+    outputs = client.predict("   ", **SETTINGS, api_name="/chat")
+    assert outputs[TURN] == SKIPPED
+    assert client.predict(1, api_name="/use_candidate")[TURN]["candidates"] == first["candidates"]
+
+
+def test_evaluate_endpoint(client, tmp_path):
+    path = tmp_path / "eval.jsonl"
+    row = {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Bye."}
+    path.write_text(json.dumps(row) + "\n{broken\n", encoding="utf-8")
+    report, errors, status = client.predict(handle_file(str(path)), "tiny", "card", api_name="/evaluate")
+    assert report["data"][0][:2] == ["overall", 1] and errors.startswith("line 2") and "Evaluated 1 rows" in status

@@ -1,0 +1,183 @@
+"""Handler tests: the UI's event functions called as plain Python on the tiny engine."""
+import json
+from types import SimpleNamespace
+
+import pytest
+from conftest import SETTINGS
+
+from starling_demo import ui_events as events
+from starling_demo import ui_insight
+from starling_demo.engine import Engine
+from starling_demo.ui import build_demo
+from starling_demo.ui_render import MAX_CARDS, chat_messages, trace_html
+
+SCORE_SETTINGS = [SETTINGS[k] for k in ("rm", "readout", "rm2")]
+
+
+def send(engine, session, message, **overrides):
+    """Run the chat handler to the end; returns every yielded output list."""
+    settings = SETTINGS | overrides
+    return list(events.chat(engine, session, message, *settings.values()))
+
+
+def session_of(outputs):
+    return outputs[0]
+
+
+def cards_of(outputs):
+    """The text of each card (every 3rd output after the first five: visibility, text, badge)."""
+    return [update["value"] for update in outputs[5 + 1::3]]
+
+
+def assert_skipped(outputs):
+    assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in outputs)
+
+
+@pytest.fixture(scope="module")
+def first_turn(engine):
+    return send(engine, events.new_session(), "Hello there")
+
+
+def test_build_demo_names_the_api_endpoints(engine):
+    names = {dep.api_name for dep in build_demo(engine).fns.values() if dep.api_visibility == "public"}
+    assert {"chat", "regenerate", "score", "add_candidate", "use_candidate", "undo", "clear",
+            "export_pairs", "export_nectar", "evaluate"} <= names
+
+
+def test_send_streams_candidates_then_ranks_them(first_turn):
+    streamed = [o for o in first_turn if "Generating" in o[2]]
+    assert len(streamed) >= 5  # one update per token step
+    assert "Scored 4 candidates" in first_turn[-1][2]
+    turn = first_turn[-1][3]
+    assert len(turn["candidates"]) == 4 and len(turn["rewards"]) == 4 and turn["seed"] == 7
+    assert turn["chosen"] == turn["ranking"][0] and turn["picked_by"] == "best"
+    ranking = ui_insight.panels(session_of(first_turn[-1]), None, 0.5)[0]
+    assert list(ranking["reward"]) == sorted(ranking["reward"], reverse=True)
+    assert list(ranking["gap to best"])[0] == 0
+    bot = first_turn[-1][1][-1]
+    assert bot["role"] == "assistant" and f"candidate {turn['chosen'] + 1} of 4" in bot["content"]
+
+
+def test_use_a_non_best_candidate_continues_with_it(engine, first_turn):
+    session, turn = session_of(first_turn[-1]), first_turn[-1][3]
+    other = turn["ranking"][-1]
+    outputs = events.use_candidate(session, other + 1)
+    assert outputs[3]["chosen"] == other and outputs[3]["picked_by"] == "you"
+    assert "picked by you" in outputs[1][-1]["content"]
+    following = send(engine, session_of(outputs), "And then?")
+    messages = following[-1][0]["turns"][-1]["messages"]
+    assert messages[1] == {"role": "assistant", "content": turn["candidates"][other]}
+    assert messages[-1] == {"role": "user", "content": "And then?"}
+
+
+def test_own_and_edited_candidates_are_ranked(engine, first_turn):
+    session = session_of(first_turn[-1])
+    cards = cards_of(first_turn[-1])
+    added = events.add_candidate(engine, session, "My own answer.", *SCORE_SETTINGS, *cards)
+    turn = added[3]
+    assert turn["candidates"][-1] == "My own answer." and len(turn["rewards"]) == 5
+    assert 4 in turn["ranking"] and added[-1] == ""
+    edited = cards_of(added)[:5]
+    edited[0] = "A completely different first reply."
+    rescored = events.rescore(engine, session_of(added), *SCORE_SETTINGS, *edited)
+    assert rescored[3]["candidates"][0] == edited[0]
+    assert rescored[3]["rewards"][0] != turn["rewards"][0] and rescored[3]["rewards"][1:] == turn["rewards"][1:]
+
+
+def test_stop_ends_generation_and_scores_the_partial_candidates(engine):
+    visitor = SimpleNamespace(session_hash="visitor")
+    settings = SETTINGS | {"max_new_tokens": 200}
+    steps = events.chat(engine, events.new_session(), "Tell a long story.", *settings.values(), visitor)
+    for outputs in steps:
+        if outputs[3].get("candidates"):  # the first token step
+            events.request_stop(visitor)
+            break
+    final = list(steps)[-1]
+    assert final[2].startswith("Stopped early. Scored 4 candidates")
+    assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
+    assert events.GENERATING == set() and events.STOP_REQUESTS == set()
+
+
+def test_undo_regenerate_and_clear(engine, first_turn):
+    session = session_of(first_turn[-1])
+    assert events.undo(session)[0] == {"turns": []}
+    again = list(events.regenerate(engine, session, *(SETTINGS | {"seed": "8"}).values()))
+    turns = again[-1][0]["turns"]
+    assert len(turns) == 1 and turns[0]["messages"][-1]["content"] == "Hello there" and turns[0]["seed"] == 8
+    assert events.clear(session)[0] == {"turns": []}
+
+
+@pytest.mark.parametrize("message, problem", [("   ", "empty"), ("x" * 20_001, "shorten it")])
+def test_bad_messages_warn_and_change_nothing(engine, first_turn, message, problem):
+    with pytest.warns(UserWarning, match=problem):
+        outputs = send(engine, session_of(first_turn[-1]), message)
+    assert len(outputs) == 1
+    assert_skipped(outputs[0])
+
+
+@pytest.mark.parametrize("overrides, problem", [({"lm": "no-such-model"}, "Unknown language model"),
+                                                ({"n": MAX_CARDS + 1}, "between 1 and 8")])
+def test_engine_errors_warn_and_keep_the_conversation(engine, first_turn, overrides, problem):
+    session = session_of(first_turn[-1])
+    with pytest.warns(UserWarning, match=problem):
+        outputs = send(engine, session, "Hi", **overrides)
+    assert outputs[-1][0] is session and problem in outputs[-1][2]
+
+
+def test_load_error_warns_and_keeps_the_conversation(first_turn):
+    broken = Engine("tiny", "tiny", "no-such-precision", "cpu")
+    session = session_of(first_turn[-1])
+    with pytest.warns(UserWarning, match="Unknown precision"):
+        outputs = send(broken, session, "Hi")
+    assert outputs[-1][0] is session
+
+
+def test_actions_without_a_turn_warn(engine):
+    empty = events.new_session()
+    with pytest.warns(UserWarning, match="send a message first|Send a message first|Nothing to undo"):
+        for outputs in (events.rescore(engine, empty, *SCORE_SETTINGS), events.use_candidate(empty, 1),
+                        events.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS)):
+            assert_skipped(outputs)
+    with pytest.warns(UserWarning, match="Nothing to export"):
+        ui_insight.export_pairs(empty)
+
+
+def test_markup_is_escaped_everywhere():
+    attack = "<img src=x onerror=alert(1)><script>window.__xss=1</script>"
+    turn = {"messages": [{"role": "user", "content": attack}], "candidates": [attack], "chosen": 0}
+    rendered = json.dumps(chat_messages([turn])) + trace_html([attack], [0.5])
+    assert "<img" not in rendered and "<script" not in rendered and "&lt;img" in rendered
+
+
+def test_panels_and_exports_describe_the_turn(engine, first_turn):
+    session = session_of(first_turn[-1])
+    outputs = ui_insight.panels(session, "2", 1.0)
+    trace_view, wins, bias, lm_input = outputs[3], outputs[5], outputs[7], outputs[11]
+    assert trace_view.count("class='tok'") == first_turn[-1][3]["lengths"][1]
+    assert wins.count("<td") == 16 and "Plackett-Luce" in outputs[6]
+    assert "Spearman" in bias and "α = 1" in bias
+    assert lm_input.startswith("<s>GPT4 Correct User: Hello there<|end_of_turn|>")
+    with open(ui_insight.export_pairs(session), encoding="utf-8") as f:
+        assert len(f.readlines()) == 3  # best against each of the other three
+    with open(ui_insight.export_nectar(session), encoding="utf-8") as f:
+        record = json.loads(f.read())
+    assert record["num_responses"] == 4 and sorted(a["rank"] for a in record["answers"]) == [1, 2, 3, 4]
+
+
+def test_second_reward_model_is_compared(engine):
+    outputs = send(engine, events.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
+    turn = outputs[-1][3]
+    assert turn["rm2"] == "tiny-34b" and len(turn["rewards2"]) == 4
+    assert "Kendall" in ui_insight.panels(outputs[-1][0], None, 0.5)[9]
+
+
+def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go away.",
+             "subset": "chat"},
+            {"messages": [{"role": "user", "content": "2+2?"}], "candidates": ["4", "5", "22"]},
+            "not json"]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows), encoding="utf-8")
+    report, errors, status = ui_insight.evaluate_file(engine, str(path), "tiny", "card", progress=lambda *a, **k: None)
+    assert list(report["subset"]) == ["overall", "all", "chat"] and list(report["rows"]) == [2, 1, 1]
+    assert errors.startswith("line 3: invalid JSON") and "Evaluated 2 rows" in status
