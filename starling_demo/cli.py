@@ -6,8 +6,9 @@ import json
 import sys
 
 from .engine import Engine, Settings
+from .evaluation import report_table
 from .generation import MAX_CANDIDATES
-from .insight import ranking, report_table
+from .insight import ranking
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS

@@ -1,10 +1,132 @@
 """Batch evaluation: score ranked or chosen/rejected conversations and report pairwise accuracy."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from .engine import Engine
-from .insight import evaluation_report, parse_eval_jsonl
+
+ROLES = ("system", "user", "assistant")
+
+
+def pairwise_accuracy(rewards_best_first: list[float]) -> float:
+    """Fraction of pairs (i < j) with r_i > r_j for answers given best first.
+
+    Ties count as wrong, as in RewardBench.
+
+    >>> pairwise_accuracy([3.0, 1.0, 2.0])
+    0.6666666666666666
+    """
+    r = rewards_best_first
+    if len(r) < 2:
+        raise ValueError("pairwise accuracy needs at least 2 answers")
+    pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
+    return sum(r[i] > r[j] for i, j in pairs) / len(pairs)
+
+
+def _message_error(messages) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for k, m in enumerate(messages, 1):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            return f"message {k} needs a 'role' of {', '.join(ROLES)}"
+        if not isinstance(m.get("content"), str):
+            return f"message {k} needs a string 'content'"
+    if messages[-1]["role"] != "user":
+        return "the last message must be from the user"
+    return None
+
+
+def _parse_row(obj) -> tuple[dict | None, str | None]:
+    if not isinstance(obj, dict):
+        return None, "expected a JSON object"
+    error = _message_error(obj.get("messages"))
+    if error:
+        return None, error
+    if "candidates" in obj and ("chosen" in obj or "rejected" in obj):
+        return None, "use either 'candidates' or 'chosen'/'rejected', not both"
+    if "candidates" in obj:
+        candidates = obj["candidates"]
+        if not isinstance(candidates, list) or len(candidates) < 2:
+            return None, "'candidates' needs at least 2 strings"
+    elif "chosen" in obj and "rejected" in obj:
+        candidates = [obj["chosen"], obj["rejected"]]
+    else:
+        return None, "needs 'candidates' or both 'chosen' and 'rejected'"
+    if not all(isinstance(c, str) for c in candidates):
+        return None, "candidates must be strings"
+    empty = [k for k, c in enumerate(candidates, 1) if not c.strip()]
+    if empty:
+        return None, f"candidate {empty[0]} is empty"
+    subset = obj.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        return None, "'subset' must be a string"
+    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+    return {"messages": messages, "candidates": candidates, "subset": subset or "all"}, None
+
+
+def parse_eval_jsonl(text: str) -> tuple[list[dict], list[str]]:
+    """Parse evaluation JSONL into normalised rows and one error per bad line.
+
+    Each line holds `messages` plus either `candidates` (best first) or
+    `chosen`/`rejected`, and an optional `subset`.
+
+    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
+    >>> rows[0]["candidates"], errors
+    (['Hello', 'Go'], ['line 2: expected a JSON object'])
+    """
+    rows, errors = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {n}: invalid JSON ({e.msg})")
+            continue
+        row, error = _parse_row(obj)
+        if error:
+            errors.append(f"line {n}: {error}")
+        else:
+            rows.append({"line": n, **row})
+    return rows, errors
+
+
+def _mean_accuracy(scores_per_row: list[list[float]]) -> float | None:
+    return sum(map(pairwise_accuracy, scores_per_row)) / len(scores_per_row) if scores_per_row else None
+
+
+def _summary(rewards: list[list[float]], lengths: list[list[int]]) -> dict:
+    return {"n": len(rewards), "accuracy": _mean_accuracy(rewards), "length_baseline": _mean_accuracy(lengths)}
+
+
+def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], lengths_per_row: list[list[int]]) -> dict:
+    """Mean pairwise accuracy of the RM, and of a longer-is-better baseline, overall and per subset.
+
+    >>> evaluation_report([{"subset": "chat"}], [[1.0, 2.0]], [[30, 10]])["overall"]
+    {'n': 1, 'accuracy': 0.0, 'length_baseline': 1.0}
+    """
+    if not len(rows) == len(rewards_per_row) == len(lengths_per_row):
+        raise ValueError("rows, rewards_per_row and lengths_per_row differ in length")
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.get("subset", "all"), []).append(i)
+    subsets = {
+        name: _summary([rewards_per_row[i] for i in idx], [lengths_per_row[i] for i in idx])
+        for name, idx in sorted(groups.items())
+    }
+    return {"overall": _summary(rewards_per_row, lengths_per_row), "subsets": subsets}
+
+
+def report_table(report: dict) -> list[list]:
+    """Rows [subset, n, accuracy, length baseline], overall first.
+
+    >>> report_table({"overall": {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}, "subsets": {}})
+    [['overall', 1, 1.0, 0.0]]
+    """
+    items = [("overall", report["overall"]), *report["subsets"].items()]
+    return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
+
 
 
 def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | None = None,

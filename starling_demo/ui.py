@@ -11,7 +11,7 @@ from .engine import Engine
 from .presets import LM_PRESETS, RM_PRESETS
 from .ui_events import (add_candidate, chat, clear, load_model, new_session, regenerate, request_stop, rescore,
                         undo, use_candidate)
-from .ui_insight import bias_panel, evaluate_file, export_nectar, export_pairs, panels, trace_panel
+from .ui_insight import bias_panel, evaluate_file, export_nectar, export_pairs, insight_json, panels, trace_panel
 from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
@@ -19,7 +19,8 @@ INTRO = ("## Starling: chat, and watch the reward model rank the replies\n"
          "Each turn, **Starling-LM** writes N candidate replies side by side; a **Starling reward model** scores "
          "them and the best one continues the conversation (best-of-N), unless you pick another.")
 TRACE_NOTE = ("Each token is coloured by **the value the head would give if the reply ended at this token** "
-              "(green above zero, red below; hover for the number). The last value is the reward.")
+              "(green above zero, red below; hover for the number). The reward itself is read after the reply's "
+              "end marker (`</s>` or `<|im_end|>`), so it can differ from the last token's value.")
 EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"candidates\": [best, ..., worst]}` "
              "or `{\"messages\": [...], \"chosen\": ..., \"rejected\": ...}`, with an optional `\"subset\"`. "
              "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
@@ -136,6 +137,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                 summary = gr.JSON(label="Turn", visible=False)
                 pick = gr.Number(visible=False, precision=0, label="Candidate number")  # for API callers
                 pick_button = gr.Button(visible=False)
+                facts = gr.JSON(label="Insight", visible=False)  # for API callers
+                facts_button = gr.Button(visible=False)
             with gr.Tab("Batch evaluation", elem_id="tab-eval"):
                 gr.Markdown(EVAL_NOTE)
                 eval_file = gr.File(label="Evaluation JSONL", file_types=[".jsonl", ".json", ".txt"],
@@ -186,6 +189,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         for kind, dropdown in (("lm", lm), ("rm", rm), ("rm", rm2)):
             dropdown.change(partial(load_model, engine, kind), [dropdown], [status], api_visibility="undocumented",
                             **gpu)
+        facts_button.click(insight_json, [session, alpha], [facts], api_name="insight")
         pairs_button.click(export_pairs, [session], [export], api_name="export_pairs")
         nectar_button.click(export_nectar, [session], [export], api_name="export_nectar")
         eval_button.click(bind(evaluate_file), [eval_file, rm, readout], [report, eval_errors, eval_status],

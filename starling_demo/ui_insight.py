@@ -9,11 +9,11 @@ import pandas as pd
 
 from . import insight
 from .engine import Engine
-from .evaluation import evaluate
+from .evaluation import evaluate, report_table
 from .loading import LoadError
-from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text, length_frame,
-                        model_inputs_text, plackett_luce_text, ranking_rows, reward_frame, trace_frame,
-                        trace_html, win_matrix_html)
+from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text,
+                        length_frame, model_inputs_text, plackett_luce_text, ranking_rows, reward_frame,
+                        reward_read_note, trace_frame, trace_html, win_matrix_html)
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
@@ -32,7 +32,8 @@ def trace_panel(session: dict, number: str | None) -> list:
     choices = [str(i + 1) for i in range(len(turn["candidates"]))]
     k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
     tokens, values = turn["tokens"][k], turn["traces"][k]
-    return [trace_html(tokens, values), trace_frame(tokens, values)]
+    return [trace_html(tokens, values) + reward_read_note(turn["rewards"][k], turn["readout"]),
+            trace_frame(tokens, values)]
 
 
 def bias_panel(session: dict, alpha: float) -> list:
@@ -66,6 +67,15 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
     return [ranking, reward_frame(turn), gr.update(choices=choices, value=number),
             *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
             compare, pd.DataFrame(compare_rows, columns=COMPARE_HEADERS), lm_text, rm_text]
+
+
+def insight_json(session: dict, alpha: float):
+    """The current turn's insight as JSON: ranking, win probabilities, Plackett-Luce, length bias, traces."""
+    turn = scored_turn(session)
+    if not turn:
+        gr.Warning("Nothing to explain yet: send a message and let its candidates be scored first.")
+        return gr.skip()
+    return insight.turn_insight(turn, float(alpha))
 
 
 def export_file(session: dict, kind: str):
@@ -104,7 +114,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progr
     except LoadError as error:
         raise gr.Error(str(error)) from None
     rows = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
-            for name, n, *metrics in insight.report_table(result["report"])]
+            for name, n, *metrics in report_table(result["report"])]
     errors = "\n".join(result["errors"]) or "No malformed rows."
     status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
               f"{len(result['errors'])} malformed row(s) skipped.")

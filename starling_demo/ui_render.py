@@ -93,6 +93,18 @@ def trace_html(tokens: list[str], values: list[float]) -> str:
     return f"<div class='trace'>{spans}</div>"
 
 
+def reward_read_note(reward: float, readout: str) -> str:
+    """Where the reward beside a trace was read, since it is not the last traced value.
+
+    >>> reward_read_note(1.5, "last-token")
+    "<p class='muted'>Reward <b>1.500</b>, read at the last real token (the end marker after the reply).</p>"
+    """
+    where = ("at index 2047 of the 2048-padded input, a pad token that attends to the whole conversation "
+             "(the model card's read-out)" if readout == "card" else
+             "at the last real token (the end marker after the reply)")
+    return f"<p class='muted'>Reward <b>{reward:.3f}</b>, read {where}.</p>"
+
+
 def trace_frame(tokens: list[str], values: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"token": list(range(1, len(values) + 1)), "value": values})
 

@@ -30,6 +30,12 @@ def test_chat_score_pick_and_export(client):
     added = client.predict("My own reply.", "tiny", "card", "none", *rescored["candidates"], api_name="/add_candidate")
     assert added[TURN]["candidates"][-1] == "My own reply." and len(added[TURN]["rewards"]) == 5
 
+    facts = client.predict(1.0, api_name="/insight")
+    assert facts["ranking"] == added[TURN]["ranking"] and len(facts["traces"]) == 5
+    assert [len(t["values"]) for t in facts["traces"]] == added[TURN]["lengths"]
+    p = facts["win_probabilities"]
+    assert len(p) == 5 and p[0][0] == 0.5 and abs(p[1][3] + p[3][1] - 1) < 1e-12
+
     worst = added[TURN]["ranking"][-1]
     picked = client.predict(worst + 1, api_name="/use_candidate")
     assert picked[TURN]["chosen"] == worst and "picked by you" in json.dumps(picked[0])

@@ -3,22 +3,20 @@ import math
 
 import pytest
 
+from starling_demo.evaluation import evaluation_report, pairwise_accuracy, parse_eval_jsonl, report_table
 from starling_demo.insight import (
     best_of_n,
-    evaluation_report,
     kendall_tau,
     length_bias,
     length_penalised,
     nectar_jsonl,
     nectar_prompt,
     pairs_jsonl,
-    pairwise_accuracy,
-    parse_eval_jsonl,
     plackett_luce_probability,
     ranking,
-    report_table,
     spearman,
     top1_agreement,
+    turn_insight,
     win_probabilities,
 )
 
@@ -227,3 +225,20 @@ def test_nectar_jsonl_exact_record():
 def test_nectar_prompt_with_system():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert nectar_prompt(msgs) == "Be brief.\n\nHuman: Hi\n\nAssistant:"
+
+
+def test_turn_insight_gathers_the_panels_figures():
+    turn = {"rewards": [2.0, 1.0, 0.0], "lengths": [300, 20, 10], "tokens": [["a"], ["b"], ["c"]],
+            "traces": [[0.3], [0.2], [0.1]], "readout": "card", "rm": "A", "rm2": "B", "rewards2": [0.0, 1.0, 2.0]}
+    facts = turn_insight(turn, alpha=1.0)
+    assert facts["ranking"] == [0, 1, 2]
+    assert facts["win_probabilities"][0][1] == pytest.approx(1 / (1 + math.exp(-1)))
+    # Plackett-Luce of 0 > 1 > 2 with exp(r): e^2/(e^2+e+1) * e/(e+1)
+    e = math.e
+    assert facts["plackett_luce"] == pytest.approx(e**2 / (e**2 + e + 1) * e / (e + 1))
+    assert facts["length_bias"]["longest_wins"] and facts["length_bias"]["spearman"] == pytest.approx(1.0)
+    assert facts["length_penalised_rewards"] == pytest.approx([-1.0, 0.8, -0.1])
+    assert facts["length_penalised_best"] == 1
+    assert facts["traces"][2] == {"tokens": ["c"], "values": [0.1]}
+    assert facts["comparison"]["kendall_tau"] == pytest.approx(-1.0) and not facts["comparison"]["top1_agreement"]
+    assert "comparison" not in turn_insight(turn | {"rewards2": None})

@@ -154,6 +154,7 @@ def test_panels_and_exports_describe_the_turn(engine, first_turn):
     outputs = ui_insight.panels(session, "2", 1.0)
     trace_view, wins, bias, lm_input = outputs[3], outputs[5], outputs[7], outputs[11]
     assert trace_view.count("class='tok'") == first_turn[-1][3]["lengths"][1]
+    assert f"Reward <b>{first_turn[-1][3]['rewards'][1]:.3f}</b>, read at index 2047" in trace_view
     assert wins.count("<td") == 16 and "Plackett-Luce" in outputs[6]
     assert "Spearman" in bias and "α = 1" in bias
     assert lm_input.startswith("<s>GPT4 Correct User: Hello there<|end_of_turn|>")
