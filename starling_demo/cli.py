@@ -12,21 +12,11 @@ from .insight import ranking
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS
-from .templates import split_system
+from .templates import check_conversation
 
 
 class InputError(ValueError):
     """A malformed input line."""
-
-
-def check_messages(messages, need_user_last: bool = True) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise InputError("'messages' must be a non-empty list of {role, content} objects")
-    if not all(isinstance(m, dict) for m in messages):
-        raise InputError("each message must be an object with 'role' and 'content'")
-    split_system(messages)  # raises ValueError naming the message out of order
-    if need_user_last and messages[-1]["role"] != "user":
-        raise InputError("the last message must be from the user")
 
 
 def read_jsonl(path: str, need_candidates: bool) -> list[dict]:
@@ -40,7 +30,7 @@ def read_jsonl(path: str, need_candidates: bool) -> list[dict]:
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise InputError("each line must be a JSON object")
-                check_messages(record.get("messages"))
+                check_conversation(record.get("messages"))
                 candidates = record.get("candidates")
                 if need_candidates and (not isinstance(candidates, list) or not candidates
                                         or not all(isinstance(c, str) for c in candidates)):

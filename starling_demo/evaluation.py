@@ -5,8 +5,7 @@ import json
 from collections.abc import Callable
 
 from .engine import Engine
-
-ROLES = ("system", "user", "assistant")
+from .templates import check_conversation
 
 
 def pairwise_accuracy(rewards_best_first: list[float]) -> float:
@@ -24,25 +23,13 @@ def pairwise_accuracy(rewards_best_first: list[float]) -> float:
     return sum(r[i] > r[j] for i, j in pairs) / len(pairs)
 
 
-def _message_error(messages) -> str | None:
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    for k, m in enumerate(messages, 1):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            return f"message {k} needs a 'role' of {', '.join(ROLES)}"
-        if not isinstance(m.get("content"), str):
-            return f"message {k} needs a string 'content'"
-    if messages[-1]["role"] != "user":
-        return "the last message must be from the user"
-    return None
-
-
 def _parse_row(obj) -> tuple[dict | None, str | None]:
     if not isinstance(obj, dict):
         return None, "expected a JSON object"
-    error = _message_error(obj.get("messages"))
-    if error:
-        return None, error
+    try:
+        check_conversation(obj.get("messages"))
+    except ValueError as error:
+        return None, str(error)
     if "candidates" in obj and ("chosen" in obj or "rejected" in obj):
         return None, "use either 'candidates' or 'chosen'/'rejected', not both"
     if "candidates" in obj:

@@ -30,14 +30,30 @@ def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
     ('Be brief.', [{'role': 'user', 'content': 'Hi'}])
     """
     system = ""
-    if messages and messages[0]["role"] == "system":
-        system, messages = messages[0]["content"], messages[1:]
+    if messages and messages[0].get("role") == "system":
+        system, messages = messages[0].get("content"), messages[1:]
     for i, message in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if message.get("role") != expected or not isinstance(message.get("content"), str):
-            raise ValueError(f"message {i + 1} should be a {expected} message with text content; "
-                             "turns must alternate user/assistant after an optional system message.")
+            raise ValueError(f"message {i + 1 + (system != '')} should be a {expected} message with text content; "
+                             "turns must alternate user/assistant after an optional system message")
     return system, list(messages)
+
+
+def check_conversation(messages) -> None:
+    """Raise ValueError, saying what is wrong, unless `messages` is a conversation a reply can follow.
+
+    >>> check_conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    Traceback (most recent call last):
+    ValueError: the last message must be from the user
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list of {role, content} objects")
+    if not all(isinstance(m, dict) for m in messages):
+        raise ValueError("each message must be an object with 'role' and 'content'")
+    split_system(messages)
+    if messages[-1]["role"] != "user":
+        raise ValueError("the last message must be from the user")
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:

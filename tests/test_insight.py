@@ -149,8 +149,9 @@ def test_parse_eval_jsonl_errors_name_the_line():
     assert errors[0].startswith("line 1: invalid JSON")
     assert errors[1:] == [
         "line 2: expected a JSON object",
-        "line 3: 'messages' must be a non-empty list",
-        "line 4: message 1 needs a 'role' of system, user, assistant",
+        "line 3: 'messages' must be a non-empty list of {role, content} objects",
+        "line 4: message 1 should be a user message with text content; turns must alternate user/assistant "
+        "after an optional system message",
         "line 5: the last message must be from the user",
         "line 6: 'candidates' needs at least 2 strings",
         "line 7: candidates must be strings",
