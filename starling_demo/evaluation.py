@@ -106,14 +106,15 @@ def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], leng
 
 
 def report_table(report: dict) -> list[list]:
-    """Rows [subset, n, accuracy, length baseline], overall first.
+    """Rows [subset, n, accuracy, length baseline], overall first; no subset rows when no row named one.
 
-    >>> report_table({"overall": {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}, "subsets": {}})
+    >>> summary = {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}
+    >>> report_table({"overall": summary, "subsets": {"all": summary}})
     [['overall', 1, 1.0, 0.0]]
     """
-    items = [("overall", report["overall"]), *report["subsets"].items()]
+    subsets = report["subsets"] if list(report["subsets"]) != ["all"] else {}
+    items = [("overall", report["overall"]), *subsets.items()]
     return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
-
 
 
 def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | None = None,
