@@ -54,7 +54,7 @@ def stream_candidates(model, prompt_ids: list[int], n: int, temperature: float =
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     cache = DynamicCache(config=model.config)
-    logits = model(torch.tensor([prompt_ids], device=device), past_key_values=cache, use_cache=True,
+    logits = model(torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     cache.batch_repeat_interleave(n)
     logits = logits.expand(n, -1)
@@ -81,7 +81,7 @@ def stream_candidates(model, prompt_ids: list[int], n: int, temperature: float =
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             tokens, active = tokens[index], [active[row] for row in keep]
-        logits = model(tokens[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(tokens[:, None], cache=cache, use_cache=True).logits[:, -1]
 
 
 def fit_prompt(tokenizer, messages: list[dict], budget: int, mode: str = "gpt4", system: str = "",

@@ -40,10 +40,10 @@ class StarlingRewardModel(LlamaPreTrainedModel):
         self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
         self.post_init()
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=False):
         """The v_head value at every position, shape [batch, seq], in the head's (full) precision."""
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  past_key_values=past_key_values, use_cache=use_cache).last_hidden_state
+                                  cache=cache, use_cache=use_cache).last_hidden_state
         return self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
 
 

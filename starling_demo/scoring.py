@@ -102,11 +102,11 @@ def value_rows(model, rows: list[list[int]], pad_id: int, query_position: int | 
         shared = 0
     else:
         cache = SharedPrefixCache(config=model.config)
-        head = model(torch.tensor([rows[0][:shared]], device=device), past_key_values=cache, use_cache=True)[0]
+        head = model(torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True)[0]
         cache.frozen = True
     ids, mask, positions = pad_rows([row[shared:] for row in rows], pad_id, shared, query_position)
     values = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   past_key_values=cache, use_cache=cache is not None)
+                   cache=cache, use_cache=cache is not None)
     per_row = [torch.cat([head, values[i, : len(row) - shared]]).float().tolist() for i, row in enumerate(rows)]
     query = values[:, -1].float().tolist() if query_position is not None else None
     return per_row, query
