@@ -17,7 +17,7 @@ from starling_demo.ui import build_demo, launch_kwargs
 
 REAL = {"lm": "starling-lm-7b-beta", "rm": "starling-rm-7b-alpha", "precision": "4bit", "device": "auto"}
 TINY = {"lm": "tiny", "rm": "tiny", "precision": "fp32", "device": "cpu"}
-TINY_BANNER = ("**Offline demo:** {reason}, so this runs the tiny random models on CPU: "
+TINY_BANNER = ("**Offline demo:** {reason}, so this runs the tiny random models: "
                "replies are noise; the wiring is real.")
 
 
@@ -44,15 +44,22 @@ def hub_available(repo: str) -> bool:
 
 
 def pick_defaults() -> tuple[dict, str | None]:
-    """Real Starling models when a GPU and the Hub (or a cache) are there, else the tiny presets and a banner."""
+    """Real Starling models when a GPU and the Hub (or a cache) are there; else the tiny presets and why."""
     if not has_gpu():
-        return TINY, TINY_BANNER.format(reason="no GPU was found")
+        return TINY, "no GPU was found"
     if not hub_available(LM_PRESETS[REAL["lm"]].repo):
-        return TINY, TINY_BANNER.format(reason="the Hugging Face Hub is unreachable and nothing is cached")
+        return TINY, "the Hugging Face Hub is unreachable and nothing is cached"
     return REAL, None
 
 
-def parse_args(defaults: dict) -> argparse.Namespace:
+def banner(args: argparse.Namespace, reason: str | None) -> str | None:
+    """The notice at the top of the page whenever a tiny model runs, saying why."""
+    if "tiny" not in (args.lm, args.rm):
+        return None
+    return TINY_BANNER.format(reason=reason or "the tiny presets were chosen")
+
+
+def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lm", default=env("STARLING_LM", defaults["lm"]), help="LM preset or local directory")
@@ -63,26 +70,26 @@ def parse_args(defaults: dict) -> argparse.Namespace:
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", default=env("GRADIO_SHARE", "") in ("1", "true", "True"))
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def on_zero_gpu(engine: Engine) -> Engine:
     """Run generation and scoring inside ZeroGPU allocations; `spaces.GPU` is a no-op elsewhere."""
     if spaces is not None:
+        if os.environ.get("SPACES_ZERO_GPU"):
+            # A GPU call runs in a forked process: a model first loaded there would be lost when it ends.
+            engine.lm()
+            engine.rm()
         engine.generate = spaces.GPU(duration=120)(engine.generate)
         engine.score = spaces.GPU(duration=60)(engine.score)
     return engine
 
 
 def main() -> None:
-    defaults, banner = pick_defaults()
+    defaults, reason = pick_defaults()
     args = parse_args(defaults)
-    if banner and (args.lm, args.rm) != ("tiny", "tiny"):
-        banner = None  # the user asked for real models explicitly
-    if not banner and "tiny" in (args.lm, args.rm):
-        banner = TINY_BANNER.format(reason="the tiny presets were chosen")
     engine = on_zero_gpu(Engine(args.lm, args.rm, args.precision, args.device))
-    demo = build_demo(engine, banner)
+    demo = build_demo(engine, banner(args, reason))
     demo.queue(max_size=32, default_concurrency_limit=4)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 

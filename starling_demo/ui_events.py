@@ -146,7 +146,10 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             STOP_REQUESTS.discard(visitor)
         if turn.get("warning"):
             gr.Warning(turn["warning"])
-        yield view(work, loading_status("rm", rm) if not engine.is_loaded("rm", rm) else f"Scoring with **{rm}**…", "")
+        if not engine.is_loaded("rm", rm):  # load here, not inside a ZeroGPU call whose process ends with it
+            yield view(work, loading_status("rm", rm), "")
+            engine.rm(rm)
+        yield view(work, f"Scoring with **{rm}**…", "")
         score_turn(engine, turn, rm, readout, rm2)
     except (LoadError, ValueError) as error:
         gr.Warning(str(error))
