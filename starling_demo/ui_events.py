@@ -10,6 +10,7 @@ import inspect
 import time
 
 import gradio as gr
+import torch
 
 from . import insight
 from .engine import Engine, Settings
@@ -17,9 +18,20 @@ from .loading import LoadError
 from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
 
 MAX_MESSAGE_CHARS = 20_000
+# What a visitor can act on: a bad choice, a model that cannot load, settings too big for the GPU.
+PROBLEMS = (LoadError, ValueError, torch.OutOfMemoryError)
 # Visitors (session hashes) whose candidates are generating, and those of them who pressed Stop.
 GENERATING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
+
+
+def explain(error: Exception) -> str:
+    """One sentence on what went wrong and what to do about it."""
+    if isinstance(error, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
+        return ("The GPU ran out of memory: lower the number of candidates or max new tokens, or choose a "
+                "smaller reward model, then try again.")
+    return str(error)
 
 
 def new_session() -> dict:
@@ -74,9 +86,9 @@ def load_model(engine: Engine, kind: str, name: str):
     started = time.perf_counter()
     try:
         (engine.lm if kind == "lm" else engine.rm)(name)
-    except (LoadError, ValueError) as error:
-        gr.Warning(str(error))
-        yield f"Could not load {name}: {error}"
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        yield f"Could not load {name}: {explain(error)}"
         return
     yield f"Loaded {MODEL_KINDS[kind]} **{name}** in {time.perf_counter() - started:.1f} s."
 
@@ -151,9 +163,9 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             engine.rm(rm)
         yield view(work, f"Scoring with **{rm}**…", "")
         score_turn(engine, turn, rm, readout, rm2)
-    except (LoadError, ValueError) as error:
-        gr.Warning(str(error))
-        yield view(session, f"Nothing changed: {error}")
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        yield view(session, f"Nothing changed: {explain(error)}")
         return
     yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn), "")
 
@@ -199,8 +211,8 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     turn["candidates"] = candidates
     try:
         score_turn(engine, turn, rm, readout, rm2)
-    except (LoadError, ValueError) as error:
-        return None, str(error)
+    except PROBLEMS as error:
+        return None, explain(error)
     return work, None
 
 

@@ -3,6 +3,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import SETTINGS
 
 from starling_demo import ui_events as events
@@ -122,6 +123,18 @@ def test_engine_errors_warn_and_keep_the_conversation(engine, first_turn, overri
     with pytest.warns(UserWarning, match=problem):
         outputs = send(engine, session, "Hi", **overrides)
     assert outputs[-1][0] is session and problem in outputs[-1][2]
+
+
+def test_running_out_of_gpu_memory_says_what_to_lower(engine, first_turn, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield
+
+    monkeypatch.setattr(engine, "generate", out_of_memory)
+    session = session_of(first_turn[-1])
+    with pytest.warns(UserWarning, match="ran out of memory: lower the number of candidates"):
+        outputs = send(engine, session, "Hi")
+    assert outputs[-1][0] is session and "Nothing changed" in outputs[-1][2]
 
 
 def test_load_error_warns_and_keeps_the_conversation(first_turn):
