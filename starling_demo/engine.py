@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .detokenize import TextStream
 from .generation import EOT_ID, Candidates, fit_prompt, stream_candidates
 from .loading import Loaded, load_lm, load_rm
 from .presets import lm_preset, rm_preset
@@ -96,10 +97,19 @@ class Engine:
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         tokenizer = loaded.tokenizer
         stop_ids = frozenset({EOT_ID, tokenizer.eos_token_id} - {None})
+        # Each step decodes only the newest tokens; a finished reply is decoded whole, once.
+        streams = [TextStream(tokenizer) for _ in range(settings.n)]
+        finals: list[str | None] = [None] * settings.n
         state: Candidates
         for state in stream_candidates(loaded.model, prompt.ids, settings.n, settings.temperature, settings.top_p,
                                        settings.max_new_tokens, seed, stop_ids):
-            texts = tokenizer.batch_decode(state.ids, skip_special_tokens=True)
+            for i, (stream, ids) in enumerate(zip(streams, state.ids)):
+                if finals[i] is None:
+                    for token in ids[len(stream.ids):]:
+                        stream.push(token)
+                    if state.finished[i]:
+                        finals[i] = tokenizer.decode(ids, skip_special_tokens=True)
+            texts = [stream.text if final is None else final for stream, final in zip(streams, finals)]
             yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
 
     def score(self, messages: list[dict], candidates: list[str], rm: str | None = None,

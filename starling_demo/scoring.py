@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from .detokenize import token_texts
 from .loading import Loaded
 from .templates import common_prefix_length, reward_inputs
 
@@ -49,20 +50,6 @@ class SharedPrefixCache(DynamicCache):
         layer, rows = self.layers[layer_idx], key_states.shape[0]
         return (torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
                 torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2))
-
-
-def token_texts(tokenizer, ids: list[int], window: int = 6) -> list[str]:
-    """The text each token adds to the decoded string, so that joining them gives the decoded text.
-
-    Decoding a few tokens of context rather than the whole prefix keeps this linear in the reply
-    length; the context covers characters split over several byte tokens.
-    """
-    texts = []
-    for k in range(len(ids)):
-        start = max(0, k - window)
-        before = tokenizer.decode(ids[start:k]) if k > start else ""
-        texts.append(tokenizer.decode(ids[start:k + 1])[len(before):])
-    return texts
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, offset: int, query_position: int | None):
