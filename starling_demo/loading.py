@@ -1,23 +1,28 @@
 """Download and load Starling language and reward models, in 4-bit, bf16 or fp32, on CPU or CUDA."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import normalizers, pre_tokenizers
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, LlamaModel
-from transformers import LlamaPreTrainedModel
+from transformers import LlamaPreTrainedModel, PreTrainedTokenizerFast
 
 from .presets import LMPreset, RMPreset
-from .tiny import tiny_checkpoint
+from .tiny import CACHE_ROOT, tiny_checkpoint
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("4bit", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+VIEWS = CACHE_ROOT / "views"  # folders that present a repo's files the way transformers needs them
 
 
 class LoadError(RuntimeError):
@@ -113,14 +118,68 @@ def fetch(repo: str, patterns: list[str]) -> Path:
                         "presets (--lm tiny --rm tiny).") from None
 
 
-def load_tokenizer(source: Path, **kwargs):
+def sentencepiece_as_transformers_4(backend) -> None:
+    """Give a SentencePiece tokenizer the pipeline transformers 4 built, which the cards' code ran.
+
+    transformers 4 wrote (and read) a word prefix at the start of every text segment, after special
+    tokens too, and kept leading spaces: `Prepend("▁")` then `Replace(" ", "▁")`. transformers 5 rebuilds
+    such tokenizers with a Metaspace pre-tokenizer that drops that prefix before a space, so after `</s>`,
+    and before typed leading spaces, it gives other ids than the ones the Starling models were scored with.
+    """
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None
+
+
+def load_tokenizer(source: Path):
+    """The tokenizer in `source`, as the model cards' code (transformers 4) ran it.
+
+    A `tokenizer.json` is used exactly as written; a folder with only `tokenizer.model` gets the
+    pipeline transformers 4 converted it to (see `sentencepiece_as_transformers_4`).
+    """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        if (source / "tokenizer.json").exists():
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            if isinstance(tokenizer.backend_tokenizer.pre_tokenizer, pre_tokenizers.Metaspace):
+                sentencepiece_as_transformers_4(tokenizer.backend_tokenizer)
     except Exception as error:  # malformed files fail in many ways; all mean the same to the user
         raise LoadError(f"Cannot read the tokenizer in {source} ({type(error).__name__}: {error}): "
                         "check that the folder holds a complete tokenizer.") from None
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def view_folder(folder: Path, purpose: str) -> Path:
+    """An empty-or-reused folder of our cache that stands for `folder`: one per source path and purpose."""
+    view = VIEWS / f"{purpose}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]}"
+    view.mkdir(parents=True, exist_ok=True)
+    return view
+
+
+def without_sep_token(folder: Path) -> Path:
+    """A copy of `folder`'s tokenizer files without Starling-LM-7B-alpha's `<sep>` (not in its vocabulary).
+
+    Loaded naively, `<sep>` becomes id 32002, past the embeddings; transformers ignores `sep_token=None`
+    when `special_tokens_map.json` names it, so the files themselves are edited.
+    """
+    view = view_folder(folder, "nosep")
+    for name in TOKENIZER_FILES:
+        if not (folder / name).exists():
+            continue
+        if not name.endswith(".json"):
+            shutil.copyfile(folder / name, view / name)
+            continue
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
+        sep = data.pop("sep_token", None)
+        sep = sep.get("content") if isinstance(sep, dict) else sep or "<sep>"
+        if "added_tokens_decoder" in data:
+            data["added_tokens_decoder"] = {k: v for k, v in data["added_tokens_decoder"].items()
+                                            if v.get("content") != sep}
+        if "added_tokens" in data:
+            data["added_tokens"] = [t for t in data["added_tokens"] if t.get("content") != sep]
+        (view / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return view
 
 
 def has_tokenizer(folder: Path) -> bool:
@@ -134,8 +193,7 @@ def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> 
     folder = fetch(preset.repo, ["*.json", "*.model", "*.safetensors"])
     if not any(folder.glob("*.safetensors")):
         folder = fetch(preset.repo, ["*.json", "*.model", "*.bin"])
-    # Naively loaded, alpha's <sep> gets id 32002, past the embeddings; never resize them.
-    tokenizer = load_tokenizer(folder, **({"sep_token": None} if preset.drop_sep_token else {}))
+    tokenizer = load_tokenizer(without_sep_token(folder) if preset.drop_sep_token else folder)
     model = AutoModelForCausalLM.from_pretrained(folder, device_map={"": device}, **kwargs)
     if len(tokenizer) > model.config.vocab_size:
         raise LoadError(f"The tokenizer of {preset.repo} has {len(tokenizer)} tokens but the model only "
@@ -154,12 +212,10 @@ def reward_checkpoint_folder(folder: Path) -> Path:
     found = sorted(p for p in folder.iterdir() if p.name.endswith((".pt", "model.bin")))
     if not found:
         raise LoadError(f"{folder} has no reward-model weights (no *.safetensors, *.pt or *model.bin file).")
-    view = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo")) / "views"
-    view = view / folder.name
-    view.mkdir(parents=True, exist_ok=True)
+    view = view_folder(folder, "checkpoint")
     for link, target in [("config.json", folder / "config.json"), ("pytorch_model.bin", found[0])]:
-        if not (view / link).exists():
-            (view / link).symlink_to(target.resolve())
+        (view / link).unlink(missing_ok=True)
+        (view / link).symlink_to(target.resolve())
     return view
 
 

@@ -127,5 +127,5 @@ def score(rm: Loaded, messages: list[dict], candidates: list[str], readout: str 
         texts=[e.text for e in encoded],
         lengths=[e.reply_end - e.reply_start for e in encoded],
         readout=readout,
-        truncated=[len(row) >= preset.max_length for row in rows],
+        truncated=[e.truncated for e in encoded],
     )

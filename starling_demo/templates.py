@@ -21,6 +21,7 @@ class Encoded:
     ids: list[int]
     reply_start: int | None = None  # index in ids of the first reply token (reward inputs only)
     reply_end: int | None = None
+    truncated: bool = False  # the oldest ids were cut to fit the model's length
 
 
 def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
@@ -169,10 +170,10 @@ def reward_inputs(tokenizer, template: str, messages: list[dict], replies: list[
         ids = encode_parts(tokenizer, parts, bos)
         start = common_prefix_length(ids, empty)
         end = len(ids) - common_prefix_length(ids[start:][::-1], empty[start:][::-1])
-        if len(ids) > max_length:
+        cut = max(0, len(ids) - max_length)
+        if cut:
             # Like the card's tokenizer(truncation_side="left"): drop the oldest text, keep the BOS.
-            cut = len(ids) - max_length
             ids = ids[:bos] + ids[bos + cut:]
             start, end = max(start - cut, bos), max(end - cut, bos)
-        encoded.append(Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end))
+        encoded.append(Encoded(render_parts(parts, "<s>" if bos else ""), ids, start, end, truncated=cut > 0))
     return encoded

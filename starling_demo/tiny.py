@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-VERSION = "v3"  # bump when a layout or shape changes, so stale caches are rebuilt
-CACHE = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo")) / f"tiny-{VERSION}"
+VERSION = "v5"  # bump when a layout or shape changes, so stale caches are rebuilt
+CACHE_ROOT = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo"))
+CACHE = CACHE_ROOT / f"tiny-{VERSION}"
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, rms_norm_eps=1e-5)
 
@@ -24,12 +25,15 @@ def mistral_tokenizer(extra_special: list[str], add_bos: bool = True):
     import mistral_common
     from transformers import LlamaTokenizer
 
+    from .loading import sentencepiece_as_transformers_4
+
     source = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
     staging = CACHE / "sp"
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, staging / "tokenizer.model")
-    # legacy=True: a word prefix after every special token, as the OpenChat card's ids require.
     tokenizer = LlamaTokenizer.from_pretrained(staging, legacy=True)
+    # The pipeline the real repos' tokenizer.json files hold (transformers 4's conversion).
+    sentencepiece_as_transformers_4(tokenizer.backend_tokenizer)
     if extra_special:
         tokenizer.add_special_tokens({"additional_special_tokens": extra_special})
     tokenizer.add_bos_token = add_bos
@@ -38,12 +42,21 @@ def mistral_tokenizer(extra_special: list[str], add_bos: bool = True):
 
 
 def _save_tokenizer(tokenizer, path: Path) -> None:
+    """tokenizer.json and tokenizer.model, with the config files the real repos have (as transformers 4 wrote
+    them: added tokens listed in `added_tokens_decoder`, the special tokens also in special_tokens_map.json)."""
     tokenizer.save_pretrained(path)
-    # transformers does not write these back; without them a reload changes the tokenisation.
-    config_path = path / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config.update(legacy=True, add_bos_token=tokenizer.add_bos_token, padding_side=tokenizer.padding_side)
-    config_path.write_text(json.dumps(config, indent=2))
+    shutil.copy(CACHE / "sp" / "tokenizer.model", path / "tokenizer.model")
+    added = {str(i): {"content": token.content, "lstrip": False, "normalized": False, "rstrip": False,
+                      "single_word": False, "special": True}
+             for i, token in sorted(tokenizer.added_tokens_decoder.items())}
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": tokenizer.pad_token,
+                "additional_special_tokens": [t["content"] for i, t in added.items() if int(i) >= 32000]}
+    config = specials | {"add_bos_token": tokenizer.add_bos_token, "add_eos_token": False,
+                         "added_tokens_decoder": added, "clean_up_tokenization_spaces": False, "legacy": True,
+                         "model_max_length": 1000000000000000019884624838656, "padding_side": "right",
+                         "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer"}
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (path / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
 
 
 def _write_lm(path: Path) -> None:
@@ -95,6 +108,7 @@ def _write_rm_34b(path: Path) -> None:
     tokenizer = mistral_tokenizer(["<|im_start|>", "<|im_end|>"], add_bos=False)
     tokenizer.pad_token = tokenizer.unk_token
     _save_tokenizer(tokenizer, path)
+    (path / "tokenizer.json").unlink()  # Yi-34B-Chat ships only tokenizer.model
 
 
 WRITERS = {"lm": _write_lm, "rm-7b": _write_rm_7b, "rm-34b": _write_rm_34b}

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel
+from tokenizers import normalizers
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
 
 
 def rm7b_text(messages, reply):
@@ -32,7 +33,9 @@ class CardRM7B(nn.Module):
         self.model = LlamaForCausalLM(config)
         self.transformer = self.model.model
         self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        # The card ran transformers 4, whose LlamaTokenizerFast used tokenizer.json exactly as written.
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<s>",
+                                                 eos_token="</s>", unk_token="<unk>")
         self.tokenizer.pad_token = self.tokenizer.unk_token
         self.tokenizer.truncation_side = "left"
         self.PAD_ID = self.tokenizer(self.tokenizer.pad_token)["input_ids"][0]
@@ -72,6 +75,10 @@ class CardRM34B(nn.Module):
             state |= load_file(shard)
         self.load_state_dict(state)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        # Yi ships only tokenizer.model; transformers 4 converted it with a word prefix on every segment.
+        backend = self.tokenizer.backend_tokenizer
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        backend.pre_tokenizer = None
         self.tokenizer.truncation_side = "left"
         self.eval()
 

@@ -52,13 +52,17 @@ def test_a_checkpoint_without_v_head_fails_loudly(tmp_path):
         load_rm(rm_preset(str(folder), "starling-rm-7b-alpha"), "fp32", "cpu")
 
 
-def test_a_local_directory_with_a_pt_checkpoint_loads_like_the_card(tmp_path, monkeypatch):
-    monkeypatch.setenv("STARLING_DEMO_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "rm"
-    shutil.copytree(tiny_checkpoint("rm-7b"), folder)
-    (folder / "pytorch_model.bin").rename(folder / "model.pt")
-    rm = load_rm(rm_preset(str(folder), "starling-rm-7b-alpha"), "fp32", "cpu")
-    assert rm.model.v_head.weight.shape == (1, 64)
+def test_local_directories_with_a_pt_checkpoint_load_like_the_card_each_their_own(tmp_path):
+    heads = []
+    for name, scale in (("a", 1.0), ("b", 2.0)):  # two folders with the same name, different weights
+        folder = tmp_path / name / "rm"
+        shutil.copytree(tiny_checkpoint("rm-7b"), folder)
+        state = torch.load(folder / "pytorch_model.bin")
+        state["v_head.weight"] = state["v_head.weight"] * scale
+        torch.save(state, folder / "model.pt")
+        (folder / "pytorch_model.bin").unlink()
+        heads.append(load_rm(rm_preset(str(folder), "starling-rm-7b-alpha"), "fp32", "cpu").model.v_head.weight)
+    assert heads[0].shape == (1, 64) and torch.allclose(heads[1], 2 * heads[0])
 
 
 def test_bad_directories_and_names(tmp_path):
@@ -76,11 +80,17 @@ def test_bad_directories_and_names(tmp_path):
         load_lm(lm_preset("tiny"), "int3", "cpu")
 
 
-def test_alpha_sep_token_is_dropped(tmp_path):
+@pytest.mark.parametrize("with_added_tokens_decoder", [True, False])
+def test_alpha_sep_token_is_dropped(tmp_path, with_added_tokens_decoder):
     folder = tmp_path / "alpha"
     shutil.copytree(tiny_checkpoint("lm"), folder)
+    # As in the alpha repo: <sep> named in both files, and in neither vocabulary.
     config = json.loads((folder / "tokenizer_config.json").read_text())
+    if not with_added_tokens_decoder:  # then transformers takes special_tokens_map.json's <sep> over sep_token=None
+        config.pop("added_tokens_decoder")
     (folder / "tokenizer_config.json").write_text(json.dumps(config | {"sep_token": "<sep>"}))
+    specials = json.loads((folder / "special_tokens_map.json").read_text())
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials | {"sep_token": "<sep>"}))
     with pytest.raises(LoadError, match="32003 tokens"):
         load_lm(lm_preset(str(folder)), "fp32", "cpu")
     alpha = loading.LMPreset(str(folder), str(folder), drop_sep_token=True)
