@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoTokenizer
 
-from starling_demo.loading import Loaded
+from starling_demo.loading import Loaded, load_tokenizer
 from starling_demo.presets import RM_PRESETS
 from starling_demo.scoring import score, value_rows
 from starling_demo.tiny import tiny_checkpoint
@@ -61,7 +60,7 @@ def main() -> None:
     args = parse_args(__doc__)
     cuda = args.device == "cuda"
     model = build("rm", cuda, "4bit" if cuda else "fp32", args.device)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint("rm-7b"))
+    tokenizer = load_tokenizer(tiny_checkpoint("rm-7b"))
     loaded = Loaded(model, tokenizer, RM_PRESETS["tiny"], "4bit" if cuda else "fp32", args.device)
     print(f"# bench_scoring on {machine()}; RM {'Llama-2-7B shape, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}; "
           f"N={N}, replies ~{REPLY} tokens, median of {args.repeats}")
