@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 import pandas as pd
 
@@ -10,6 +11,10 @@ from . import insight
 MAX_CARDS = 8
 RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "tokens"]
 REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
+CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.S)  # fenced blocks (closed or running to the end), spans
+# Gradio 6.31's chatbot loads Prism's C++ grammar before the C one it extends, throws, and stops updating the
+# conversation; C highlighting reads C++ well enough.
+CPP_FENCE = re.compile(r"\A```c(?:pp|\+\+)(?=\s)", re.I)
 
 
 def conversation(turns: list[dict]) -> list[dict]:
@@ -33,13 +38,26 @@ def choice_note(turn: dict) -> str:
     return note
 
 
+def markdown_safe(text: str) -> str:
+    r"""Text for the Markdown chat in which HTML shows as written and runs nothing, code included.
+
+    Outside code `<`, `>` and `&` are escaped; inside code spans and fences Markdown already shows them as
+    written (escaped there, `#include <vector>` would show as `#include &lt;vector&gt;`).
+
+    >>> markdown_safe("<img src=x> `a<b` & ```cpp\n#include <vector>\n```")
+    '&lt;img src=x&gt; `a<b` &amp; ```c\n#include <vector>\n```'
+    """
+    return "".join(CPP_FENCE.sub("```c", part) if i % 2 else html.escape(part, quote=False)
+                   for i, part in enumerate(CODE.split(text)))
+
+
 def chat_messages(turns: list[dict]) -> list[dict]:
-    """Chatbot messages. Model and user text is HTML-escaped so that it always shows as text."""
+    """Chatbot messages; model and user text always shows as text (`markdown_safe`)."""
     messages = []
     for turn in turns:
-        messages.append({"role": "user", "content": html.escape(turn["messages"][-1]["content"])})
+        messages.append({"role": "user", "content": markdown_safe(turn["messages"][-1]["content"])})
         if turn.get("chosen") is not None:
-            reply = html.escape(turn["candidates"][turn["chosen"]])
+            reply = markdown_safe(turn["candidates"][turn["chosen"]])
             messages.append({"role": "assistant", "content": f"{reply}\n\n*— {choice_note(turn)}*"})
     return messages
 

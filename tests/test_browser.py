@@ -11,6 +11,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--disable-dev-shm-usage"]
 WAIT = 60_000  # ms; a turn on the tiny models takes a second or two
 XSS = ["<img src=x onerror=alert(1)>", "<script>window.__xss=1</script>"]
+CODE = "```cpp\n#include <vector>\n```\nand `<script>window.__xss=2</script>` inline"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,14 @@ def test_own_candidates_are_ranked_and_markup_stays_text(page):
         page.get_by_role("tab", name="Reward trace").click()
         page.locator("#trace-pick").get_by_text(str(k), exact=True).click()
         expect(page.locator("#trace")).to_contain_text(text, timeout=WAIT)
+    page.fill("#own textarea", CODE)  # code keeps its characters, and its markup runs no more than text's
+    page.click("#add")
+    expect(page.locator("#status")).to_contain_text("Added candidate 7", timeout=WAIT)
+    page.click("#use-7")
+    expect(page.locator("#status")).to_contain_text("Continuing with candidate 7", timeout=WAIT)
+    bot = page.locator('[data-testid="bot"]').last
+    expect(bot.locator("pre")).to_contain_text("#include <vector>", timeout=WAIT)
+    expect(bot.locator("code").last).to_have_text("<script>window.__xss=2</script>")
     page.screenshot(path=str(SHOTS / "2-own-candidates.png"), full_page=True)
     assert page.dialogs == [] and page.evaluate("typeof window.__xss") == "undefined"
     assert page.locator("#chat img, #trace img, #chat script").count() == 0
