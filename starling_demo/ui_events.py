@@ -20,9 +20,11 @@ from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_
 MAX_MESSAGE_CHARS = 20_000
 # What a visitor can act on: a bad choice, a model that cannot load, settings too big for the GPU.
 PROBLEMS = (LoadError, ValueError, torch.OutOfMemoryError)
-# Visitors (session hashes) whose candidates are generating, and those of them who pressed Stop.
-GENERATING: set[str] = set()
+MAX_SEED = 2**63 - 1
+# Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
+RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
+BUSY = "Candidates are still being generated: wait for them (or press Stop), then try again."
 
 
 def explain(error: Exception) -> str:
@@ -32,6 +34,12 @@ def explain(error: Exception) -> str:
         return ("The GPU ran out of memory: lower the number of candidates or max new tokens, or choose a "
                 "smaller reward model, then try again.")
     return str(error)
+
+
+def running(request: gr.Request | None) -> bool:
+    """Whether this visitor's turn is running: then other actions on the conversation would be overwritten."""
+    visitor = getattr(request, "session_hash", None)
+    return visitor is not None and visitor in RUNNING
 
 
 def new_session() -> dict:
@@ -99,7 +107,10 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
                 rm_texts=scores.texts, readout=scores.readout, rm=rm, rm2=None, rewards2=None)
     if rm2 and rm2 != "none":
-        turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout).rewards)
+        try:
+            turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout).rewards)
+        except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
+            gr.Warning(f"Not compared with {rm2}: {explain(error)}")
     if turn.get("picked_by") != "you" or turn.get("chosen") is None:
         turn.update(chosen=insight.ranking(scores.rewards)[0], picked_by="best")
 
@@ -123,8 +134,8 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                         f"{MAX_MESSAGE_CHARS:,} and send it again.")
         return
     seed = str(seed if seed is not None else "").strip()
-    if seed and not seed.isdigit():
-        yield unchanged(f"The seed must be a whole number or blank (random), not {seed!r}.")
+    if seed and not (seed.isascii() and seed.isdigit() and int(seed) <= MAX_SEED):
+        yield unchanged(f"The seed must be a whole number from 0 to {MAX_SEED}, or blank (random), not {seed!r}.")
         return
     settings = Settings(n=int(n), temperature=float(temperature), top_p=float(top_p),
                         max_new_tokens=int(max_new_tokens), seed=int(seed) if seed else None,
@@ -132,42 +143,44 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     if current_turn(session) and current_turn(session).get("chosen") is None:
         yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
         return
+    if settings.temperature == 0 and settings.n > 1:
+        gr.Info("Temperature 0 is greedy decoding: all candidates will be the same. Raise it to compare replies.")
     work = copy.deepcopy(session)
     system = (system or "").strip()
     messages = ([{"role": "system", "content": system}] if system else []) + conversation(work["turns"])
     messages.append({"role": "user", "content": message})
     turn = {"messages": messages, "candidates": [], "settings": vars(settings) | {"system": system}, "lm": lm}
+    visitor = getattr(request, "session_hash", None)
+    RUNNING.add(visitor)
     try:
         if not engine.is_loaded("lm", lm):
             yield view(session, loading_status("lm", lm))
             engine.lm(lm)
-        yield view(session, f"Generating {settings.n} candidates with **{lm}**…")
+        # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
+        yield view(session, f"Generating {settings.n} candidates with **{lm}**…", "")
         work["turns"].append(turn)
-        visitor = getattr(request, "session_hash", None)
-        GENERATING.add(visitor)
-        try:
-            for step in engine.generate(messages, settings, lm):
-                turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
-                            prompt=step.prompt.text, seed=step.seed, warning=step.warning)
-                yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…", "")
-                if visitor in STOP_REQUESTS:
-                    turn["stopped"] = True
-                    break
-        finally:
-            GENERATING.discard(visitor)
-            STOP_REQUESTS.discard(visitor)
+        for step in engine.generate(messages, settings, lm):
+            turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
+                        prompt=step.prompt.text, seed=step.seed, warning=step.warning)
+            yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…")
+            if visitor in STOP_REQUESTS:
+                turn["stopped"] = True
+                break
         if turn.get("warning"):
             gr.Warning(turn["warning"])
         if not engine.is_loaded("rm", rm):  # load here, not inside a ZeroGPU call whose process ends with it
-            yield view(work, loading_status("rm", rm), "")
+            yield view(work, loading_status("rm", rm))
             engine.rm(rm)
-        yield view(work, f"Scoring with **{rm}**…", "")
+        yield view(work, f"Scoring with **{rm}**…")
         score_turn(engine, turn, rm, readout, rm2)
     except PROBLEMS as error:
         gr.Warning(explain(error))
-        yield view(session, f"Nothing changed: {explain(error)}")
+        yield view(session, f"Nothing changed: {explain(error)}", message)  # the message comes back to the box
         return
-    yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn), "")
+    finally:
+        RUNNING.discard(visitor)
+        STOP_REQUESTS.discard(visitor)
+    yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn))
 
 
 def request_stop(request: gr.Request):
@@ -175,7 +188,7 @@ def request_stop(request: gr.Request):
 
     A flag rather than `cancels=`: cancelling races with the next event and can lose the partial turn.
     """
-    if request.session_hash in GENERATING:
+    if running(request):
         STOP_REQUESTS.add(request.session_hash)
 
 
@@ -247,8 +260,10 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]
 
 
-def use_candidate(session: dict, number: float):
+def use_candidate(session: dict, number: float, request: gr.Request = None):
     """Continue the conversation with candidate `number` (1-based) instead of the best one."""
+    if running(request):
+        return unchanged(BUSY)
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("There are no candidates to pick from yet: send a message first.")
@@ -260,11 +275,15 @@ def use_candidate(session: dict, number: float):
     return view(work, f"Continuing with candidate {k + 1}.")
 
 
-def undo(session: dict):
+def undo(session: dict, request: gr.Request = None):
+    if running(request):
+        return unchanged(BUSY)
     if not session["turns"]:
         return unchanged("Nothing to undo: the conversation is empty.")
     return view({"turns": session["turns"][:-1]}, "Removed the last turn.")
 
 
-def clear(session: dict):
+def clear(session: dict, request: gr.Request = None):
+    if running(request):
+        return unchanged(BUSY)
     return view(new_session(), "Cleared the conversation.", "")

@@ -96,7 +96,35 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine):
     final = list(steps)[-1]
     assert final[2].startswith("Stopped early. Scored 4 candidates")
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
-    assert events.GENERATING == set() and events.STOP_REQUESTS == set()
+    assert events.RUNNING == set() and events.STOP_REQUESTS == set()
+
+
+def test_the_conversation_cannot_change_under_a_running_turn(engine, first_turn):
+    visitor = SimpleNamespace(session_hash="busy visitor")
+    session = session_of(first_turn[-1])
+    steps = events.chat(engine, session, "Go on.", *SETTINGS.values(), visitor)
+    next(steps)  # the turn has started
+    for action in (lambda: events.undo(session, visitor), lambda: events.clear(session, visitor),
+                   lambda: events.use_candidate(session, 2, visitor)):
+        with pytest.warns(UserWarning, match="still being generated"):
+            assert_skipped(action())
+    assert "Scored 4 candidates" in list(steps)[-1][2]
+    assert events.undo(session, visitor)[0] == {"turns": []}  # once it is over, the actions work again
+
+
+def test_the_message_box_is_emptied_once_and_refilled_on_failure(engine, first_turn):
+    outputs = send(engine, events.new_session(), "Hello")
+    boxes = [o[4] for o in outputs]
+    assert boxes.count("") == 1 and all(box == {"__type__": "update"} for box in boxes if box != "")
+    with pytest.warns(UserWarning):
+        failed = send(engine, session_of(first_turn[-1]), "Keep me", lm="no-such-model")
+    assert failed[-1][4] == "Keep me"
+
+
+def test_a_second_reward_model_that_fails_leaves_the_turn_scored(engine):
+    with pytest.warns(UserWarning, match="Not compared with no-such-rm: Unknown reward model"):
+        outputs = send(engine, events.new_session(), "Hello", rm2="no-such-rm")
+    assert "Scored 4 candidates" in outputs[-1][2] and outputs[-1][3]["rewards2"] is None
 
 
 def test_undo_regenerate_and_clear(engine, first_turn):
@@ -108,10 +136,12 @@ def test_undo_regenerate_and_clear(engine, first_turn):
     assert events.clear(session)[0] == {"turns": []}
 
 
-@pytest.mark.parametrize("message, problem", [("   ", "empty"), ("x" * 20_001, "shorten it")])
-def test_bad_messages_warn_and_change_nothing(engine, first_turn, message, problem):
+@pytest.mark.parametrize("message, seed, problem", [("   ", "7", "empty"), ("x" * 20_001, "7", "shorten it"),
+                                                     ("Hi", "abc", "seed must be"), ("Hi", "²", "seed must be"),
+                                                     ("Hi", "-5", "seed must be"), ("Hi", str(2**64), "seed must be")])
+def test_bad_messages_warn_and_change_nothing(engine, first_turn, message, seed, problem):
     with pytest.warns(UserWarning, match=problem):
-        outputs = send(engine, session_of(first_turn[-1]), message)
+        outputs = send(engine, session_of(first_turn[-1]), message, seed=seed)
     assert len(outputs) == 1
     assert_skipped(outputs[0])
 
