@@ -8,19 +8,20 @@ from .engine import Engine
 from .templates import check_conversation
 
 
-def pairwise_accuracy(rewards_best_first: list[float]) -> float:
-    """Fraction of pairs (i < j) with r_i > r_j for answers given best first.
+def pairwise_accuracy(rewards_best_first: list[float], tie: float = 0.0) -> float:
+    """Fraction of pairs (i < j) with r_i > r_j for answers given best first; a tie counts `tie`.
 
-    Ties count as wrong, as in RewardBench.
+    For a reward model ties count as wrong, as in RewardBench; the length baseline counts them half,
+    as a coin flip would.
 
-    >>> pairwise_accuracy([3.0, 1.0, 2.0])
-    0.6666666666666666
+    >>> pairwise_accuracy([3.0, 1.0, 2.0]), pairwise_accuracy([5, 5], tie=0.5)
+    (0.6666666666666666, 0.5)
     """
     r = rewards_best_first
     if len(r) < 2:
         raise ValueError("pairwise accuracy needs at least 2 answers")
     pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
-    return sum(r[i] > r[j] for i, j in pairs) / len(pairs)
+    return sum(1.0 if r[i] > r[j] else tie if r[i] == r[j] else 0.0 for i, j in pairs) / len(pairs)
 
 
 def _parse_row(obj) -> tuple[dict | None, str | None]:
@@ -79,12 +80,15 @@ def parse_eval_jsonl(text: str) -> tuple[list[dict], list[str]]:
     return rows, errors
 
 
-def _mean_accuracy(scores_per_row: list[list[float]]) -> float | None:
-    return sum(map(pairwise_accuracy, scores_per_row)) / len(scores_per_row) if scores_per_row else None
+def _mean_accuracy(scores_per_row: list[list[float]], tie: float) -> float | None:
+    if not scores_per_row:
+        return None
+    return sum(pairwise_accuracy(scores, tie) for scores in scores_per_row) / len(scores_per_row)
 
 
 def _summary(rewards: list[list[float]], lengths: list[list[int]]) -> dict:
-    return {"n": len(rewards), "accuracy": _mean_accuracy(rewards), "length_baseline": _mean_accuracy(lengths)}
+    return {"n": len(rewards), "accuracy": _mean_accuracy(rewards, tie=0.0),
+            "length_baseline": _mean_accuracy(lengths, tie=0.5)}
 
 
 def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], lengths_per_row: list[list[int]]) -> dict:

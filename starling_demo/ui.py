@@ -11,7 +11,8 @@ from .engine import Engine
 from .presets import LM_PRESETS, RM_PRESETS
 from .ui_events import (add_candidate, chat, clear, load_model, new_session, regenerate, request_stop, rescore,
                         undo, use_candidate)
-from .ui_insight import bias_panel, evaluate_file, export_nectar, export_pairs, insight_json, panels, trace_panel
+from .ui_insight import (COMPARE_HEADERS, bias_panel, evaluate_file, export_nectar, export_pairs, insight_json,
+                         panels, trace_panel)
 from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
@@ -55,7 +56,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             with gr.Tab("Chat"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
-                        chatbot = gr.Chatbot(label="Conversation", height=320, sanitize_html=True, elem_id="chat")
+                        chatbot = gr.Chatbot(label="Conversation", height=320, sanitize_html=True, elem_id="chat",
+                                             buttons=["copy", "copy_all"])
                         with gr.Row(equal_height=True):
                             message = gr.Textbox(label="Message", show_label=False, placeholder="Message Starling… (Enter sends)",
                                                  lines=1, max_lines=8, scale=6, elem_id="msg")
@@ -79,7 +81,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         ranking = gr.Dataframe(headers=RANKING_HEADERS, label="Ranking (best first)",
                                                interactive=False, elem_id="ranking")
-                        bars = gr.BarPlot(x="candidate", y="reward", color="pick", sort="-y", height=220,
+                        bars = gr.BarPlot(x="candidate", y="reward", color="pick", sort="-y", height=260,
                                           color_map={"best": "#4f46e5", "other": "#a5b4fc"}, label="Reward",
                                           elem_id="bars")
                         with gr.Accordion("Settings", open=False, elem_id="settings"):
@@ -96,7 +98,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                             seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the "
                                               "status line)", elem_id="seed")
                             mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
-                            system = gr.Textbox("", label="System prompt (optional)", lines=2)
+                            system = gr.Textbox("", label="System prompt (optional)", lines=2,
+                                                info="Sent to the LM and to RM-34B; RM-7B-alpha's format has none.")
                             readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out",
                                                info="card: as the RM-7B card computes it; RM-34B always reads "
                                                     "the last token")
@@ -107,7 +110,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                         gr.Markdown(TRACE_NOTE)
                         trace_pick = gr.Radio([], label="Candidate", elem_id="trace-pick")
                         trace_view = gr.HTML(elem_id="trace")
-                        trace_plot = gr.LinePlot(x="token", y="value", height=220, label="Value along the reply")
+                        trace_plot = gr.LinePlot(x="token", y="value", height=220, label="Value along the reply",
+                                                 x_axis_format="d")
                     with gr.Tab("Win probabilities", elem_id="tab-wins"):
                         gr.Markdown("P(i beats j) = sigmoid(r_i − r_j), the Bradley-Terry preference the RM implies.")
                         wins = gr.HTML(elem_id="wins")
@@ -116,11 +120,11 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                         alpha = gr.Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
                                           "(length-penalised reward r − α·len/100)")
                         bias_text = gr.Markdown(elem_id="bias")
-                        bias_plot = gr.ScatterPlot(x="tokens", y="reward", color="candidate", height=240,
+                        bias_plot = gr.ScatterPlot(x="tokens", y="reward", color="candidate", height=300, x_axis_format="d",
                                                    label="Reward vs reply length")
                     with gr.Tab("Compare RMs", elem_id="tab-compare"):
                         compare_text = gr.Markdown(elem_id="compare")
-                        compare_table = gr.Dataframe(interactive=False)
+                        compare_table = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False)
                     with gr.Tab("Export", elem_id="tab-export"):
                         gr.Markdown("JSONL of this session's turns: preference pairs (best vs each other "
                                     "candidate) or Nectar-style K-wise rankings, one record per turn.")
@@ -162,9 +166,10 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             still reads its type hints (gr.Request) and sees that it is a generator."""
             return MethodType(handler, engine)
 
-        def then_panels(event):
-            """Refresh every insight panel after a turn changed."""
-            return event.then(panels, [session, trace_pick, alpha], panel_outputs, api_visibility="undocumented",
+        def then_panels(event, new_turn: bool = False):
+            """Refresh every insight panel after the turn changed; a new turn shows its best candidate's trace."""
+            pick = gr.State(None) if new_turn else trace_pick
+            return event.then(panels, [session, pick, alpha], panel_outputs, api_visibility="undocumented",
                               show_progress="hidden")
 
         sending = gr.on([send.click, message.submit], bind(chat), [session, message, *settings],
@@ -172,7 +177,10 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         regenerating = regenerate_button.click(bind(regenerate), [session, *settings], turn_outputs,
                                                api_name="regenerate", show_progress="minimal", **gpu)
         for event in (sending, regenerating):
-            then_panels(event)
+            then_panels(event, new_turn=True)
+        # While a new turn streams, the ranking beside it must not show the previous turn's.
+        gr.on([send.click, message.submit, regenerate_button.click], lambda: [panels(new_session(), None, 0)[0], None],
+              None, [ranking, bars], queue=False, api_visibility="private", show_progress="hidden")
         stop.click(request_stop, None, None, api_visibility="private")  # the turn then ends and is scored
         then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts],
                                          turn_outputs, api_name="score", **gpu))
@@ -182,8 +190,9 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         for number, (_, _, _, use) in enumerate(cards, 1):
             then_panels(use.click(use_candidate, [session, gr.State(number)], turn_outputs,
                                   api_visibility="undocumented"))
-        then_panels(undo_button.click(undo, [session], turn_outputs, api_name="undo"))
-        then_panels(clear_button.click(clear, [session], turn_outputs, api_name="clear"))
+        then_panels(undo_button.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
+        then_panels(clear_button.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
+        then_panels(chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)
         trace_pick.change(trace_panel, [session, trace_pick], [trace_view, trace_plot], api_visibility="undocumented")
         alpha.change(bias_panel, [session, alpha], [bias_text, bias_plot], api_visibility="undocumented")
         for kind, dropdown in (("lm", lm), ("rm", rm), ("rm", rm2)):

@@ -10,13 +10,14 @@ import pandas as pd
 from . import insight
 from .engine import Engine
 from .evaluation import evaluate, report_table
-from .loading import LoadError
+from .ui_events import PROBLEMS, explain
 from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text,
                         length_frame, model_inputs_text, plackett_luce_text, ranking_rows, reward_frame,
                         reward_read_note, trace_frame, trace_html, win_matrix_html)
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
+NOT_SCORED_HTML = "<p class='muted'>Send a message: this panel fills in once the candidates are scored.</p>"
 
 
 def scored_turn(session: dict) -> dict | None:
@@ -28,7 +29,7 @@ def trace_panel(session: dict, number: str | None) -> list:
     """Token-level values of one candidate: highlighted text and a line chart."""
     turn = scored_turn(session)
     if not turn:
-        return [NOT_SCORED, None]
+        return [NOT_SCORED_HTML, None]
     choices = [str(i + 1) for i in range(len(turn["candidates"]))]
     k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
     tokens, values = turn["tokens"][k], turn["traces"][k]
@@ -62,7 +63,7 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
                                                                         "settings to compare rankings.*"
         compare_rows = comparison_rows(turn) if turn.get("rewards2") else []
     else:
-        wins, luce, compare, compare_rows = NOT_SCORED, "", NOT_SCORED, []
+        wins, luce, compare, compare_rows = NOT_SCORED_HTML, "", NOT_SCORED, []
     lm_text, rm_text = model_inputs_text(session["turns"][-1]) if session["turns"] else ("", "")
     return [ranking, reward_frame(turn), gr.update(choices=choices, value=number),
             *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
@@ -102,17 +103,18 @@ def export_nectar(session: dict):
 
 def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progress=gr.Progress()) -> list:
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows."""
-    if not path:
-        raise gr.Error("Upload a JSONL file first.")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise gr.Error("The file is not UTF-8 text: upload a JSONL file.") from None
-    try:
+        if not path:
+            raise ValueError("Upload a JSONL file first.")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("The file is not UTF-8 text: upload a JSONL file.") from None
         result = evaluate(engine, text, rm, readout,
                           progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
-    except LoadError as error:
-        raise gr.Error(str(error)) from None
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        return [pd.DataFrame(columns=REPORT_HEADERS), "", f"Nothing evaluated: {explain(error)}"]
     rows = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
             for name, n, *metrics in report_table(result["report"])]
     errors = "\n".join(result["errors"]) or "No malformed rows."

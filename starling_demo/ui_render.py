@@ -9,7 +9,7 @@ import pandas as pd
 from . import insight
 
 MAX_CARDS = 8
-RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "tokens"]
+RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "RM tokens"]
 REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
 CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.S)  # fenced blocks (closed or running to the end), spans
 # Gradio 6.31's chatbot loads Prism's C++ grammar before the C one it extends, throws, and stops updating the
@@ -65,14 +65,16 @@ def chat_messages(turns: list[dict]) -> list[dict]:
 def card_badge(turn: dict, i: int) -> str:
     """The line under a candidate card: its rank and reward, or how far generation got."""
     rewards = turn.get("rewards")
+    finished = turn.get("finished") or []
+    state = finished[i] if i < len(finished) else "yours"  # cards past the generated ones were added by hand
     if not rewards:
-        state = turn.get("finished", [None] * MAX_CARDS)[i] if i < len(turn.get("finished", [])) else None
         done = {"stop": "done (end of turn)", "length": "done (token limit)"}.get(state, "generating…")
-        return f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} tokens · {done}"
+        return f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} LM tokens · {done}"
     rank = insight.ranking(rewards).index(i) + 1
     marks = " · ★ **best**" if rank == 1 else ""
     marks += " · ✔ chosen" if turn.get("chosen") == i else ""
-    return f"rank {rank} of {len(rewards)} · reward **{rewards[i]:.3f}** · {turn['lengths'][i]} tokens{marks}"
+    marks += {"length": " · cut at max new tokens", None: " · cut short by Stop"}.get(state, "")
+    return f"rank {rank} of {len(rewards)} · reward **{rewards[i]:.3f}** · {turn['lengths'][i]} RM tokens{marks}"
 
 
 def ranking_rows(turn: dict | None) -> list[list]:

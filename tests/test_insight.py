@@ -178,6 +178,9 @@ def test_evaluation_report_and_table():
         ["code", 1, pytest.approx(2 / 3), 1.0],
     ]
     assert evaluation_report([], [], [])["overall"] == {"n": 0, "accuracy": None, "length_baseline": None}
+    # Equal lengths tell the baseline nothing: half right, like a coin; equal rewards count as wrong.
+    assert evaluation_report([{}], [[1.0, 1.0]], [[10, 10]])["overall"] == {"n": 1, "accuracy": 0.0,
+                                                                           "length_baseline": 0.5}
 
 
 TURN = {

@@ -95,6 +95,8 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine):
             break
     final = list(steps)[-1]
     assert final[2].startswith("Stopped early. Scored 4 candidates")
+    badges = final[5 + 2::3][:4]
+    assert all(badge.endswith("cut short by Stop") for badge in badges)
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
     assert events.RUNNING == set() and events.STOP_REQUESTS == set()
 
@@ -225,3 +227,15 @@ def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
     report, errors, status = ui_insight.evaluate_file(engine, str(path), "tiny", "card", progress=lambda *a, **k: None)
     assert list(report["subset"]) == ["overall", "all", "chat"] and list(report["rows"]) == [2, 1, 1]
     assert errors.startswith("line 3: invalid JSON") and "Evaluated 2 rows" in status
+
+
+@pytest.mark.parametrize("content, problem", [(b"\xff\xfe not utf-8", "not UTF-8"), (None, "Upload a JSONL file")])
+def test_batch_evaluation_of_a_bad_file_says_what_to_do(engine, tmp_path, content, problem):
+    path = None
+    if content is not None:
+        path = tmp_path / "bad.jsonl"
+        path.write_bytes(content)
+    with pytest.warns(UserWarning, match=problem):
+        report, errors, status = ui_insight.evaluate_file(engine, path and str(path), "tiny", "card",
+                                                          progress=lambda *a, **k: None)
+    assert report.empty and status.startswith("Nothing evaluated") and problem in status
