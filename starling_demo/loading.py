@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from .tiny import CACHE_ROOT, tiny_checkpoint
 log = logging.getLogger(__name__)
 PRECISIONS = ("4bit", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 VIEWS = CACHE_ROOT / "views"  # folders that present a repo's files the way transformers needs them
 
 
@@ -157,6 +159,15 @@ def view_folder(folder: Path, purpose: str) -> Path:
     return view
 
 
+def write_atomically(path: Path, write) -> None:
+    """`write(temporary)` then rename it to `path`: another process (app and CLI share the cache) never
+    reads half a file or finds a link missing."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary.unlink(missing_ok=True)
+    write(temporary)
+    os.replace(temporary, path)
+
+
 def without_sep_token(folder: Path) -> Path:
     """A copy of `folder`'s tokenizer files without Starling-LM-7B-alpha's `<sep>` (not in its vocabulary).
 
@@ -168,17 +179,20 @@ def without_sep_token(folder: Path) -> Path:
         if not (folder / name).exists():
             continue
         if not name.endswith(".json"):
-            shutil.copyfile(folder / name, view / name)
+            write_atomically(view / name, lambda path: shutil.copyfile(folder / name, path))
             continue
         data = json.loads((folder / name).read_text(encoding="utf-8"))
         sep = data.pop("sep_token", None)
         sep = sep.get("content") if isinstance(sep, dict) else sep or "<sep>"
+        if name == "added_tokens.json":  # {content: id}
+            data.pop(sep, None)
         if "added_tokens_decoder" in data:
             data["added_tokens_decoder"] = {k: v for k, v in data["added_tokens_decoder"].items()
                                             if v.get("content") != sep}
         if "added_tokens" in data:
             data["added_tokens"] = [t for t in data["added_tokens"] if t.get("content") != sep]
-        (view / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(data, ensure_ascii=False)
+        write_atomically(view / name, lambda path: path.write_text(text, encoding="utf-8"))
     return view
 
 
@@ -214,8 +228,7 @@ def reward_checkpoint_folder(folder: Path) -> Path:
         raise LoadError(f"{folder} has no reward-model weights (no *.safetensors, *.pt or *model.bin file).")
     view = view_folder(folder, "checkpoint")
     for link, target in [("config.json", folder / "config.json"), ("pytorch_model.bin", found[0])]:
-        (view / link).unlink(missing_ok=True)
-        (view / link).symlink_to(target.resolve())
+        write_atomically(view / link, lambda path: path.symlink_to(target.resolve()))
     return view
 
 

@@ -30,13 +30,15 @@ def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
     >>> split_system([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     ('Be brief.', [{'role': 'user', 'content': 'Hi'}])
     """
-    system = ""
-    if messages and messages[0].get("role") == "system":
+    system, offset = "", int(bool(messages) and messages[0].get("role") == "system")
+    if offset:
         system, messages = messages[0].get("content"), messages[1:]
+        if not isinstance(system, str):
+            raise ValueError("message 1 (the system message) needs text content")
     for i, message in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if message.get("role") != expected or not isinstance(message.get("content"), str):
-            raise ValueError(f"message {i + 1 + (system != '')} should be a {expected} message with text content; "
+            raise ValueError(f"message {i + 1 + offset} should be a {expected} message with text content; "
                              "turns must alternate user/assistant after an optional system message")
     return system, list(messages)
 

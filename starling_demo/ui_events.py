@@ -24,7 +24,7 @@ MAX_SEED = 2**63 - 1
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
-BUSY = "Candidates are still being generated: wait for them (or press Stop), then try again."
+BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
 
 
 def explain(error: Exception) -> str:
@@ -103,11 +103,14 @@ def load_model(engine: Engine, kind: str, name: str):
 
 def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None) -> None:
     """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
+    # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
+    engine.rm(rm)
     scores = engine.score(turn["messages"], turn["candidates"], rm, readout)
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
                 rm_texts=scores.texts, readout=scores.readout, rm=rm, rm2=None, rewards2=None)
     if rm2 and rm2 != "none":
         try:
+            engine.rm(rm2)
             turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout).rewards)
         except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
             gr.Warning(f"Not compared with {rm2}: {explain(error)}")
@@ -168,9 +171,8 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                 break
         if turn.get("warning"):
             gr.Warning(turn["warning"])
-        if not engine.is_loaded("rm", rm):  # load here, not inside a ZeroGPU call whose process ends with it
+        if not engine.is_loaded("rm", rm):
             yield view(work, loading_status("rm", rm))
-            engine.rm(rm)
         yield view(work, f"Scoring with **{rm}**…")
         score_turn(engine, turn, rm, readout, rm2)
     except PROBLEMS as error:
@@ -217,30 +219,42 @@ def named_cards(fn):
     return fn
 
 
-def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None):
-    """The session with the current turn's candidates replaced and scored, or a warning saying why not."""
+def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None,
+             request: gr.Request | None):
+    """The session with the current turn's candidates replaced and scored, or a warning saying why not.
+
+    While it scores, the visitor counts as running, so that Undo or Clear meanwhile are refused rather
+    than undone by the scored session this returns.
+    """
     work = copy.deepcopy(session)
     turn = current_turn(work)
     turn["candidates"] = candidates
+    visitor = getattr(request, "session_hash", None)
+    RUNNING.add(visitor)
     try:
         score_turn(engine, turn, rm, readout, rm2)
     except PROBLEMS as error:
         return None, explain(error)
+    finally:
+        RUNNING.discard(visitor)
     return work, None
 
 
 @named_cards
-def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, *cards: str):
+def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, request: gr.Request,
+            *cards: str):
     """Score the current candidates again, as edited in their cards, without regenerating."""
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("Nothing to score yet: send a message first.")
-    work, error = rescored(engine, session, [c or "" for c in cards[: len(turn["candidates"])]], rm, readout, rm2)
+    work, error = rescored(engine, session, [c or "" for c in cards[: len(turn["candidates"])]], rm, readout, rm2,
+                           request)
     return unchanged(error) if error else view(work, scored_status(current_turn(work)))
 
 
 @named_cards
-def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None, *cards: str):
+def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None,
+                  request: gr.Request, *cards: str):
     """Add an own reply to the current candidates and rank it with them; outputs end with the emptied box."""
     text = (text or "").strip()
     turn = current_turn(session)
@@ -254,7 +268,8 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
         problem = f"All {MAX_CARDS} cards are in use: edit one of them and press Score instead."
     else:
         count = len(turn["candidates"])
-        work, problem = rescored(engine, session, [c or "" for c in cards[:count]] + [text], rm, readout, rm2)
+        work, problem = rescored(engine, session, [c or "" for c in cards[:count]] + [text], rm, readout, rm2,
+                                 request)
     if problem:
         return unchanged(problem) + [gr.skip()]
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]

@@ -110,6 +110,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progr
             text = Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ValueError("The file is not UTF-8 text: upload a JSONL file.") from None
+        engine.rm(rm)  # here, not inside the GPU calls that score the rows
         result = evaluate(engine, text, rm, readout,
                           progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
     except PROBLEMS as error:

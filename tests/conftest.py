@@ -12,6 +12,14 @@ SETTINGS = dict(lm="tiny", rm="tiny", n=4, temperature=0.7, top_p=1.0, max_new_t
                 mode="GPT4 Correct", system="", readout="card", rm2="none")
 
 
+@pytest.fixture(autouse=True)
+def private_views(tmp_path, monkeypatch):
+    """Keep the folders the loader writes for local checkpoints out of the user's cache."""
+    from starling_demo import loading
+
+    monkeypatch.setattr(loading, "VIEWS", tmp_path / "views")
+
+
 @pytest.fixture(scope="session")
 def engine():
     return Engine("tiny", "tiny", "fp32", "cpu")

@@ -1,4 +1,6 @@
 """Templates against the ids in the model cards and the formats in STARLING.md."""
+import json
+
 import pytest
 from tokenizers import Tokenizer
 
@@ -35,6 +37,16 @@ def raw_ids(name: str, text: str, specials: bool = True) -> list[int]:
     transformers 4 (the cards' code) did: the reference, free of transformers 5's re-built pipeline."""
     return Tokenizer.from_file(str(tiny_checkpoint(name) / "tokenizer.json")).encode(
         text, add_special_tokens=specials).ids
+
+
+def test_tiny_tokenizers_have_the_real_repos_files():
+    """tokenizer.json as the Llama-2 and Mistral repos publish it (transformers 4's conversion); Yi's has none."""
+    for name in ("lm", "rm-7b"):
+        written = json.loads((tiny_checkpoint(name) / "tokenizer.json").read_text(encoding="utf-8"))
+        assert written["normalizer"] == {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+        assert written["pre_tokenizer"] is None
+    assert not (tiny_checkpoint("rm-34b") / "tokenizer.json").exists()
 
 
 def user(text):
@@ -124,6 +136,14 @@ def test_exactly_max_length_is_not_truncated(rm_tok, extra, truncated):
     words = 2048 - len(short.ids) + extra  # each " word" is one more token
     encoded, = reward_inputs(rm_tok, "llama2-rlhf", [user("word" + " word" * words)], ["ok"], bos=True)
     assert len(encoded.ids) == 2048 and encoded.truncated == truncated
+
+
+@pytest.mark.parametrize("system", [{"role": "system"}, {"role": "system", "content": 123}])
+def test_a_system_message_needs_text(system):
+    with pytest.raises(ValueError, match="message 1 \\(the system message\\) needs text content"):
+        split_system([system, user("Hi")])
+    with pytest.raises(ValueError, match="message 3 should be a assistant"):
+        split_system([{"role": "system", "content": ""}, user("a"), user("b")])
 
 
 def test_turns_must_alternate():

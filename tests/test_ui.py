@@ -74,13 +74,13 @@ def test_use_a_non_best_candidate_continues_with_it(engine, first_turn):
 def test_own_and_edited_candidates_are_ranked(engine, first_turn):
     session = session_of(first_turn[-1])
     cards = cards_of(first_turn[-1])
-    added = events.add_candidate(engine, session, "My own answer.", *SCORE_SETTINGS, *cards)
+    added = events.add_candidate(engine, session, "My own answer.", *SCORE_SETTINGS, None, *cards)
     turn = added[3]
     assert turn["candidates"][-1] == "My own answer." and len(turn["rewards"]) == 5
     assert 4 in turn["ranking"] and added[-1] == ""
     edited = cards_of(added)[:5]
     edited[0] = "A completely different first reply."
-    rescored = events.rescore(engine, session_of(added), *SCORE_SETTINGS, *edited)
+    rescored = events.rescore(engine, session_of(added), *SCORE_SETTINGS, None, *edited)
     assert rescored[3]["candidates"][0] == edited[0]
     assert rescored[3]["rewards"][0] != turn["rewards"][0] and rescored[3]["rewards"][1:] == turn["rewards"][1:]
 
@@ -108,10 +108,25 @@ def test_the_conversation_cannot_change_under_a_running_turn(engine, first_turn)
     next(steps)  # the turn has started
     for action in (lambda: events.undo(session, visitor), lambda: events.clear(session, visitor),
                    lambda: events.use_candidate(session, 2, visitor)):
-        with pytest.warns(UserWarning, match="still being generated"):
+        with pytest.warns(UserWarning, match="still being generated or scored"):
             assert_skipped(action())
     assert "Scored 4 candidates" in list(steps)[-1][2]
     assert events.undo(session, visitor)[0] == {"turns": []}  # once it is over, the actions work again
+
+
+def test_undo_while_candidates_are_rescored_is_refused(engine, first_turn, monkeypatch):
+    visitor, session, refused = SimpleNamespace(session_hash="scoring visitor"), session_of(first_turn[-1]), []
+    score = engine.score
+
+    def score_then_undo(*args, **kwargs):
+        refused.append(events.undo(session, visitor))  # the visitor presses Undo while the RM runs
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "score", score_then_undo)
+    with pytest.warns(UserWarning, match="still being generated or scored"):
+        outputs = events.rescore(engine, session, *SCORE_SETTINGS, visitor, *first_turn[-1][3]["candidates"])
+    assert_skipped(refused[0])
+    assert "Scored 4 candidates" in outputs[2] and len(outputs[0]["turns"]) == 1
 
 
 def test_the_message_box_is_emptied_once_and_refilled_on_failure(engine, first_turn):
@@ -180,8 +195,8 @@ def test_load_error_warns_and_keeps_the_conversation(first_turn):
 def test_actions_without_a_turn_warn(engine):
     empty = events.new_session()
     with pytest.warns(UserWarning, match="send a message first|Send a message first|Nothing to undo"):
-        for outputs in (events.rescore(engine, empty, *SCORE_SETTINGS), events.use_candidate(empty, 1),
-                        events.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS)):
+        for outputs in (events.rescore(engine, empty, *SCORE_SETTINGS, None), events.use_candidate(empty, 1),
+                        events.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS, None)):
             assert_skipped(outputs)
     with pytest.warns(UserWarning, match="Nothing to export"):
         ui_insight.export_pairs(empty)
