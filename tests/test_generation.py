@@ -2,6 +2,9 @@
 import pytest
 import torch
 
+from transformers import DynamicCache, MistralConfig, MistralForCausalLM
+
+from starling_demo import generation
 from starling_demo.engine import Engine, Settings
 from starling_demo.generation import EOT_ID, fit_prompt, sample, stream_candidates
 from starling_demo.loading import load_lm
@@ -56,14 +59,38 @@ def test_greedy_equals_transformers_generate(lm, prompt_ids):
     assert ours == [theirs[0, len(prompt_ids):].tolist()] * 2
 
 
-def test_each_candidate_stops_at_end_of_turn(lm, prompt_ids):
+@pytest.fixture
+def eot_likely(lm):
+    """Make <|end_of_turn|> about 10% likely per step (at temperature 1) among 32002 near-uniform tokens."""
     bias = torch.zeros(32002)
-    bias[EOT_ID] = 8.0  # about a 10% chance per step among 32002 near-uniform tokens
+    bias[EOT_ID] = 8.0
     hook = lm.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
-    try:
-        state = final(stream_candidates(lm.model, prompt_ids, 8, temperature=1.0, max_new_tokens=200, seed=3))
-    finally:
-        hook.remove()
+    yield
+    hook.remove()
+
+
+def test_the_growing_cache_decodes_exactly_like_transformers_cache(lm, prompt_ids, eot_likely, monkeypatch):
+    monkeypatch.setattr(generation.GrowingLayer, "ROOM", 3)  # move into new room every few steps
+    ours = final(stream_candidates(lm.model, prompt_ids, 8, temperature=1.0, max_new_tokens=40, seed=5))
+    lengths = [len(ids) for ids in ours.ids]
+    assert len(set(lengths)) > 2 and max(lengths) > 10  # rows left the batch at several steps, after new room
+    monkeypatch.setattr(generation, "GrowingCache", lambda: DynamicCache(config=lm.model.config))
+    assert final(stream_candidates(lm.model, prompt_ids, 8, temperature=1.0, max_new_tokens=40, seed=5)) == ours
+
+
+def test_sliding_window_attention_stays_exact():
+    config = MistralConfig(vocab_size=32002, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).eval()
+    prompt = list(range(100, 120))
+    ours = final(stream_candidates(model, prompt, 1, temperature=0.0, max_new_tokens=30)).ids[0]
+    theirs = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=30, eos_token_id=None)
+    assert ours == theirs[0, len(prompt):].tolist()
+
+
+def test_each_candidate_stops_at_end_of_turn(lm, prompt_ids, eot_likely):
+    state = final(stream_candidates(lm.model, prompt_ids, 8, temperature=1.0, max_new_tokens=200, seed=3))
     assert state.finished == ["stop"] * 8
     assert all(EOT_ID not in ids for ids in state.ids)
     assert len({len(ids) for ids in state.ids}) > 1  # they stopped at different steps
