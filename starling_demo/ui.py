@@ -180,8 +180,9 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         for event in (sending, regenerating):
             then_panels(event, new_turn=True)
         # While a new turn streams, the ranking beside it must not show the previous turn's.
-        gr.on([send.click, message.submit, regenerate_button.click], lambda: [pd.DataFrame(columns=RANKING_HEADERS), None],
-              None, [ranking, bars], queue=False, api_visibility="private", show_progress="hidden")
+        gr.on([send.click, message.submit, regenerate_button.click],
+              lambda: [pd.DataFrame(columns=RANKING_HEADERS), None], None, [ranking, bars], queue=False,
+              api_visibility="private", show_progress="hidden")
         stop.click(request_stop, None, None, api_visibility="private")  # the turn then ends and is scored
         then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts],
                                          turn_outputs, api_name="score", **gpu))

@@ -34,7 +34,12 @@ def test_streaming_decodes_each_token_a_bounded_number_of_times(monkeypatch):
     engine = Engine("tiny", "tiny", "fp32", "cpu")
     tokenizer = engine.lm().tokenizer
     decode, decoded = tokenizer.decode, []
-    monkeypatch.setattr(tokenizer, "decode", lambda token_ids, **kwargs: decoded.append(len(token_ids)) or decode(token_ids, **kwargs))
+
+    def counting_decode(token_ids, **kwargs):  # batch_decode passes token_ids by name
+        decoded.append(len(token_ids))
+        return decode(token_ids, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "decode", counting_decode)
     steps = list(engine.generate([{"role": "user", "content": "Hi"}], Settings(n=2, max_new_tokens=200, seed=3)))
     total = sum(steps[-1].token_counts)
     assert total > 100 and all(steps[-1].texts)
