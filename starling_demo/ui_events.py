@@ -172,7 +172,8 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         if turn.get("warning"):
             gr.Warning(turn["warning"])
         if not engine.is_loaded("rm", rm):
-            yield view(work, loading_status("rm", rm))
+            yield view(work, loading_status("rm", rm))  # shown while it loads
+            engine.rm(rm)
         yield view(work, f"Scoring with **{rm}**…")
         score_turn(engine, turn, rm, readout, rm2)
     except PROBLEMS as error:
