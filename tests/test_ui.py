@@ -59,6 +59,19 @@ def test_send_streams_candidates_then_ranks_them(first_turn):
     assert bot["role"] == "assistant" and f"candidate {turn['chosen'] + 1} of 4" in bot["content"]
 
 
+def test_a_first_turn_says_which_model_is_loading_while_it_loads():
+    fresh = Engine("tiny", "tiny", "fp32", "cpu")
+    statuses, loaded = [], []
+    for outputs in events.chat(fresh, events.new_session(), "Hello", *SETTINGS.values()):
+        statuses.append(outputs[2])
+        loaded.append((fresh.is_loaded("lm", "tiny"), fresh.is_loaded("rm", "tiny")))
+    lm_loading = next(i for i, s in enumerate(statuses) if s.startswith("Loading language model"))
+    rm_loading = next(i for i, s in enumerate(statuses) if s.startswith("Loading reward model"))
+    assert loaded[lm_loading] == (False, False) and loaded[rm_loading] == (True, False)  # shown before loading
+    assert lm_loading < rm_loading and statuses[rm_loading + 1].startswith("Scoring with")
+    assert loaded[rm_loading + 1] == (True, True) and "Scored 4 candidates" in statuses[-1]
+
+
 def test_use_a_non_best_candidate_continues_with_it(engine, first_turn):
     session, turn = session_of(first_turn[-1]), first_turn[-1][3]
     other = turn["ranking"][-1]
