@@ -1,7 +1,7 @@
 """Text of a growing list of token ids, decoding only its last few tokens per step (streaming, reward traces)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # A character split over byte tokens decodes as U+FFFD until its last byte arrives (UTF-8 needs at most 4
 # bytes, after a word-start token). Past this many held tokens the bytes are garbage: show them.
@@ -21,13 +21,10 @@ class TextStream:
     """
 
     tokenizer: object
-    ids: list[int] = None
+    ids: list[int] = field(default_factory=list)
     text: str = ""
     prefix: int = 0
     read: int = 0
-
-    def __post_init__(self):
-        self.ids = [] if self.ids is None else self.ids
 
     def push(self, token: int) -> str:
         """Add one token; return the text it completes (empty while a character is unfinished)."""

@@ -197,7 +197,8 @@ def without_sep_token(folder: Path) -> Path:
 
 
 def has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).exists() for name in TOKENIZER_FILES)
+    """Whether `folder` holds a vocabulary (a config or special-token map alone is not a tokenizer)."""
+    return any((folder / name).exists() for name in ("tokenizer.json", "tokenizer.model"))
 
 
 def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:

@@ -17,7 +17,7 @@ from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, compar
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
-NOT_SCORED_HTML = "<p class='muted'>Send a message: this panel fills in once the candidates are scored.</p>"
+NOT_SCORED_HTML = f"<p class='muted'>{NOT_SCORED.strip('*')}</p>"  # for the HTML panels
 
 
 def scored_turn(session: dict) -> dict | None:
