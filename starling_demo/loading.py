@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import normalizers, pre_tokenizers
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, LlamaModel
-from transformers import LlamaPreTrainedModel, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaModel, LlamaPreTrainedModel
 
 from .presets import LMPreset, RMPreset
 from .tiny import CACHE_ROOT, tiny_checkpoint
+from .tokenization import read_tokenizer
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("4bit", "bf16", "fp32")
@@ -120,36 +119,13 @@ def fetch(repo: str, patterns: list[str]) -> Path:
                         "presets (--lm tiny --rm tiny).") from None
 
 
-def sentencepiece_as_transformers_4(backend) -> None:
-    """Give a SentencePiece tokenizer the pipeline transformers 4 built, which the cards' code ran.
-
-    transformers 4 wrote (and read) a word prefix at the start of every text segment, after special
-    tokens too, and kept leading spaces: `Prepend("▁")` then `Replace(" ", "▁")`. transformers 5 rebuilds
-    such tokenizers with a Metaspace pre-tokenizer that drops that prefix before a space, so after `</s>`,
-    and before typed leading spaces, it gives other ids than the ones the Starling models were scored with.
-    """
-    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    backend.pre_tokenizer = None
-
-
 def load_tokenizer(source: Path):
-    """The tokenizer in `source`, as the model cards' code (transformers 4) ran it.
-
-    A `tokenizer.json` is used exactly as written; a folder with only `tokenizer.model` gets the
-    pipeline transformers 4 converted it to (see `sentencepiece_as_transformers_4`).
-    """
+    """The tokenizer in `source`, as the Starling models saw it (see `tokenization.read_tokenizer`)."""
     try:
-        if (source / "tokenizer.json").exists():
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            if isinstance(tokenizer.backend_tokenizer.pre_tokenizer, pre_tokenizers.Metaspace):
-                sentencepiece_as_transformers_4(tokenizer.backend_tokenizer)
+        return read_tokenizer(source)
     except Exception as error:  # malformed files fail in many ways; all mean the same to the user
         raise LoadError(f"Cannot read the tokenizer in {source} ({type(error).__name__}: {error}): "
                         "check that the folder holds a complete tokenizer.") from None
-    tokenizer.padding_side = "right"
-    return tokenizer
 
 
 def view_folder(folder: Path, purpose: str) -> Path:

@@ -82,15 +82,18 @@ def openchat_parts(messages: list[dict], mode: str = "gpt4", system: str = "") -
     """The OpenChat prompt as OpenChat's server builds it, ending with the assistant role prefix.
 
     Role prefix and message text are separate parts, as in OpenChat's own tokenisation; the space
-    between `User:` and the text is SentencePiece's word prefix, so it is not written here.
+    between `User:` and the text is SentencePiece's word prefix, so it is not written here. The system
+    prompt (`system`, else a leading system message) is stripped, as OpenChat's server strips it.
 
     >>> render_parts(openchat_parts([{"role": "user", "content": "Hello"}]))
     'GPT4 Correct User:Hello<|end_of_turn|>GPT4 Correct Assistant:'
+    >>> render_parts(openchat_parts([{"role": "user", "content": "Hi"}], system="  Be brief.\\n"))
+    'Be brief.<|end_of_turn|>GPT4 Correct User:Hi<|end_of_turn|>GPT4 Correct Assistant:'
     """
     if mode not in MODE_ROLES:
         raise ValueError(f"Unknown mode {mode!r}: use gpt4 or code.")
     inline_system, turns = split_system(messages)
-    system = system or inline_system
+    system = system.strip() or inline_system.strip()
     role = MODE_ROLES[mode]
     parts: list[Part] = [(system, False), (EOT, True)] if system else []
     for message in turns:

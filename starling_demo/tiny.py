@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-VERSION = "v5"  # bump when a layout or shape changes, so stale caches are rebuilt
+VERSION = "v6"  # bump when a layout, shape or tokenizer changes: stale caches are rebuilt, then removed
 CACHE_ROOT = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" / "starling_demo"))
 CACHE = CACHE_ROOT / f"tiny-{VERSION}"
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -25,15 +25,15 @@ def mistral_tokenizer(extra_special: list[str], add_bos: bool = True):
     import mistral_common
     from transformers import LlamaTokenizer
 
-    from .loading import sentencepiece_as_transformers_4
+    from .tokenization import as_sentencepiece
 
     source = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
     staging = CACHE / "sp"
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, staging / "tokenizer.model")
     tokenizer = LlamaTokenizer.from_pretrained(staging, legacy=True)
-    # The pipeline the real repos' tokenizer.json files hold (transformers 4's conversion).
-    sentencepiece_as_transformers_4(tokenizer.backend_tokenizer)
+    # What the real repos' tokenizer.json files hold: transformers 4's conversion, which encodes as SentencePiece.
+    as_sentencepiece(tokenizer.backend_tokenizer, staging / "tokenizer.model")
     if extra_special:
         tokenizer.add_special_tokens({"additional_special_tokens": extra_special})
     tokenizer.add_bos_token = add_bos
@@ -118,6 +118,9 @@ def tiny_checkpoint(name: str) -> Path:
     """The folder of tiny checkpoint `name` ("lm", "rm-7b" or "rm-34b"), built on first use."""
     path = CACHE / name
     if not (path / "config.json").exists():
+        for stale in CACHE_ROOT.glob("tiny-v*"):
+            if stale != CACHE:
+                shutil.rmtree(stale, ignore_errors=True)
         staging = CACHE / f".{name}.tmp{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         WRITERS[name](staging)

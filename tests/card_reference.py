@@ -2,14 +2,16 @@
 
 Deliberately naive, as the cards are: batch 1, the card's own padding, the card's own read-out.
 """
+import json
 import math
+import re
 from pathlib import Path
 
+import sentencepiece
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from tokenizers import normalizers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
 
 
 def rm7b_text(messages, reply):
@@ -74,23 +76,31 @@ class CardRM34B(nn.Module):
         for shard in sorted(folder.glob("*.safetensors")):
             state |= load_file(shard)
         self.load_state_dict(state)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        # Yi ships only tokenizer.model; transformers 4 converted it with a word prefix on every segment.
-        backend = self.tokenizer.backend_tokenizer
-        backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-        backend.pre_tokenizer = None
-        self.tokenizer.truncation_side = "left"
+        # Yi ships only tokenizer.model; the card's tokenizer(text) splits at special tokens and gives each
+        # segment SentencePiece's ids (transformers 4's conversion did exactly that), no BOS.
+        self.sentencepiece = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+        self.specials = {token["content"]: int(i) for i, token in
+                         json.loads((folder / "tokenizer_config.json").read_text())["added_tokens_decoder"].items()}
         self.eval()
+
+    def tokenize(self, text):
+        ids = []
+        for segment in re.split("(" + "|".join(map(re.escape, self.specials)) + ")", text):
+            ids += [self.specials[segment]] if segment in self.specials else self.sentencepiece.encode(segment)
+        return ids[-2048:]  # truncation_side="left", max_length=2048
 
     @torch.no_grad()
     def get_reward(self, samples):
-        enc = self.tokenizer(samples, truncation=True, max_length=2048, padding="longest", return_tensors="pt")
+        rows = [self.tokenize(text) for text in samples]
+        width = max(map(len, rows))  # padding="longest", pad id 0 on the right
+        input_ids = torch.tensor([row + [self.PAD_ID] * (width - len(row)) for row in rows])
+        attention_mask = (torch.arange(width) < torch.tensor([[len(row)] for row in rows])).long()
         out = []
         for i in range(len(samples)):
-            input_ids = enc["input_ids"][i: i + 1]
-            hidden = self.transformer(input_ids, attention_mask=enc["attention_mask"][i: i + 1]).last_hidden_state
+            ids = input_ids[i: i + 1]
+            hidden = self.transformer(ids, attention_mask=attention_mask[i: i + 1]).last_hidden_state
             rewards = self.v_head(hidden).squeeze(-1)
-            c_inds = (input_ids[0] == self.PAD_ID).nonzero()
-            c_ind = c_inds[0].item() if len(c_inds) > 0 else input_ids.shape[1]
+            c_inds = (ids[0] == self.PAD_ID).nonzero()
+            c_ind = c_inds[0].item() if len(c_inds) > 0 else ids.shape[1]
             out.append(rewards[0, c_ind - 1])
         return torch.stack(out).tolist()

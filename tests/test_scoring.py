@@ -15,10 +15,11 @@ CONVERSATIONS = {
               {"role": "user", "content": "And its weather?"}],
     "unicode": [{"role": "user", "content": "Ça va? 你好吗？ Привет 😀 — ok"}],
     "code": [{"role": "user", "content": "Write quicksort in C++:\n```cpp\nvoid qs(int* a, int n);\n```"}],
+    "whitespace": [{"role": "user", "content": "Fix  this:\n\tdef f():\n        return  1\n\n\n  ok  "}],
     "long": [{"role": "user", "content": "Repeat after me: " + "lorem ipsum dolor " * 800}],
 }
 CANDIDATES = ["I am fine, thanks for asking!", "No.", "Très bien 😀!\n```python\nprint('hi')\n```\nDone.",
-              "Sure " * 40]
+              "Sure " * 40, "Here:\n```python\ndef f():\n    if x:\n        return  1\n```\n  Indented  text.  "]
 
 
 @pytest.fixture(scope="module")

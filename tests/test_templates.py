@@ -76,6 +76,17 @@ def test_system_prompt_follows_bos_without_role(lm_tok):
     assert inline.ids == prompt.ids
 
 
+@pytest.mark.parametrize("system", ["  Be brief.\n", "\tBe brief. ", {"role": "system", "content": " Be brief.\n\n"}])
+def test_system_prompt_is_stripped_as_openchat_serves_it(lm_tok, system):
+    """OpenChat's server strips the system prompt (`msg.content.strip()`) before tokenising it."""
+    inline = isinstance(system, dict)
+    prompt = openchat_prompt(lm_tok, [system, user("Hello")] if inline else [user("Hello")], system="" if inline else system)
+    brief = lm_tok("Be brief.", add_special_tokens=False).input_ids
+    assert prompt.ids == [1, *brief, 32000, *SINGLE[1:]]
+    assert prompt.text.startswith("<s>Be brief.<|end_of_turn|>GPT4 Correct User:")
+    assert openchat_prompt(lm_tok, [user("Hello")], system=" \n ").ids == SINGLE  # only whitespace: no system turn
+
+
 @pytest.mark.parametrize("text", [" Hello", "    def f():\n        return 1", "  two  spaces  "])
 def test_leading_spaces_are_encoded_as_openchat_encodes_each_message(lm_tok, text):
     prompt = openchat_prompt(lm_tok, [user(text)])
@@ -98,9 +109,9 @@ def test_rm7b_ids_match_whole_string_tokenisation_and_keep_typed_specials_as_tex
     messages = [user("Hello there"), assistant("Hi"), user("Tell me a joke")]
     encoded, = reward_inputs(rm_tok, "llama2-rlhf", messages, ["Why did the chicken cross the road?"], bos=True)
     assert encoded.ids == raw_ids("rm-7b", encoded.text.removeprefix("<s>"))
-    # After </s> the card's tokenizer starts a new word: "▁▁" then "[", not "▁[".
+    # After </s> the card's tokenizer starts a new word: its prefix, then SentencePiece's "▁[" for " [".
     after_eos = encoded.ids.index(2) + 1
-    assert rm_tok.convert_ids_to_tokens(encoded.ids[after_eos:after_eos + 2]) == ["▁▁", "["]
+    assert rm_tok.convert_ids_to_tokens(encoded.ids[after_eos:after_eos + 2]) == ["▁", "▁["]
     assert rm_tok.decode(encoded.ids[encoded.reply_start:encoded.reply_end]) == "Why did the chicken cross the road?"
     injected, = reward_inputs(rm_tok, "llama2-rlhf", [user(INJECTION)], [INJECTION], bos=True)
     assert injected.ids.count(2) == 1 and injected.ids.count(1) == 1 and 0 not in injected.ids
