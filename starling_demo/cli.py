@@ -12,7 +12,7 @@ from .insight import ranking
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS
-from .templates import check_conversation
+from .templates import RM_FORMATS, check_conversation
 
 
 class InputError(ValueError):
@@ -46,7 +46,11 @@ def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> N
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--reward-model", required=reward_required, help="RM preset name or local directory")
     parser.add_argument("--reward-kind", choices=RM_KINDS, help="layout of a local reward-model directory")
-    parser.add_argument("--readout", choices=READOUTS, help="where the reward is read (default: the model's card)")
+    parser.add_argument("--readout", choices=READOUTS,
+                        help="where the reward is read (default: the model's card; last-token with --rm-format rewardbench)")
+    parser.add_argument("--rm-format", choices=RM_FORMATS, default="rlhf",
+                        help="reward-model input text: rlhf (as scored in Starling's RLHF) or rewardbench (to "
+                             "reproduce RewardBench's numbers)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace, out) -> None:
         from .evaluation import evaluate
 
         with open(args.file, encoding="utf-8") as file:
-            result = evaluate(engine, file.read(), readout=args.readout)
+            result = evaluate(engine, file.read(), readout=args.readout, rm_format=args.rm_format)
         for error in result["errors"]:
             print(f"skipped {error}", file=sys.stderr)
         print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
@@ -98,14 +102,15 @@ def run(args: argparse.Namespace, out) -> None:
             result = {"text": prompt.text, "input_ids": prompt.ids}
         elif args.command == "score":
             result = record | {"rewards": engine.score(record["messages"], record["candidates"],
-                                                       readout=args.readout).rewards}
+                                                       readout=args.readout, rm_format=args.rm_format).rewards}
         else:
             settings = Settings(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed, args.mode,
                                 args.system)
             *_, final = engine.generate(record["messages"], settings)
             result = record | {"candidates": final.texts, "finish_reasons": final.finished, "seed": final.seed}
             if args.reward_model:
-                rewards = engine.score(record["messages"], final.texts, readout=args.readout).rewards
+                rewards = engine.score(record["messages"], final.texts, readout=args.readout,
+                                       rm_format=args.rm_format).rewards
                 result |= {"rewards": rewards, "ranking": ranking(rewards), "best": final.texts[ranking(rewards)[0]]}
         print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
 

@@ -113,6 +113,6 @@ class Engine:
             yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
 
     def score(self, messages: list[dict], candidates: list[str], rm: str | None = None,
-              readout: str | None = None) -> Scores:
+              readout: str | None = None, rm_format: str = "rlhf") -> Scores:
         """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass."""
-        return score(self.rm(rm), messages, candidates, readout)
+        return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format)

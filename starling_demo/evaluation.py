@@ -5,7 +5,7 @@ import json
 from collections.abc import Callable
 
 from .engine import Engine
-from .templates import check_conversation
+from .templates import check_conversation, check_rm_format
 
 
 def pairwise_accuracy(rewards_best_first: list[float], tie: float = 0.0) -> float:
@@ -122,19 +122,20 @@ def report_table(report: dict) -> list[list]:
 
 
 def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, rm_format: str = "rlhf") -> dict:
     """Score every well-formed row of a JSONL text; report accuracy per subset beside a length-only baseline.
 
     Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors"
     by line and skipped. The result holds "report", "rows" (each with its "rewards") and "errors".
     """
+    check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
     rows, errors = parse_eval_jsonl(text)
     rewards, lengths = [], []
     for done, row in enumerate(rows):
         if progress:
             progress(done, len(rows))
         try:
-            scores = engine.score(row["messages"], row["candidates"], rm, readout)
+            scores = engine.score(row["messages"], row["candidates"], rm, readout, rm_format)
         except ValueError as error:  # e.g. turns that do not alternate
             errors.append(f"line {row['line']}: {error}")
             continue

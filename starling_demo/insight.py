@@ -140,6 +140,7 @@ def turn_insight(turn: dict, alpha: float = 0.0) -> dict:
         "rewards": rewards,
         "ranking": ranking(rewards),
         "readout": turn.get("readout"),
+        "rm_format": turn.get("rm_format"),
         "win_probabilities": win_probabilities(rewards),
         "plackett_luce": plackett_luce_probability(rewards),
         "length_bias": length_bias(rewards, lengths),

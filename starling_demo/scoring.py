@@ -16,7 +16,7 @@ from transformers import DynamicCache
 
 from .detokenize import token_texts
 from .loading import Loaded
-from .templates import common_prefix_length, reward_inputs
+from .templates import common_prefix_length, reward_inputs, reward_template
 
 READOUTS = ("card", "last-token")
 MIN_SHARED_PREFIX = 16  # below this, one more batched pass costs more than it saves
@@ -33,6 +33,7 @@ class Scores:
     lengths: list[int]  # reply length in RM tokens
     readout: str
     truncated: list[bool] = field(default_factory=list)
+    rm_format: str = "rlhf"
 
 
 class SharedPrefixCache(DynamicCache):
@@ -100,21 +101,24 @@ def value_rows(model, rows: list[list[int]], pad_id: int, query_position: int | 
 
 
 def score(rm: Loaded, messages: list[dict], candidates: list[str], readout: str | None = None,
-          share_prefix: bool = True) -> Scores:
+          share_prefix: bool = True, rm_format: str = "rlhf") -> Scores:
     """Score `candidates` as replies to `messages` (which end with a user turn), in one batched pass.
 
     `readout` "card" (RM-7B default) is the value the model card's code returns; "last-token" reads the
-    last real token (RewardBench's and RM-34B's reading).
+    last real token (RM-34B's reading, and RewardBench's). `rm_format` "rlhf" gives each RM the text it
+    scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at the last token unless
+    `readout` says otherwise.
     """
     preset, tokenizer = rm.preset, rm.tokenizer
-    readout = readout or preset.readout
+    template = reward_template(preset.template, rm_format)
+    readout = readout or ("last-token" if rm_format == "rewardbench" else preset.readout)
     if readout not in READOUTS:
         raise ValueError(f"Unknown read-out {readout!r}: use card or last-token.")
     if preset.template == "chatml" and readout == "card":
         readout = "last-token"  # RM-34B's card reads the last real token
     if not candidates:
         raise ValueError("No candidates to score.")
-    encoded = reward_inputs(tokenizer, preset.template, messages, candidates, preset.add_bos, preset.max_length)
+    encoded = reward_inputs(tokenizer, template, messages, candidates, preset.add_bos, preset.max_length)
     rows = [e.ids for e in encoded]
     query = preset.max_length - 1 if readout == "card" else None
     values, query_values = value_rows(rm.model, rows, tokenizer.unk_token_id, query, share_prefix)
@@ -128,4 +132,5 @@ def score(rm: Loaded, messages: list[dict], candidates: list[str], readout: str 
         lengths=[e.reply_end - e.reply_start for e in encoded],
         readout=readout,
         truncated=[e.truncated for e in encoded],
+        rm_format=rm_format,
     )

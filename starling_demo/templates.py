@@ -128,6 +128,27 @@ def llama2_rlhf_parts(messages: list[dict], reply: str) -> list[Part]:
     return parts
 
 
+def llama2_chat_parts(messages: list[dict], reply: str) -> list[Part]:
+    """RM-7B-alpha text as RewardBench feeds it: the Llama-2-chat tokenizer template, then a BOS added.
+
+    `<s>[INST] {u} [/INST] {a} </s>` per turn (a BOS per turn, a space before `</s>`), a system prompt
+    inside `<<SYS>>` at the start of the first user message; the tokenizer adds another BOS in front.
+
+    >>> render_parts(llama2_chat_parts([{"role": "system", "content": "Be kind."},
+    ...                                 {"role": "user", "content": " Hi "}], "Hello!"))
+    '<s>[INST] <<SYS>>\\nBe kind.\\n<</SYS>>\\n\\n Hi [/INST] Hello! </s>'
+    """
+    system, turns = split_system(messages)
+    if messages and messages[0].get("role") == "system":  # the template keeps even an empty system prompt
+        turns = [{"role": "user", "content": f"<<SYS>>\n{system}\n<</SYS>>\n\n{turns[0]['content']}"}, *turns[1:]]
+    turns = turns + [{"role": "assistant", "content": reply}]
+    parts: list[Part] = []
+    for i in range(0, len(turns), 2):
+        parts += [("<s>", True), (f"[INST] {turns[i]['content'].strip()} [/INST] {turns[i + 1]['content'].strip()} ",
+                                  False), ("</s>", True)]
+    return parts
+
+
 def chatml_parts(messages: list[dict], reply: str) -> list[Part]:
     """RM-34B text, Yi's ChatML: `<|im_start|>{role}\\n{content}<|im_end|>\\n` for every message.
 
@@ -157,7 +178,26 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-RM_TEMPLATES = {"llama2-rlhf": llama2_rlhf_parts, "chatml": chatml_parts}
+RM_TEMPLATES = {"llama2-rlhf": llama2_rlhf_parts, "llama2-chat": llama2_chat_parts, "chatml": chatml_parts}
+# "rlhf": the text each RM scored in Starling's RLHF (the cards'); "rewardbench": the text RewardBench feeds it.
+RM_FORMATS = {"rlhf": {"llama2-rlhf": "llama2-rlhf", "chatml": "chatml"},
+              "rewardbench": {"llama2-rlhf": "llama2-chat", "chatml": "chatml"}}
+
+
+def reward_template(template: str, rm_format: str = "rlhf") -> str:
+    """The template a reward model with RLHF template `template` is given in `rm_format`.
+
+    >>> reward_template("llama2-rlhf", "rewardbench")
+    'llama2-chat'
+    """
+    check_rm_format(rm_format)
+    return RM_FORMATS[rm_format][template]
+
+
+def check_rm_format(rm_format: str) -> None:
+    """Raise ValueError, saying the choices, unless `rm_format` is a reward-model input format."""
+    if rm_format not in RM_FORMATS:
+        raise ValueError(f"Unknown reward-model format {rm_format!r}: use {' or '.join(RM_FORMATS)}.")
 
 
 def reward_inputs(tokenizer, template: str, messages: list[dict], replies: list[str], bos: bool,

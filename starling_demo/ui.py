@@ -10,6 +10,7 @@ import pandas as pd
 
 from .engine import Engine
 from .presets import LM_PRESETS, RM_PRESETS
+from .templates import RM_FORMATS
 from .ui_events import (add_candidate, chat, clear, load_model, new_session, regenerate, request_stop, rescore,
                         undo, use_candidate)
 from .ui_insight import (COMPARE_HEADERS, bias_panel, evaluate_file, export_nectar, export_pairs, insight_json,
@@ -100,10 +101,16 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                                               "status line)", elem_id="seed")
                             mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
                             system = gr.Textbox("", label="System prompt (optional)", lines=2,
-                                                info="Sent to the LM and to RM-34B; RM-7B-alpha's format has none.")
+                                                info="Sent to the LM and to RM-34B; RM-7B-alpha sees it only in RewardBench's "
+                                                     "text.")
                             readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out",
-                                               info="card: as the RM-7B card computes it; RM-34B always reads "
+                                               elem_id="readout", info="card: as the RM-7B card computes it; RM-34B always reads "
                                                     "the last token")
+                            rm_format = gr.Radio(list(RM_FORMATS), value="rlhf", label="Reward-model input text",
+                                                 elem_id="rm-format",
+                                                 info="rlhf: as each RM scored in Starling's RLHF; rewardbench: "
+                                                      "RewardBench's text (RM-7B: the Llama-2-chat template), to "
+                                                      "reproduce its numbers")
                             rm2 = gr.Dropdown(["none", *RM_PRESETS], value="none",
                                               label="Second reward model (compare rankings)", elem_id="rm2")
                 with gr.Tabs():
@@ -156,7 +163,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
 
         card_texts = [text for _, text, _, _ in cards]
         card_outputs = [c for card, text, badge, _ in cards for c in (card, text, badge)]
-        settings = [lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2]
+        settings = [lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format]
         turn_outputs = [session, chatbot, status, summary, message, *card_outputs]
         panel_outputs = [ranking, bars, trace_pick, trace_view, trace_plot, wins, luce, bias_text, bias_plot,
                          compare_text, compare_table, lm_input, rm_input]
@@ -184,9 +191,9 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
               lambda: [pd.DataFrame(columns=RANKING_HEADERS), None], None, [ranking, bars], queue=False,
               api_visibility="private", show_progress="hidden")
         stop.click(request_stop, None, None, api_visibility="private")  # the turn then ends and is scored
-        then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts],
+        then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts, rm_format],
                                          turn_outputs, api_name="score", **gpu))
-        then_panels(add.click(bind(add_candidate), [session, own, rm, readout, rm2, *card_texts],
+        then_panels(add.click(bind(add_candidate), [session, own, rm, readout, rm2, *card_texts, rm_format],
                               [*turn_outputs, own], api_name="add_candidate", **gpu))
         then_panels(pick_button.click(use_candidate, [session, pick], turn_outputs, api_name="use_candidate"))
         for number, (_, _, _, use) in enumerate(cards, 1):
@@ -203,6 +210,9 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         facts_button.click(insight_json, [session, alpha], [facts], api_name="insight")
         pairs_button.click(export_pairs, [session], [export], api_name="export_pairs")
         nectar_button.click(export_nectar, [session], [export], api_name="export_nectar")
-        eval_button.click(bind(evaluate_file), [eval_file, rm, readout], [report, eval_errors, eval_status],
+        # RewardBench reads the last token; the read-out follows the format (and can still be changed).
+        rm_format.change(lambda f: "last-token" if f == "rewardbench" else "card", [rm_format], [readout],
+                         api_visibility="private", show_progress="hidden")
+        eval_button.click(bind(evaluate_file), [eval_file, rm, readout, rm_format], [report, eval_errors, eval_status],
                           api_name="evaluate", **gpu)
     return demo

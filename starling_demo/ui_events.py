@@ -6,6 +6,7 @@ models in the session. Recoverable problems raise `gr.Warning` and leave the ses
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import time
 
@@ -101,17 +102,18 @@ def load_model(engine: Engine, kind: str, name: str):
     yield f"Loaded {MODEL_KINDS[kind]} **{name}** in {time.perf_counter() - started:.1f} s."
 
 
-def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None) -> None:
+def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
     """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
     engine.rm(rm)
-    scores = engine.score(turn["messages"], turn["candidates"], rm, readout)
+    scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format)
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
-                rm_texts=scores.texts, readout=scores.readout, rm=rm, rm2=None, rewards2=None)
+                rm_texts=scores.texts, readout=scores.readout, rm_format=rm_format, rm=rm, rm2=None, rewards2=None)
     if rm2 and rm2 != "none":
         try:
             engine.rm(rm2)
-            turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout).rewards)
+            turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout,
+                                                       rm_format).rewards)
         except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
             gr.Warning(f"Not compared with {rm2}: {explain(error)}")
     if turn.get("picked_by") != "you" or turn.get("chosen") is None:
@@ -120,13 +122,14 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
 
 def scored_status(turn: dict) -> str:
     best = insight.ranking(turn["rewards"])[0]
-    return (f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}** ({turn['readout']} read-out) · "
+    text = "RewardBench's text, " if turn.get("rm_format") == "rewardbench" else ""
+    return (f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}** ({text}{turn['readout']} read-out) · "
             f"best: candidate {best + 1} (reward {turn['rewards'][best]:.3f}) · seed {turn.get('seed')}")
 
 
 def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float, temperature: float,
          top_p: float, max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str,
-         rm2: str | None, request: gr.Request = None):
+         rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None):
     """Send a message: stream N candidates side by side, then score and rank them (also after Stop)."""
     message = (message or "").strip()
     if not message:
@@ -175,7 +178,7 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             yield view(work, loading_status("rm", rm))  # shown while it loads
             engine.rm(rm)
         yield view(work, f"Scoring with **{rm}**…")
-        score_turn(engine, turn, rm, readout, rm2)
+        score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
         yield view(session, f"Nothing changed: {explain(error)}", message)  # the message comes back to the box
@@ -197,31 +200,44 @@ def request_stop(request: gr.Request):
 
 def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temperature: float, top_p: float,
                max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str, rm2: str | None,
-               request: gr.Request = None):
+               rm_format: str = "rlhf", request: gr.Request = None):
     """Generate the last turn again with the current settings."""
     turn = current_turn(session)
     if not turn:
         yield unchanged("Nothing to regenerate yet: send a message first.")
         return
     earlier = {"turns": session["turns"][:-1]}
-    settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2)
+    settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format)
     for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request):
         # A failure before anything changed shows the session as it was, last turn included.
         yield view(session, outputs[2]) if outputs[0] is earlier else outputs
 
 
 def named_cards(fn):
-    """Name the trailing `*cards` of a handler candidate_1..candidate_8, so the API lists them by name."""
+    """Expose `fn(..., *cards, rm_format=...)` as inputs candidate_1..candidate_8 then rm_format, by name.
+
+    Gradio passes every input in order, so what follows the eighth card goes to the keyword-only
+    parameters; the format came after the cards so that older API calls by position still work.
+    """
     signature = inspect.signature(fn)
-    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+    params = list(signature.parameters.values())
+    fixed = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    trailing = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in params if p.kind is p.KEYWORD_ONLY]
     cards = [inspect.Parameter(f"candidate_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="")
              for i in range(1, MAX_CARDS + 1)]
-    fn.__signature__ = signature.replace(parameters=fixed + cards)
-    return fn
+
+    @functools.wraps(fn)
+    def handler(*args, **kwargs):
+        head = len(fixed) + MAX_CARDS
+        kwargs |= dict(zip([p.name for p in trailing], args[head:]))
+        return fn(*args[:head], **kwargs)
+
+    handler.__signature__ = signature.replace(parameters=fixed + cards + trailing)
+    return handler
 
 
 def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None,
-             request: gr.Request | None):
+             request: gr.Request | None, rm_format: str):
     """The session with the current turn's candidates replaced and scored, or a warning saying why not.
 
     While it scores, the visitor counts as running, so that Undo or Clear meanwhile are refused rather
@@ -233,7 +249,7 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
-        score_turn(engine, turn, rm, readout, rm2)
+        score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         return None, explain(error)
     finally:
@@ -243,19 +259,19 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
 
 @named_cards
 def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, request: gr.Request,
-            *cards: str):
+            *cards: str, rm_format: str = "rlhf"):
     """Score the current candidates again, as edited in their cards, without regenerating."""
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("Nothing to score yet: send a message first.")
     work, error = rescored(engine, session, [c or "" for c in cards[: len(turn["candidates"])]], rm, readout, rm2,
-                           request)
+                           request, rm_format)
     return unchanged(error) if error else view(work, scored_status(current_turn(work)))
 
 
 @named_cards
 def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None,
-                  request: gr.Request, *cards: str):
+                  request: gr.Request, *cards: str, rm_format: str = "rlhf"):
     """Add an own reply to the current candidates and rank it with them; outputs end with the emptied box."""
     text = (text or "").strip()
     turn = current_turn(session)
@@ -270,7 +286,7 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
     else:
         count = len(turn["candidates"])
         work, problem = rescored(engine, session, [c or "" for c in cards[:count]] + [text], rm, readout, rm2,
-                                 request)
+                                 request, rm_format)
     if problem:
         return unchanged(problem) + [gr.skip()]
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]

@@ -101,7 +101,8 @@ def export_nectar(session: dict):
     return export_file(session, "nectar")
 
 
-def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progress=gr.Progress()) -> list:
+def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
+                  progress=gr.Progress()) -> list:
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows."""
     try:
         if not path:
@@ -111,7 +112,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, progr
         except UnicodeDecodeError:
             raise ValueError("The file is not UTF-8 text: upload a JSONL file.") from None
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        result = evaluate(engine, text, rm, readout,
+        result = evaluate(engine, text, rm, readout, rm_format=rm_format,
                           progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
     except PROBLEMS as error:
         gr.Warning(explain(error))

@@ -197,7 +197,7 @@ def turn_summary(turn: dict | None) -> dict:
     if not turn:
         return {}
     keys = ["candidates", "rewards", "lengths", "chosen", "picked_by", "seed", "lm", "rm", "readout",
-            "rm2", "rewards2", "warning"]
+            "rm_format", "rm2", "rewards2", "warning"]
     summary = {k: turn.get(k) for k in keys}
     summary["ranking"] = insight.ranking(turn["rewards"]) if turn.get("rewards") else None
     return summary

@@ -21,6 +21,27 @@ def rm7b_text(messages, reply):
                     for i in range(0, len(turns), 2))
 
 
+# The chat template of meta-llama/Llama-2-7b-chat-hf's tokenizer, which RewardBench renders RM-7B-alpha's text with.
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def rewardbench_rm7b_text(tokenizer, messages, reply):
+    """RewardBench's RM-7B text: the Llama-2-chat template applied by transformers, as its utils do."""
+    return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}],
+                                         chat_template=LLAMA2_CHAT_TEMPLATE, tokenize=False)
+
+
 def rm34b_text(messages, reply):
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
                    for m in messages + [{"role": "assistant", "content": reply}])
@@ -60,6 +81,16 @@ class CardRM7B(nn.Module):
         out = []
         for i in range(math.ceil(len(samples))):
             out.extend(self(enc["input_ids"][i: i + 1], enc["attention_mask"][i: i + 1]))
+        return torch.hstack(out).tolist()
+
+    @torch.no_grad()
+    def get_reward_rewardbench(self, samples):
+        """RewardBench's StarlingPipeline at batch size 1: tokenizer(text) with its BOS, padded to the longest
+        (so not at all), the same forward: PAD_ID is the BOS id, so it reads the last column."""
+        out = []
+        for text in samples:
+            enc = self.tokenizer([text], truncation=True, max_length=2048, padding=True, return_tensors="pt")
+            out.extend(self(enc["input_ids"], enc["attention_mask"]))
         return torch.hstack(out).tolist()
 
 

@@ -7,9 +7,9 @@ import pytest  # noqa: E402
 
 from starling_demo.engine import Engine  # noqa: E402
 
-# lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2: the chat settings, in order.
+# lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format: the chat settings, in order.
 SETTINGS = dict(lm="tiny", rm="tiny", n=4, temperature=0.7, top_p=1.0, max_new_tokens=10, seed="7",
-                mode="GPT4 Correct", system="", readout="card", rm2="none")
+                mode="GPT4 Correct", system="", readout="card", rm2="none", rm_format="rlhf")
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ import json
 import pytest
 from conftest import SETTINGS
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 STATUS, TURN = 1, 2  # positions in the outputs of chat, score, add_candidate and use_candidate
 SKIPPED = {"__type__": "update"}  # what an output the app left alone (gr.skip) comes back as
@@ -45,6 +46,21 @@ def test_chat_score_pick_and_export(client):
     with open(client.predict(api_name="/export_nectar"), encoding="utf-8") as f:
         record = json.loads(f.read())
     assert record["answers"][worst]["chosen"] and record["num_responses"] == 5
+
+
+def test_rewardbench_format_through_the_api(client):
+    """rm_format comes last, after the cards, so calls written before it existed still work (the test above)."""
+    turn = client.predict("Hello", **(SETTINGS | {"rm_format": "rewardbench", "readout": "last-token"}),
+                          api_name="/chat")[TURN]
+    assert turn["rm_format"] == "rewardbench" and turn["readout"] == "last-token"
+    cards = {f"candidate_{i + 1}": text for i, text in enumerate(turn["candidates"])}
+    rlhf = client.predict(rm="tiny", readout="last-token", rm2="none", **cards, api_name="/score")[TURN]
+    assert rlhf["rm_format"] == "rlhf" and rlhf["rewards"] != turn["rewards"]
+    again = client.predict(rm="tiny", readout="last-token", rm2="none", **cards, rm_format="rewardbench",
+                           api_name="/score")[TURN]
+    assert again["rewards"] == turn["rewards"]
+    with pytest.raises(AppError, match="'bench' .* is not in the list of choices: \\['rlhf', 'rewardbench'\\]"):
+        client.predict(rm="tiny", readout="card", rm2="none", **cards, rm_format="bench", api_name="/score")
 
 
 def test_streaming_and_separate_sessions(client, app_url):

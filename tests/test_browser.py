@@ -180,3 +180,12 @@ def test_insight_panels_exports_and_batch_evaluation(page, tmp_path):
 @pytest.fixture(scope="module", autouse=True)
 def screenshot_folder():
     SHOTS.mkdir(parents=True, exist_ok=True)
+
+
+def test_rewardbench_format_sets_the_last_token_read_out(page):
+    page.locator("#rm-format").get_by_label("rewardbench").check()
+    expect(page.locator("#readout").get_by_label("last-token")).to_be_checked()
+    send(page, "Score this as RewardBench would.")
+    expect(page.locator("#status")).to_contain_text("(RewardBench's text, last-token read-out)")
+    page.get_by_role("tab", name="Model inputs").click()
+    expect(page.locator("#rm-input textarea")).to_have_value(re.compile(r"<s><s>\[INST\] Score this as RewardBench"))

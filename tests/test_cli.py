@@ -41,6 +41,21 @@ def test_score_adds_rewards_in_candidate_order(tmp_path, capsys):
     assert out[0]["rewards"] == pytest.approx(expected, abs=1e-5)
 
 
+def test_score_in_rewardbench_format(tmp_path, capsys):
+    from starling_demo.engine import Engine
+
+    path = write(tmp_path, GOOD)
+    code, out, _ = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", "--rm-format", "rewardbench",
+                       path)
+    engine = Engine("tiny", "tiny", "fp32", "cpu")
+    expected = engine.score(GOOD[0]["messages"], GOOD[0]["candidates"], rm_format="rewardbench").rewards
+    assert code == 0 and out[0]["rewards"] == pytest.approx(expected, abs=1e-5)
+    assert expected != pytest.approx(engine.score(GOOD[0]["messages"], GOOD[0]["candidates"]).rewards, abs=1e-3)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["score", "--reward-model", "tiny", "--rm-format", "bench", path])
+    assert "invalid choice: 'bench' (choose from 'rlhf', 'rewardbench')" in capsys.readouterr().err
+
+
 def test_score_a_local_directory_needs_its_kind(tmp_path, capsys):
     from starling_demo.tiny import tiny_checkpoint
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from card_reference import CardRM7B, CardRM34B, rm7b_text, rm34b_text
+from card_reference import CardRM7B, CardRM34B, rewardbench_rm7b_text, rm7b_text, rm34b_text
 from starling_demo.loading import load_rm
 from starling_demo.presets import rm_preset
 from starling_demo.scoring import score, value_rows
@@ -59,6 +59,17 @@ def test_rm34b_equals_card(rm34b, card34b, name):
     messages = CONVERSATIONS[name]
     expected = card34b.get_reward([rm34b_text(messages, c) for c in CANDIDATES])
     assert score(rm34b, messages, CANDIDATES).rewards == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
+def test_rm7b_rewardbench_format_equals_rewardbench(rm7b, card7b, name):
+    """With --rm-format rewardbench the rewards are RewardBench's (its pipeline at batch size 1)."""
+    messages = CONVERSATIONS[name]
+    expected = card7b.get_reward_rewardbench([rewardbench_rm7b_text(card7b.tokenizer, messages, c) for c in CANDIDATES])
+    scores = score(rm7b, messages, CANDIDATES, rm_format="rewardbench")
+    assert scores.readout == "last-token" and scores.rm_format == "rewardbench"
+    assert scores.rewards == pytest.approx(expected, abs=1e-4)
+    assert scores.rewards != pytest.approx(score(rm7b, messages, CANDIDATES, readout="last-token").rewards, abs=1e-3)
 
 
 def test_last_token_readout_reads_the_last_real_token(rm7b):

@@ -5,8 +5,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from starling_demo.loading import load_tokenizer
-from starling_demo.templates import (chatml_parts, encode_parts, llama2_rlhf_parts, openchat_prompt, render_parts,
-                                     reward_inputs, split_system)
+from card_reference import rewardbench_rm7b_text
+from starling_demo.templates import (chatml_parts, encode_parts, llama2_chat_parts, llama2_rlhf_parts, openchat_prompt,
+                                     render_parts, reward_inputs, reward_template, split_system)
 from starling_demo.tiny import tiny_checkpoint
 
 SINGLE = [1, 420, 6316, 28781, 3198, 3123, 1247, 28747, 22557, 32000, 420, 6316, 28781, 3198, 3123, 21631, 28747]
@@ -115,6 +116,33 @@ def test_rm7b_ids_match_whole_string_tokenisation_and_keep_typed_specials_as_tex
     assert rm_tok.decode(encoded.ids[encoded.reply_start:encoded.reply_end]) == "Why did the chicken cross the road?"
     injected, = reward_inputs(rm_tok, "llama2-rlhf", [user(INJECTION)], [INJECTION], bos=True)
     assert injected.ids.count(2) == 1 and injected.ids.count(1) == 1 and 0 not in injected.ids
+
+
+REWARDBENCH_CONVERSATIONS = {
+    "single": [user("What is the capital of France?")],
+    "single, system": [{"role": "system", "content": " Answer in one word. "}, user("  Capital of France? ")],
+    "multi, system": [{"role": "system", "content": "Be kind."}, user("Hi"), assistant(" Hello! How can I help? "),
+                      user("Name a city.\n  Any city.")],
+    "empty system": [{"role": "system", "content": ""}, user("Hi"), assistant("Hello"), user("Bye")],
+}
+
+
+@pytest.mark.parametrize("name", REWARDBENCH_CONVERSATIONS)
+def test_rewardbench_format_is_the_llama2_chat_template_tokenised_with_its_bos(rm_tok, name):
+    """RewardBench renders RM-7B's text with the Llama-2-chat template, then `tokenizer(text)` adds a BOS."""
+    messages, reply = REWARDBENCH_CONVERSATIONS[name], " Paris.  "
+    text = rewardbench_rm7b_text(rm_tok, messages, reply)
+    assert render_parts(llama2_chat_parts(messages, reply)) == text
+    encoded, = reward_inputs(rm_tok, reward_template("llama2-rlhf", "rewardbench"), messages, [reply], bos=True)
+    assert encoded.ids == raw_ids("rm-7b", text)
+    assert encoded.ids[:2] == [1, 1] and encoded.ids.count(1) == 1 + sum(m["role"] == "user" for m in messages)
+    assert rm_tok.decode(encoded.ids[encoded.reply_start:encoded.reply_end]).strip() == "Paris."
+
+
+def test_rewardbench_format_keeps_rm34b_chatml():
+    assert reward_template("chatml", "rewardbench") == "chatml" == reward_template("chatml", "rlhf")
+    with pytest.raises(ValueError, match="Unknown reward-model format 'bench': use rlhf or rewardbench"):
+        reward_template("llama2-rlhf", "bench")
 
 
 def test_chatml_text_ids_and_span(chatml_tok):
