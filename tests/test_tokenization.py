@@ -169,3 +169,16 @@ def test_an_unsupported_normaliser_is_refused_with_a_sentence(tmp_path):
     folder = write_model(tmp_path / "collapsing", remove_extra_whitespaces=True)
     with pytest.raises(LoadError, match="not the identity one Llama and Yi use .*provide a tokenizer.json"):
         load_tokenizer(folder)
+
+
+def test_a_new_tiny_cache_version_removes_the_stale_ones(tmp_path, monkeypatch):
+    """Caches written by an older conversion are rebuilt under a new version, and the old ones deleted."""
+    from starling_demo import tiny
+
+    monkeypatch.setattr(tiny, "CACHE_ROOT", tmp_path)
+    monkeypatch.setattr(tiny, "CACHE", tmp_path / f"tiny-{tiny.VERSION}")
+    (tmp_path / "tiny-v5" / "rm-34b").mkdir(parents=True)
+    (tmp_path / "views").mkdir()
+    folder = tiny.tiny_checkpoint("rm-34b")
+    assert folder == tmp_path / f"tiny-{tiny.VERSION}" / "rm-34b" and (folder / "tokenizer.model").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-{tiny.VERSION}", "views"]
