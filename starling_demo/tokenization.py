@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from transformers.tokenization_utils_base import generate_merges
 
 NORMAL, BPE = 1, 2  # SentencePiece's piece type of ordinary pieces, and its model type for BPE
 
@@ -42,19 +41,33 @@ def sentencepiece_normalizer(proto) -> normalizers.Normalizer:
     return normalizers.Sequence(prefix + [normalizers.Replace(" ", "▁")])
 
 
+def sentencepiece_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """Every split of each scored piece into two vocabulary pieces, in the order SentencePiece merges them.
+
+    SentencePiece merges, among adjacent symbols, the pair whose merged piece scores highest; ranking each
+    merge by its piece's score (then the longer left part, then the longer right part first, as transformers 4
+    did) reproduces that.
+
+    >>> sentencepiece_merges({"▁": 0, "r": 1, "▁▁": 2, "▁r": 3, "▁▁▁": 4}, {"▁▁": -1.0, "▁r": -2.0, "▁▁▁": -3.0})
+    [('▁', '▁'), ('▁', 'r'), ('▁▁', '▁'), ('▁', '▁▁')]
+    """
+    merges = [(-score, -i, i - len(piece), vocab[piece], vocab[piece[:i]], piece[:i], piece[i:])
+              for piece, score in scores.items() for i in range(1, len(piece))
+              if piece[:i] in vocab and piece[i:] in vocab]
+    return [(left, right) for *_, left, right in sorted(merges)]
+
+
 def sentencepiece_bpe(proto) -> models.BPE:
     """SentencePiece's BPE model as a `tokenizers` BPE with the same ids and the same merge order.
 
-    SentencePiece merges, among adjacent symbols, the pair whose merged piece scores highest; ranking
-    each merge by its piece's score (longer left part first among splits of one piece, as transformers 4
-    did) reproduces that. Only ordinary pieces come out of a merge, so typed `<s>` stays three characters.
+    Only ordinary pieces come out of a merge, so typed `<s>` stays three characters, as in SentencePiece.
     """
     if proto.trainer_spec.model_type != BPE:
         raise ValueError("its tokenizer.model is not a SentencePiece BPE model; provide a tokenizer.json")
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     scores = {piece.piece: piece.score for piece in proto.pieces if piece.type == NORMAL}
     unk = proto.pieces[proto.trainer_spec.unk_id].piece
-    return models.BPE(vocab, generate_merges(vocab, scores), unk_token=unk, fuse_unk=True,
+    return models.BPE(vocab, sentencepiece_merges(vocab, scores), unk_token=unk, fuse_unk=True,
                       byte_fallback=proto.trainer_spec.byte_fallback)
 
 
