@@ -30,8 +30,8 @@ def sentencepiece_proto(path: Path):
 def sentencepiece_normalizer(proto) -> normalizers.Normalizer:
     """SentencePiece's identity normaliser as a `tokenizers` pipeline: the word prefix, then spaces as `▁`.
 
-    SentencePiece prepends the prefix to every text it encodes, so after a special token too (the
-    pipeline transformers 4 wrote into tokenizer.json; transformers 5 drops it there).
+    Where the model asks for it (`add_dummy_prefix`, as Llama's does), SentencePiece prepends the prefix to
+    every text it encodes, so after a special token too, as the tokenizer.json files of transformers 4 do.
     """
     spec = proto.normalizer_spec
     if spec.precompiled_charsmap or spec.remove_extra_whitespaces:
