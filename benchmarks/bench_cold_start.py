@@ -194,7 +194,8 @@ def rm_34b_on_paper() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scratch", type=Path, help="folder for the checkpoints (default: a new temporary one)")
+    parser.add_argument("--scratch", type=Path, help="folder for the checkpoints, created here (default: a new "
+                        "temporary one); it must not exist yet, since it is deleted afterwards")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints instead of deleting them")
     parser.add_argument("--host-gib", type=float, default=15,
                         help="memory limit (a cgroup) under which the LM and then the RM load into one process")
@@ -204,6 +205,8 @@ def main() -> None:
         mode, *rest = args.child
         print(json.dumps(load_in_this_process(*rest) if mode == "one" else load_pair_in_this_process(*rest)))
         return
+    if args.scratch and args.scratch.exists():
+        parser.error(f"{args.scratch} exists: name a new folder (it is deleted afterwards, unless --keep)")
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="starling-cold-"))
     print(f"machine: {machine()}; scratch: {scratch}")
     rows, worst = [], 0.0
