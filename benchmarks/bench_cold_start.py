@@ -149,9 +149,8 @@ def load_in_this_process(kind: str, folder: str, precision: str) -> dict:
 
 def load_pair_in_this_process(lm_folder: str, rm_folder: str, precision: str) -> dict:
     """What the app does on its first turn: the LM, then the RM, into one process."""
-    lm = measured(lambda: load("lm", lm_folder, precision))[1]
-    stats, rm = measured(lambda: load("rm", rm_folder, precision))
-    return {"wall_s": stats["wall_s"], "after": memory(), "model_bytes": module_bytes(lm.model) + module_bytes(rm.model)}
+    lm, rm = load("lm", lm_folder, precision), load("rm", rm_folder, precision)
+    return {"after": memory(), "model_bytes": module_bytes(lm.model) + module_bytes(rm.model)}
 
 
 def in_fresh_process(args: list[str], cgroup: Path | None = None) -> dict:
@@ -180,13 +179,13 @@ def memory_cgroup(limit: int) -> tuple[Path, str] | None:
 
 
 def rm_34b_on_paper() -> str:
-    """Bytes of RM-34B from its shape: bf16 checkpoint and NF4 resident size (linear layers at ~0.56 B/param)."""
+    """Bytes of RM-34B from its shape: bf16 checkpoint and NF4 resident size (linear layers at 0.5625 B/param)."""
     h, layers, inter, vocab = (RM_34B[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
                                                      "vocab_size"))
     kv = h // RM_34B["num_attention_heads"] * RM_34B["num_key_value_heads"]
     linear = layers * (2 * h * h + 2 * h * kv + 3 * h * inter)
     other = vocab * h + (2 * layers + 1) * h
-    nf4 = linear * (0.5 + 4 / 64 + 1 / 256) + other * 2 + h * 4  # 4-bit, absmax per 64 (double-quantised), bf16 rest
+    nf4 = linear * (0.5 + 4 / 64) + other * 2 + h * 4  # 4 bits and an fp32 absmax per 64 weights; bf16 rest
     return (f"RM-34B on paper: {(linear + other) / 1e9:.1f} B parameters, {(linear + other) * 2 / GIB:.1f} GiB in bf16 "
             f"(the checkpoint), about {nf4 / GIB:.1f} GiB resident in 4-bit: it needs a host with more than that "
             "plus the transient, and is not written here.")

@@ -48,7 +48,8 @@ def sentencepiece_merges(vocab: dict[str, int], scores: dict[str, float]) -> lis
     merge by its piece's score (then the longer left part, then the longer right part first, as transformers 4
     did) reproduces that.
 
-    >>> sentencepiece_merges({"▁": 0, "r": 1, "▁▁": 2, "▁r": 3, "▁▁▁": 4}, {"▁▁": -1.0, "▁r": -2.0, "▁▁▁": -3.0})
+    >>> vocab = {"▁": 0, "r": 1, "▁▁": 2, "▁r": 3, "▁▁▁": 4}
+    >>> sentencepiece_merges(vocab, {"▁▁": -1.0, "▁r": -2.0, "▁▁▁": -3.0})
     [('▁', '▁'), ('▁', 'r'), ('▁▁', '▁'), ('▁', '▁▁')]
     """
     merges = [(-score, -i, i - len(piece), vocab[piece], vocab[piece[:i]], piece[:i], piece[i:])

@@ -101,11 +101,11 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                                               "status line)", elem_id="seed")
                             mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
                             system = gr.Textbox("", label="System prompt (optional)", lines=2,
-                                                info="Sent to the LM and to RM-34B; RM-7B-alpha sees it only in RewardBench's "
-                                                     "text.")
+                                                info="Sent to the LM and to RM-34B; RM-7B-alpha sees it only in "
+                                                     "RewardBench's text.")
                             readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out",
-                                               elem_id="readout", info="card: as the RM-7B card computes it; RM-34B always reads "
-                                                    "the last token")
+                                               elem_id="readout", info="card: as the RM-7B card computes it; "
+                                                                        "RM-34B always reads the last token")
                             rm_format = gr.Radio(list(RM_FORMATS), value="rlhf", label="Reward-model input text",
                                                  elem_id="rm-format",
                                                  info="rlhf: as each RM scored in Starling's RLHF; rewardbench: "

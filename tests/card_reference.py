@@ -94,6 +94,14 @@ class CardRM7B(nn.Module):
         return torch.hstack(out).tolist()
 
 
+def sentencepiece_segments(text: str, specials: dict[str, int], processor) -> list[int]:
+    """A slow tokenizer's `tokenizer(text)` spelled out: split at special tokens, SentencePiece for each segment."""
+    ids = []
+    for segment in re.split("(" + "|".join(map(re.escape, specials)) + ")", text):
+        ids += [specials[segment]] if segment in specials else processor.encode(segment)
+    return ids
+
+
 class CardRM34B(nn.Module):
     """The RM-34B card's LlamaForSequenceClassification: .transformer, .v_head, PAD_ID 0, last real token."""
 
@@ -115,10 +123,7 @@ class CardRM34B(nn.Module):
         self.eval()
 
     def tokenize(self, text):
-        ids = []
-        for segment in re.split("(" + "|".join(map(re.escape, self.specials)) + ")", text):
-            ids += [self.specials[segment]] if segment in self.specials else self.sentencepiece.encode(segment)
-        return ids[-2048:]  # truncation_side="left", max_length=2048
+        return sentencepiece_segments(text, self.specials, self.sentencepiece)[-2048:]  # left truncation at 2048
 
     @torch.no_grad()
     def get_reward(self, samples):

@@ -4,8 +4,8 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
-from starling_demo.loading import load_tokenizer
 from card_reference import rewardbench_rm7b_text
+from starling_demo.loading import load_tokenizer
 from starling_demo.templates import (chatml_parts, encode_parts, llama2_chat_parts, llama2_rlhf_parts, openchat_prompt,
                                      render_parts, reward_inputs, reward_template, split_system)
 from starling_demo.tiny import tiny_checkpoint
@@ -81,7 +81,8 @@ def test_system_prompt_follows_bos_without_role(lm_tok):
 def test_system_prompt_is_stripped_as_openchat_serves_it(lm_tok, system):
     """OpenChat's server strips the system prompt (`msg.content.strip()`) before tokenising it."""
     inline = isinstance(system, dict)
-    prompt = openchat_prompt(lm_tok, [system, user("Hello")] if inline else [user("Hello")], system="" if inline else system)
+    messages = [system, user("Hello")] if inline else [user("Hello")]
+    prompt = openchat_prompt(lm_tok, messages, system="" if inline else system)
     brief = lm_tok("Be brief.", add_special_tokens=False).input_ids
     assert prompt.ids == [1, *brief, 32000, *SINGLE[1:]]
     assert prompt.text.startswith("<s>Be brief.<|end_of_turn|>GPT4 Correct User:")

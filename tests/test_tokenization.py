@@ -1,4 +1,4 @@
-"""Tokenizers against SentencePiece itself: tokenizer.model folders encode every text segment as `sentencepiece` does."""
+"""Tokenizers against SentencePiece itself: tokenizer.model folders encode each text segment as `sentencepiece` does."""
 import re
 import shutil
 
@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from tokenizers import Tokenizer
 from transformers import LlamaTokenizer
 
+from card_reference import sentencepiece_segments
 from starling_demo.loading import LoadError, load_tokenizer
 from starling_demo.templates import encode_plain, openchat_prompt, render_parts, reward_inputs, RM_TEMPLATES
 from starling_demo.tiny import tiny_checkpoint
@@ -15,9 +16,9 @@ from starling_demo.tokenization import sentencepiece_proto
 
 # Pieces that stress the conversion: runs of whitespace, edges, digits, long words, and characters the
 # vocabulary lacks (byte fallback), mixed at random.
-PIECES = [" ", "  ", "   ", "    ", "\t", "\t\t", "\n", "\n\n", "\r\n", " \n ", "\n    ", "a", "the", "The", "return",
-          "def", "quicksort", "(", ")", "{", "}", ";", ":", ".", ",", "!", "?", "'", "\"", "-", "—", "**", "- ",
-          "```", "#", "0", "7", "42", "2048", "3.14159", "1,000", "é", "ü", "ñ", "日本語", "中文", "한국어", "😀",
+PIECES = [" ", "  ", "   ", "    ", "\t", "\t\t", "\n", "\n\n", "\r\n", " \n ", "\n    ", "a", "the", "The",
+          "return", "def", "quicksort", "(", ")", "{", "}", ";", ":", ".", ",", "!", "?", "'", "\"", "-", "—", "**",
+          "- ", "```", "#", "0", "7", "42", "2048", "3.14159", "1,000", "é", "ü", "ñ", "日本語", "中文", "한국어", "😀",
           "👍🏽", "🏳️‍🌈", "\u0301", "\u200b", "\xa0", "\u3000", "ꙮ", "𝔘𝔫𝔦", "\U000f0000", "▁", "_",
           "x" * 40, "antidisestablishmentarianism" * 3, "<s>", "</s>", "<unk>", "[INST]"]
 TEXTS = st.one_of(st.lists(st.sampled_from(PIECES), max_size=14).map("".join),
@@ -53,7 +54,8 @@ def pair(model_folder):
 def reward_tokenizers(llama_style):
     """(template, BOS, tokenizer, SentencePiece) for RM-7B's Llama-style and RM-34B's Yi-style tokenizers."""
     return [(template, bos, load_tokenizer(folder), sentencepiece_of(folder))
-            for folder, template, bos in [(llama_style, "llama2-rlhf", True), (tiny_checkpoint("rm-34b"), "chatml", False)]]
+            for folder, template, bos in [(llama_style, "llama2-rlhf", True),
+                                          (tiny_checkpoint("rm-34b"), "chatml", False)]]
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +74,18 @@ def test_tokenizer_model_folders_encode_text_as_sentencepiece(pair, text):
 
 
 @pytest.mark.parametrize("text, pieces", [
-    ("\n    return", ["▁", "<0x0A>", "▁▁▁", "▁return"]),  # transformers 5's conversion: "▁▁▁▁", "return"
+    ("\n    return", ["▁", "<0x0A>", "▁▁▁", "▁return"]),  # transformers 5 converts to "▁▁▁▁", "return"
     ("a  b", ["▁a", "▁", "▁b"]),
     (" leading", ["▁", "▁leading"]),
 ])
 def test_whitespace_runs_split_as_sentencepiece_splits_them(pair, text, pieces):
     tokenizer, processor = pair
-    assert tokenizer.convert_ids_to_tokens(encode_plain(tokenizer, text)) == pieces == processor.encode(text, out_type=str)
+    ids = encode_plain(tokenizer, text)
+    assert tokenizer.convert_ids_to_tokens(ids) == pieces == processor.encode(text, out_type=str)
 
 
 MESSAGE = TEXTS.filter(lambda text: not re.search(r"</?s>|<unk>|<\|", text))
 CONVERSATIONS = st.lists(MESSAGE, min_size=1, max_size=5).filter(lambda turns: len(turns) % 2)
-
-
-def segments_as_sentencepiece(text: str, tokenizer, processor) -> list[int]:
-    """The card's `tokenizer(text)` spelled out: split at special tokens, SentencePiece for each segment."""
-    specials = tokenizer.added_tokens_encoder  # <unk>, <s>, </s> and the template markers
-    ids = []
-    for segment in re.split("(" + "|".join(map(re.escape, specials)) + ")", text):
-        ids += [specials[segment]] if segment in specials else processor.encode(segment)
-    return ids
 
 
 def conversation(turns: list[str], system: str = "") -> list[dict]:
@@ -106,7 +100,8 @@ def test_reward_templates_encode_as_sentencepiece(reward_tokenizers, turns, repl
         messages = conversation(turns, system)
         encoded, = reward_inputs(tokenizer, template, messages, [reply], bos, max_length=10**6)
         text = render_parts(RM_TEMPLATES[template](messages, reply))
-        assert encoded.ids == [1] * bos + segments_as_sentencepiece(text, tokenizer, processor)
+        # <unk>, <s>, </s> and the template markers are the added tokens
+        assert encoded.ids == [1] * bos + sentencepiece_segments(text, tokenizer.added_tokens_encoder, processor)
 
 
 @PROPERTY
