@@ -11,8 +11,9 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from starling_demo.engine import Engine
-from starling_demo.presets import LM_PRESETS
+from starling_demo.engine import Engine, default_allowed
+from starling_demo.loading import device_memory
+from starling_demo.presets import LM_PRESETS, RM_PRESETS
 from starling_demo.ui import build_demo, launch_kwargs
 
 REAL = {"lm": "starling-lm-7b-beta", "rm": "starling-rm-7b-alpha", "precision": "4bit", "device": "auto"}
@@ -70,7 +71,26 @@ def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namesp
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", default=env("GRADIO_SHARE", "") in ("1", "true", "True"))
+    parser.add_argument("--allow-lms", default=env("STARLING_ALLOW_LMS", ""),
+                        help="comma-separated LM presets visitors may switch to, or 'all' (default: only --lm)")
+    parser.add_argument("--allow-rms", default=env("STARLING_ALLOW_RMS", ""),
+                        help="comma-separated RM presets visitors may choose, or 'all' (default: --rm and the "
+                             "second RMs that fit in memory beside the launched models)")
     return parser.parse_args(argv)
+
+
+def allowed_models(args: argparse.Namespace, engine: Engine) -> dict[str, tuple[str, ...]]:
+    """What visitors may choose on this server: the launched models, plus --allow-lms/--allow-rms, or by
+    default the second RMs that fit. A visitor's switch changes the model for everyone, hence the limit."""
+    allowed = default_allowed(engine, device_memory(args.device))
+    for kind, flag, presets in (("lm", args.allow_lms, LM_PRESETS), ("rm", args.allow_rms, RM_PRESETS)):
+        names = list(presets) if flag.strip() == "all" else [n.strip() for n in flag.split(",") if n.strip()]
+        unknown = [name for name in names if name not in presets]
+        if unknown:
+            raise SystemExit(f"--allow-{kind}s: unknown preset {unknown[0]!r}; use {', '.join(presets)} or 'all'.")
+        if names:
+            allowed[kind] = tuple(dict.fromkeys([allowed[kind][0], *names]))
+    return allowed
 
 
 def on_zero_gpu(engine: Engine) -> Engine:
@@ -88,9 +108,9 @@ def on_zero_gpu(engine: Engine) -> Engine:
 def main() -> None:
     defaults, reason = pick_defaults()
     args = parse_args(defaults)
-    engine = on_zero_gpu(Engine(args.lm, args.rm, args.precision, args.device))
-    demo = build_demo(engine, banner(args, reason))
-    demo.queue(max_size=32, default_concurrency_limit=4)
+    engine = Engine(args.lm, args.rm, args.precision, args.device)
+    engine.allowed = allowed_models(args, engine)
+    demo = build_demo(on_zero_gpu(engine), banner(args, reason))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 

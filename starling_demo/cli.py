@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import math
 import sys
+from collections.abc import Iterator
 
 from .engine import Engine, Settings
 from .evaluation import report_table
 from .generation import MAX_CANDIDATES
 from .insight import ranking
+from .limits import check_text
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS
@@ -19,25 +23,52 @@ class InputError(ValueError):
     """A malformed input line."""
 
 
-def read_jsonl(path: str, need_candidates: bool) -> list[dict]:
-    """Every record of `path`, validated before any model work, so a bad line stops the run at once."""
-    records = []
-    with open(path, encoding="utf-8") as file:
+def read_lines(path: str) -> Iterator[tuple[int, str]]:
+    """Each line of `path` with its number, decoded from UTF-8; a byte order mark before line 1 is dropped.
+
+    The file is read as bytes so that a byte that is not UTF-8 is reported with its line.
+    """
+    try:
+        file = open(path, "rb")
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror.lower()}") from None
+    with file:
         for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise InputError("each line must be a JSON object")
-                check_conversation(record.get("messages"))
-                candidates = record.get("candidates")
-                if need_candidates and (not isinstance(candidates, list) or not candidates
-                                        or not all(isinstance(c, str) for c in candidates)):
+                yield number, line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                column = len(line[:error.start].decode("utf-8")) + 1  # in characters, as an editor counts
+                raise InputError(f"{path}, line {number}: not UTF-8 text (byte 0x{line[error.start]:02x} at "
+                                 f"column {column})") from None
+
+
+def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:
+    """Every record of `path` with its line number, validated before any model work, so a bad line stops the run."""
+    records = []
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise InputError("each line must be a JSON object")
+            check_conversation(record.get("messages"))
+            candidates = record.get("candidates")
+            if need_candidates:
+                if not (isinstance(candidates, list) and candidates and all(isinstance(c, str) for c in candidates)):
                     raise InputError("'candidates' must be a non-empty list of strings")
-            except (json.JSONDecodeError, ValueError) as error:
-                raise InputError(f"{path}, line {number}: {error}") from None
-            records.append(record)
+                for k, candidate in enumerate(candidates, 1):
+                    check_text(f"candidate {k}", candidate, math.inf)  # no size cap in the CLI
+            # score and generate print the record back, and stdout cannot carry a lone surrogate in any field.
+            try:
+                json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError("a field is not valid Unicode (it holds a lone surrogate such as \\ud800)") from None
+        except (json.JSONDecodeError, ValueError) as error:
+            raise InputError(f"{path}, line {number}: {error}") from None
+        records.append((number, record))
     return records
 
 
@@ -87,25 +118,34 @@ def run(args: argparse.Namespace, out) -> None:
     if args.command == "eval":
         from .evaluation import evaluate
 
-        with open(args.file, encoding="utf-8") as file:
-            result = evaluate(engine, file.read(), readout=args.readout, rm_format=args.rm_format)
+        # evaluate skips malformed rows by line; the file itself must still be UTF-8 text.
+        text = "".join(line for _, line in read_lines(args.file))
+        result = evaluate(engine, text, readout=args.readout, rm_format=args.rm_format)
         for error in result["errors"]:
             print(f"skipped {error}", file=sys.stderr)
         print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
                           "skipped": result["errors"]}, ensure_ascii=False), file=out)
         return
     records = read_jsonl(args.file, need_candidates=args.command == "score")
-    for record in records:
+    prompts = []
+    if args.command in ("render", "generate"):
+        settings = (Settings(mode=args.mode, system=args.system, max_new_tokens=0) if args.command == "render" else
+                    Settings(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed, args.mode,
+                             args.system))
+        # Whether a prompt fits takes the LM's tokenizer and context: every line's is checked before any output.
+        engine.lm()  # first, so that a model that cannot load is not blamed on line 1
+        for number, record in records:
+            try:
+                prompts.append(engine.prompt(record["messages"], settings)[0])
+            except ValueError as error:
+                raise InputError(f"{args.file}, line {number}: {error}") from None
+    for i, (_, record) in enumerate(records):
         if args.command == "render":
-            settings = Settings(mode=args.mode, system=args.system, max_new_tokens=0)
-            prompt, _ = engine.prompt(record["messages"], settings)
-            result = {"text": prompt.text, "input_ids": prompt.ids}
+            result = {"text": prompts[i].text, "input_ids": prompts[i].ids}
         elif args.command == "score":
             result = record | {"rewards": engine.score(record["messages"], record["candidates"],
                                                        readout=args.readout, rm_format=args.rm_format).rewards}
         else:
-            settings = Settings(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed, args.mode,
-                                args.system)
             *_, final = engine.generate(record["messages"], settings)
             result = record | {"candidates": final.texts, "finish_reasons": final.finished, "seed": final.seed}
             if args.reward_model:
@@ -119,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "generate" and not 1 <= args.n <= MAX_CANDIDATES:
         print(f"error: --n must be between 1 and {MAX_CANDIDATES}", file=sys.stderr)
+        return 2
+    try:
+        # An argument byte that is not UTF-8 arrives as a lone surrogate.
+        check_text("--system", getattr(args, "system", ""), math.inf)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         run(args, sys.stdout)

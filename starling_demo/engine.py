@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from .detokenize import TextStream
 from .generation import EOT_ID, Candidates, fit_prompt, stream_candidates
-from .loading import Loaded, load_lm, load_rm
-from .presets import lm_preset, rm_preset
+from .loading import Loaded, load_lm, load_rm, release_freed_memory
+from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
 from .templates import Encoded
 
@@ -46,9 +46,38 @@ class Generation:
         return all(self.finished)
 
 
+class FairLock:
+    """A lock handed out in the order it was asked for.
+
+    A batch job that asks again after each chunk then lets a visitor's turn that is waiting go first,
+    where a plain lock often goes straight back to the thread that released it.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._issued = 0  # tickets handed out
+        self._serving = 0  # the ticket that holds the lock
+
+    def __enter__(self):
+        with self._changed:
+            ticket = self._issued
+            self._issued += 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc):
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
 @dataclass
 class Engine:
-    """One LM and up to `max_rms` reward models, loaded on first use and then kept."""
+    """One LM and up to `max_rms` reward models, loaded on first use and then kept.
+
+    `device_lock` is taken by whoever runs a model on behalf of a visitor, so that a long batch
+    job and the visitors' turns take turns. `allowed` (kind -> names) limits what visitors may load on a
+    shared server; None allows any preset or local directory, as the CLI does.
+    """
 
     lm_name: str = "starling-lm-7b-beta"
     rm_name: str = "starling-rm-7b-alpha"
@@ -56,33 +85,66 @@ class Engine:
     device: str = "auto"
     rm_kind: str | None = None  # layout of a local reward-model directory
     max_rms: int = 2
+    allowed: dict[str, tuple[str, ...]] | None = None
     _models: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    device_lock: FairLock = field(default_factory=FairLock, repr=False)
 
     def is_loaded(self, kind: str, name: str) -> bool:
         return (kind, name) in self._models
 
+    def loaded(self, kind: str) -> list[str]:
+        """Names of the loaded models of `kind` ("lm" or "rm"), oldest first."""
+        return [name for k, name in list(self._models) if k == kind]
+
+    def preset(self, kind: str, name: str) -> LMPreset | RMPreset:
+        """The preset of model `name` of `kind` ("lm" or "rm"); ValueError for a model this engine may not use.
+
+        A visitor of a shared server may use only the `allowed` models; the CLI any preset or local folder.
+        """
+        if self.allowed is not None and name not in self.allowed[kind]:
+            what = "language model" if kind == "lm" else "reward model"
+            raise ValueError(f"The {what} {name!r} is not offered on this server: choose one of "
+                             f"{', '.join(self.allowed[kind])}.")
+        return lm_preset(name) if kind == "lm" else rm_preset(name, self.rm_kind if name == self.rm_name else None)
+
     def lm(self, name: str | None = None) -> Loaded:
-        name = name or self.lm_name
-        with self._lock:
-            if ("lm", name) not in self._models:
-                preset = lm_preset(name)
-                for key in [k for k in self._models if k[0] == "lm"]:
-                    del self._models[key]  # one LM at a time: a 7B LM is most of a small GPU
-                self._models[("lm", name)] = load_lm(preset, self.precision, self.device)
-            return self._models[("lm", name)]
+        preset = self.preset("lm", name or self.lm_name)
+        # One LM at a time: a 7B LM is most of a small GPU.
+        return self._model("lm", preset.name, lambda: load_lm(preset, self.precision, self.device), keep=1)
 
     def rm(self, name: str | None = None) -> Loaded:
-        name = name or self.rm_name
-        with self._lock:
-            if ("rm", name) not in self._models:
-                kind = self.rm_kind if name == self.rm_name else None
-                preset = rm_preset(name, kind)
-                loaded_rms = [k for k in self._models if k[0] == "rm"]
-                for key in loaded_rms[: max(0, len(loaded_rms) - self.max_rms + 1)]:
+        preset = self.preset("rm", name or self.rm_name)
+        return self._model("rm", preset.name, lambda: load_rm(preset, self.precision, self.device), keep=self.max_rms)
+
+    def _model(self, kind: str, name: str, load, keep: int) -> Loaded:
+        """The loaded model, loading it first if needed; then the oldest of its kind beyond `keep` go.
+
+        The new model loads before any is evicted, so a load that fails (no Hub, gated, out of memory)
+        leaves every loaded model in place; turns that use a loaded model never wait for a load.
+        """
+        loaded = self._models.get((kind, name))
+        if loaded is not None:
+            return loaded
+        with self._loading:
+            if (kind, name) not in self._models:
+                try:
+                    self._models[(kind, name)] = load()
+                except BaseException:
+                    release_freed_memory()  # what the failed load had allocated
+                    raise
+                evict = [key for key in self._models if key[0] == kind][:-keep]
+                for key in evict:
                     del self._models[key]
-                self._models[("rm", name)] = load_rm(preset, self.precision, self.device)
-            return self._models[("rm", name)]
+                if evict:
+                    release_freed_memory()
+            return self._models[(kind, name)]
+
+    def context(self, lm: str | None = None) -> int:
+        """Positions of the LM's context: from its config once loaded, else from its preset."""
+        name = lm or self.lm_name
+        loaded = self._models.get(("lm", name))
+        return loaded.model.config.max_position_embeddings if loaded else self.preset("lm", name).context
 
     def prompt(self, messages: list[dict], settings: Settings, lm: str | None = None) -> tuple[Encoded, str | None]:
         """The exact LM prompt for `messages`, trimmed to leave room for the reply."""
@@ -116,3 +178,23 @@ class Engine:
               readout: str | None = None, rm_format: str = "rlhf") -> Scores:
         """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass."""
         return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format)
+
+
+BYTES_PER_PARAMETER = {"4bit": 0.6, "bf16": 2.0, "fp32": 4.0}  # 4-bit: nf4 weights plus the layers kept in bf16
+HEADROOM = 2 * 1024**3  # KV cache and activations of a turn
+
+
+def default_allowed(engine: Engine, memory: int) -> dict[str, tuple[str, ...]]:
+    """What visitors of a shared server may choose: the launched LM and RM, and second RMs of the same kind
+    (real or tiny) that fit beside them in `memory` bytes.
+
+    >>> default_allowed(Engine("tiny", "tiny", "fp32", "cpu"), memory=8 * 1024**3)
+    {'lm': ('tiny',), 'rm': ('tiny', 'tiny-34b')}
+    """
+    lm, rm = lm_preset(engine.lm_name), rm_preset(engine.rm_name, engine.rm_kind)
+    per_billion = BYTES_PER_PARAMETER[engine.precision] * 1e9
+    used = (lm.billions + rm.billions) * per_billion + HEADROOM
+    tiny = rm.repo.startswith("tiny:")
+    extra = [p.name for p in RM_PRESETS.values() if p.name != rm.name and p.repo.startswith("tiny:") == tiny
+             and used + p.billions * per_billion <= memory]
+    return {"lm": (engine.lm_name,), "rm": (engine.rm_name, *extra)}

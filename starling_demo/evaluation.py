@@ -1,10 +1,13 @@
 """Batch evaluation: score ranked or chosen/rejected conversations and report pairwise accuracy."""
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Iterator
 
 from .engine import Engine
+from .limits import check_text
 from .templates import check_conversation, check_rm_format
 
 
@@ -49,23 +52,32 @@ def _parse_row(obj) -> tuple[dict | None, str | None]:
     subset = obj.get("subset")
     if subset is not None and not isinstance(subset, str):
         return None, "'subset' must be a string"
+    try:
+        for what, text in [*((f"candidate {k}", c) for k, c in enumerate(candidates, 1)), ("'subset'", subset or "")]:
+            check_text(what, text, math.inf)
+    except ValueError as error:
+        return None, str(error)
     messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
     return {"messages": messages, "candidates": candidates, "subset": subset or "all"}, None
 
 
-def parse_eval_jsonl(text: str) -> tuple[list[dict], list[str]]:
+def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
     """Parse evaluation JSONL into normalised rows and one error per bad line.
 
     Each line holds `messages` plus either `candidates` (best first) or
-    `chosen`/`rejected`, and an optional `subset`.
+    `chosen`/`rejected`, and an optional `subset`. A line longer than `max_line_chars` is an error.
 
     >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
     >>> rows[0]["candidates"], errors
     (['Hello', 'Go'], ['line 2: expected a JSON object'])
     """
     rows, errors = [], []
-    for n, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters that splitlines() splits at.
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
+            continue
+        if max_line_chars is not None and len(line) > max_line_chars:
+            errors.append(f"line {n}: {len(line):,} characters; a row may have at most {max_line_chars:,}")
             continue
         try:
             obj = json.loads(line)
@@ -121,8 +133,35 @@ def report_table(report: dict) -> list[list]:
     return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
 
 
+def score_rows(engine: Engine, rows: list[dict], rm: str | None = None, readout: str | None = None,
+               rm_format: str = "rlhf", chunk: int = 1, lock=contextlib.nullcontext()) -> Iterator[int]:
+    """Score `rows` in place (each gains "rewards", or "error"), `chunk` rows per turn of `lock`.
+
+    Yields the number of rows done after each chunk: a caller reports progress there, and stopping
+    the iteration stops the work within one chunk. Between chunks `lock` is free for others.
+    """
+    for start in range(0, len(rows), chunk):
+        with lock:
+            for row in rows[start:start + chunk]:
+                try:
+                    scores = engine.score(row["messages"], row["candidates"], rm, readout, rm_format)
+                except ValueError as error:  # e.g. turns that do not alternate
+                    row["error"] = f"line {row['line']}: {error}"
+                    continue
+                row["rewards"], row["lengths"] = scores.rewards, scores.lengths
+        yield min(start + chunk, len(rows))
+
+
+def evaluation_result(rows: list[dict], errors: list[str]) -> dict:
+    """The report of scored rows, the rows themselves, and every malformed line (parse and scoring errors)."""
+    scored = [row for row in rows if "rewards" in row]
+    errors = errors + [row["error"] for row in rows if "error" in row]
+    report = evaluation_report(scored, [row["rewards"] for row in scored], [row["lengths"] for row in scored])
+    return {"report": report, "rows": scored, "errors": errors}
+
+
 def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | None = None,
-             progress: Callable[[int, int], None] | None = None, rm_format: str = "rlhf") -> dict:
+             rm_format: str = "rlhf") -> dict:
     """Score every well-formed row of a JSONL text; report accuracy per subset beside a length-only baseline.
 
     Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors"
@@ -130,19 +169,6 @@ def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | No
     """
     check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
     rows, errors = parse_eval_jsonl(text)
-    rewards, lengths = [], []
-    for done, row in enumerate(rows):
-        if progress:
-            progress(done, len(rows))
-        try:
-            scores = engine.score(row["messages"], row["candidates"], rm, readout, rm_format)
-        except ValueError as error:  # e.g. turns that do not alternate
-            errors.append(f"line {row['line']}: {error}")
-            continue
-        row["rewards"] = scores.rewards
-        rewards.append(scores.rewards)
-        lengths.append(scores.lengths)
-    if progress:
-        progress(len(rows), len(rows))
-    scored = [row for row in rows if "rewards" in row]
-    return {"report": evaluation_report(scored, rewards, lengths), "rows": scored, "errors": errors}
+    for _ in score_rows(engine, rows, rm, readout, rm_format):
+        pass
+    return evaluation_result(rows, errors)

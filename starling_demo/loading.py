@@ -77,6 +77,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def device_memory(device: str) -> int:
+    """Bytes of memory the models will live in: the GPU's, or the machine's for CPU."""
+    if resolve_device(device) == "cuda":
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def compute_dtype(device: str) -> torch.dtype:
     """bf16 where the GPU has bf16 tensor cores (Ampere and newer), fp16 on older GPUs, fp32 on CPU."""
     if device == "cuda":
@@ -181,7 +188,8 @@ def has_tokenizer(folder: Path) -> bool:
 
 
 def release_freed_memory() -> None:
-    """Hand the host memory a load freed back to the system (glibc keeps freed heap pages otherwise).
+    """Hand the memory a load or an eviction freed back: host heap pages (glibc keeps them otherwise) and
+    CUDA blocks (PyTorch's caching allocator keeps them otherwise).
 
     Quantising on load frees gigabytes in pieces small enough to live on the heap; without this the process
     keeps them, and the next model loads on top (measured in benchmarks/bench_cold_start.py).
@@ -189,6 +197,8 @@ def release_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:

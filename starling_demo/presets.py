@@ -1,6 +1,7 @@
 """Named Starling models: where each lives, which tokenizer and template it uses, how its reward is read."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ class LMPreset:
     repo: str  # hub repo id, or "tiny:<name>" for an offline random model
     tokenizer: str | None = None  # None: the model's own folder
     drop_sep_token: bool = False  # alpha declares a <sep> that is not in its vocabulary
+    context: int = 8192  # max_position_embeddings of the model's config
+    billions: float = 7.24  # parameters, to tell what fits beside what before loading anything
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class RMPreset:
     add_bos: bool
     max_length: int = 2048
     gated: bool = False
+    billions: float = 6.74
 
 
 LM_PRESETS = {
@@ -34,7 +38,7 @@ LM_PRESETS = {
     for p in [
         LMPreset("starling-lm-7b-beta", "Nexusflow/Starling-LM-7B-beta"),
         LMPreset("starling-lm-7b-alpha", "berkeley-nest/Starling-LM-7B-alpha", drop_sep_token=True),
-        LMPreset("tiny", "tiny:lm"),
+        LMPreset("tiny", "tiny:lm", context=1024, billions=0.0),
     ]
 }
 
@@ -47,13 +51,23 @@ RM_PRESETS = {
         RMPreset("starling-rm-7b-alpha", "berkeley-nest/Starling-RM-7B-alpha", LLAMA2_TOKENIZER,
                  template="llama2-rlhf", readout="card", add_bos=True),
         RMPreset("starling-rm-34b", "Nexusflow/Starling-RM-34B", "01-ai/Yi-34B-Chat",
-                 template="chatml", readout="last-token", add_bos=False, gated=True),
-        RMPreset("tiny", "tiny:rm-7b", None, template="llama2-rlhf", readout="card", add_bos=True),
-        RMPreset("tiny-34b", "tiny:rm-34b", None, template="chatml", readout="last-token", add_bos=False),
+                 template="chatml", readout="last-token", add_bos=False, gated=True, billions=34.4),
+        RMPreset("tiny", "tiny:rm-7b", None, template="llama2-rlhf", readout="card", add_bos=True, billions=0.0),
+        RMPreset("tiny-34b", "tiny:rm-34b", None, template="chatml", readout="last-token", add_bos=False,
+                 billions=0.0),
     ]
 }
 # A local directory stands in for a preset's hub repo; these say which layout it has.
 RM_KINDS = ("starling-rm-7b-alpha", "starling-rm-34b")
+
+
+def local_context(folder: str) -> int:
+    """max_position_embeddings from a local model folder's config.json (8192, Mistral's, when absent)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+            return int(json.load(file).get("max_position_embeddings", 8192))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 8192
 
 
 def lm_preset(spec: str) -> LMPreset:
@@ -65,7 +79,7 @@ def lm_preset(spec: str) -> LMPreset:
     if spec in LM_PRESETS:
         return LM_PRESETS[spec]
     if os.path.isdir(spec):
-        return LMPreset(spec, os.path.abspath(spec))
+        return LMPreset(spec, os.path.abspath(spec), context=local_context(spec))
     raise ValueError(f"Unknown language model {spec!r}: use one of {', '.join(LM_PRESETS)} or a local directory.")
 
 

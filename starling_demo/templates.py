@@ -6,7 +6,10 @@ or `</s>` gets those characters, never the token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from .limits import check_text
 
 EOT = "<|end_of_turn|>"
 MODE_ROLES = {"gpt4": "GPT4 Correct", "code": "Code"}
@@ -49,12 +52,18 @@ def check_conversation(messages) -> None:
     >>> check_conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
     Traceback (most recent call last):
     ValueError: the last message must be from the user
+    >>> check_conversation([{"role": "user", "content": "Hi \\ud800"}])
+    Traceback (most recent call last):
+    ValueError: message 1's content is not valid Unicode (a lone surrogate \\ud800 at character 4): remove it.
     """
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list of {role, content} objects")
     if not all(isinstance(m, dict) for m in messages):
         raise ValueError("each message must be an object with 'role' and 'content'")
     split_system(messages)
+    for number, message in enumerate(messages, 1):
+        # JSON's "\ud800" escape gives a lone surrogate, which json.loads accepts but no tokenizer can encode.
+        check_text(f"message {number}'s content", message["content"], math.inf)
     if messages[-1]["role"] != "user":
         raise ValueError("the last message must be from the user")
 

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 from functools import partial
-from types import MethodType
 from pathlib import Path
+from types import MethodType
 
 import gradio as gr
 import pandas as pd
 
 from .engine import Engine
+from .limits import MAX_JOBS_PER_VISITOR, MAX_UPLOAD_BYTES, max_new_tokens_for
 from .presets import LM_PRESETS, RM_PRESETS
 from .templates import RM_FORMATS
-from .ui_events import (add_candidate, chat, clear, load_model, new_session, regenerate, request_stop, rescore,
-                        undo, use_candidate)
+from .ui_events import (add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo,
+                        use_candidate)
 from .ui_insight import (COMPARE_HEADERS, bias_panel, evaluate_file, export_nectar, export_pairs, insight_json,
                          panels, trace_panel)
+from .ui_models import load_model, max_tokens_range
 from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
@@ -27,15 +29,60 @@ TRACE_NOTE = ("Each token is coloured by **the value the head would give if the 
 EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"candidates\": [best, ..., worst]}` "
              "or `{\"messages\": [...], \"chosen\": ..., \"rejected\": ...}`, with an optional `\"subset\"`. "
              "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
+BUSY = {"gpu": "Your last request is still queued or running: wait for it to finish (or press Stop).",
+              "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
 
 
 def launch_kwargs() -> dict:
-    """Theme and CSS, which Gradio 6 takes in `launch()`."""
-    return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8")}
+    """Theme and CSS, which Gradio 6 takes in `launch()`, and the upload limit."""
+    return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8"),
+            "max_file_size": MAX_UPLOAD_BYTES}
 
 
-def model_choices(presets: dict, current: str) -> list[str]:
+def model_choices(engine: Engine, kind: str) -> list[str]:
+    """What visitors may choose: the server's allowed models, else every preset plus the launched one."""
+    if engine.allowed is not None:
+        return list(engine.allowed[kind])
+    presets, current = (LM_PRESETS, engine.lm_name) if kind == "lm" else (RM_PRESETS, engine.rm_name)
     return list(presets) + ([current] if current not in presets else [])
+
+
+def model_dropdown(engine: Engine, kind: str, label: str) -> gr.Dropdown:
+    choices = model_choices(engine, kind)
+    info = ("Shared: switching loads it for every visitor of this server." if len(choices) > 1
+            else "Set by the server.")
+    return gr.Dropdown(choices, value=engine.lm_name if kind == "lm" else engine.rm_name, label=label, info=info,
+                       interactive=len(choices) > 1, elem_id=kind)
+
+
+def jobs_of(queue, visitor: str, group: str) -> int:
+    """How many of `visitor`'s jobs in concurrency group `group` are queued or running in Gradio's `queue`."""
+    events = [queue.event_ids_to_events.get(event_id) for event_id in list(queue.pending_event_ids_session.get(visitor, ()))]
+    return sum(1 for event in events if event is not None and event.fn.concurrency_id == group)
+
+
+def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
+    """Refuse a visitor's new GPU or evaluation job, before it is queued, while they have
+    MAX_JOBS_PER_VISITOR of that kind queued or running: one visitor cannot fill the queue for everyone.
+
+    Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
+    validator does, and an input it cannot preprocess then fails with no message), so this wraps the
+    queue's `push`, answering as a validator would; tests/test_api.py checks it against the real queue.
+    """
+    queue = demo._queue
+    push = queue.push
+
+    async def push_unless_busy(body, request, username):
+        fn = demo.fns.get(body.fn_index)
+        group = getattr(fn, "concurrency_id", None)
+        if group in BUSY and body.session_hash and jobs_of(queue, body.session_hash, group) >= MAX_JOBS_PER_VISITOR:
+            # Shown under the event's first input after the conversation state (the message box, for a turn).
+            answer = [gr.validate(True, "") for _ in fn.inputs]
+            answer[min(1, len(answer) - 1)] = gr.validate(False, BUSY[group]) | {"parameter_name": "queue"}
+            return False, answer, "validator_error"
+        return await push(body, request, username)
+
+    queue.push = push_unless_busy
 
 
 def candidate_card(i: int) -> tuple:
@@ -48,8 +95,9 @@ def candidate_card(i: int) -> tuple:
 
 
 def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
-    """The whole app for one engine; every visitor gets their own conversation state."""
-    with gr.Blocks(title="Starling demo") as demo:
+    """The whole app for one engine, its queue set up; every visitor gets their own conversation state."""
+    # Uploads and sent files are deleted from Gradio's cache an hour after they were made.
+    with gr.Blocks(title="Starling demo", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         session = gr.State(new_session())
         if banner:
             gr.Markdown(banner, elem_id="banner")
@@ -87,15 +135,15 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                                           color_map={"best": "#4f46e5", "other": "#a5b4fc"}, label="Reward",
                                           elem_id="bars")
                         with gr.Accordion("Settings", open=False, elem_id="settings"):
-                            lm = gr.Dropdown(model_choices(LM_PRESETS, engine.lm_name), value=engine.lm_name,
-                                             label="Language model")
-                            rm = gr.Dropdown(model_choices(RM_PRESETS, engine.rm_name), value=engine.rm_name,
-                                             label="Reward model")
+                            lm = model_dropdown(engine, "lm", "Language model")
+                            rm = model_dropdown(engine, "rm", "Reward model")
                             n = gr.Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)",
                                           elem_id="n")
                             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
                             top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="top_p")
-                            max_new_tokens = gr.Slider(1, 2048, value=64 if engine.lm_name == "tiny" else 512,
+                            longest = max_new_tokens_for(engine.context())
+                            max_new_tokens = gr.Slider(1, longest, value=min(64 if engine.lm_name == "tiny" else 512,
+                                                                             longest),
                                                        step=1, label="Max new tokens", elem_id="max-tokens")
                             seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the "
                                               "status line)", elem_id="seed")
@@ -111,7 +159,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                                                  info="rlhf: as each RM scored in Starling's RLHF; rewardbench: "
                                                       "RewardBench's text (RM-7B: the Llama-2-chat template), to "
                                                       "reproduce its numbers")
-                            rm2 = gr.Dropdown(["none", *RM_PRESETS], value="none",
+                            rm2 = gr.Dropdown(["none", *model_choices(engine, "rm")], value="none",
                                               label="Second reward model (compare rankings)", elem_id="rm2")
                 with gr.Tabs():
                     with gr.Tab("Reward trace", elem_id="tab-trace"):
@@ -167,12 +215,17 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         turn_outputs = [session, chatbot, status, summary, message, *card_outputs]
         panel_outputs = [ranking, bars, trace_pick, trace_view, trace_plot, wins, luce, bias_text, bias_plot,
                          compare_text, compare_table, lm_input, rm_input]
-        gpu = dict(concurrency_id="gpu", concurrency_limit=1)
 
         def bind(handler):
             """`handler` with the engine as its first argument, bound like a method: unlike a partial, Gradio
             still reads its type hints (gr.Request) and sees that it is a generator."""
             return MethodType(handler, engine)
+
+        def one_at_a_time(group: str, handler, inputs: list) -> dict:
+            """Event arguments: `handler` runs alone in concurrency group `group` ("gpu": turns and scoring;
+            "eval": batch evaluations, which share the device with turns chunk by chunk); see
+            `limit_jobs_per_visitor` for how many of a group's jobs one visitor may have."""
+            return dict(fn=bind(handler), inputs=inputs, concurrency_id=group, concurrency_limit=1)
 
         def then_panels(event, new_turn: bool = False):
             """Refresh every insight panel after the turn changed; a new turn shows its best candidate's trace."""
@@ -180,10 +233,10 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             return event.then(panels, [session, pick, alpha], panel_outputs, api_visibility="undocumented",
                               show_progress="hidden")
 
-        sending = gr.on([send.click, message.submit], bind(chat), [session, message, *settings],
-                         turn_outputs, api_name="chat", show_progress="minimal", **gpu)
-        regenerating = regenerate_button.click(bind(regenerate), [session, *settings], turn_outputs,
-                                               api_name="regenerate", show_progress="minimal", **gpu)
+        sending = gr.on([send.click, message.submit], outputs=turn_outputs, api_name="chat", show_progress="minimal",
+                        **one_at_a_time("gpu", chat, [session, message, *settings]))
+        regenerating = regenerate_button.click(outputs=turn_outputs, api_name="regenerate", show_progress="minimal",
+                                               **one_at_a_time("gpu", regenerate, [session, *settings]))
         for event in (sending, regenerating):
             then_panels(event, new_turn=True)
         # While a new turn streams, the ranking beside it must not show the previous turn's.
@@ -191,10 +244,10 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
               lambda: [pd.DataFrame(columns=RANKING_HEADERS), None], None, [ranking, bars], queue=False,
               api_visibility="private", show_progress="hidden")
         stop.click(request_stop, None, None, api_visibility="private")  # the turn then ends and is scored
-        then_panels(rescore_button.click(bind(rescore), [session, rm, readout, rm2, *card_texts, rm_format],
-                                         turn_outputs, api_name="score", **gpu))
-        then_panels(add.click(bind(add_candidate), [session, own, rm, readout, rm2, *card_texts, rm_format],
-                              [*turn_outputs, own], api_name="add_candidate", **gpu))
+        then_panels(rescore_button.click(outputs=turn_outputs, api_name="score", **one_at_a_time(
+            "gpu", rescore, [session, rm, readout, rm2, *card_texts, rm_format])))
+        then_panels(add.click(outputs=[*turn_outputs, own], api_name="add_candidate", **one_at_a_time(
+            "gpu", add_candidate, [session, own, rm, readout, rm2, *card_texts, rm_format])))
         then_panels(pick_button.click(use_candidate, [session, pick], turn_outputs, api_name="use_candidate"))
         for number, (_, _, _, use) in enumerate(cards, 1):
             then_panels(use.click(use_candidate, [session, gr.State(number)], turn_outputs,
@@ -204,15 +257,20 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         then_panels(chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)
         trace_pick.change(trace_panel, [session, trace_pick], [trace_view, trace_plot], api_visibility="undocumented")
         alpha.change(bias_panel, [session, alpha], [bias_text, bias_plot], api_visibility="undocumented")
+        # Loading runs beside turns (a loaded model is kept until the new one is in), one load at a time.
         for kind, dropdown in (("lm", lm), ("rm", rm), ("rm", rm2)):
             dropdown.change(partial(load_model, engine, kind), [dropdown], [status], api_visibility="undocumented",
-                            **gpu)
+                            concurrency_id="load", concurrency_limit=1)
+        lm.change(bind(max_tokens_range), [lm, max_new_tokens], [max_new_tokens], api_visibility="private",
+                  show_progress="hidden")
         facts_button.click(insight_json, [session, alpha], [facts], api_name="insight")
         pairs_button.click(export_pairs, [session], [export], api_name="export_pairs")
         nectar_button.click(export_nectar, [session], [export], api_name="export_nectar")
         # RewardBench reads the last token; the read-out follows the format (and can still be changed).
         rm_format.change(lambda f: "last-token" if f == "rewardbench" else "card", [rm_format], [readout],
                          api_visibility="private", show_progress="hidden")
-        eval_button.click(bind(evaluate_file), [eval_file, rm, readout, rm_format], [report, eval_errors, eval_status],
-                          api_name="evaluate", **gpu)
+        eval_button.click(outputs=[report, eval_errors, eval_status], api_name="evaluate",
+                          **one_at_a_time("eval", evaluate_file, [eval_file, rm, readout, rm_format]))
+    demo.queue(max_size=32, default_concurrency_limit=4)
+    limit_jobs_per_visitor(demo)
     return demo

@@ -8,33 +8,21 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import time
 
 import gradio as gr
-import torch
 
 from . import insight
-from .engine import Engine, Settings
-from .loading import LoadError
+from .engine import Engine
+from .limits import check_number
+from .templates import check_rm_format
+from .ui_inputs import card_texts, message_text, models, turn_settings
+from .ui_models import PROBLEMS, explain, loading_status
 from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
 
-MAX_MESSAGE_CHARS = 20_000
-# What a visitor can act on: a bad choice, a model that cannot load, settings too big for the GPU.
-PROBLEMS = (LoadError, ValueError, torch.OutOfMemoryError)
-MAX_SEED = 2**63 - 1
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
 BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
-
-
-def explain(error: Exception) -> str:
-    """One sentence on what went wrong and what to do about it."""
-    if isinstance(error, torch.OutOfMemoryError):
-        torch.cuda.empty_cache()
-        return ("The GPU ran out of memory: lower the number of candidates or max new tokens, or choose a "
-                "smaller reward model, then try again.")
-    return str(error)
 
 
 def running(request: gr.Request | None) -> bool:
@@ -79,29 +67,6 @@ def unchanged(warning: str) -> list:
     return [gr.skip()] * (5 + 3 * MAX_CARDS)
 
 
-MODEL_KINDS = {"lm": "language model", "rm": "reward model"}
-
-
-def loading_status(kind: str, name: str) -> str:
-    return f"Loading {MODEL_KINDS[kind]} **{name}** (first use; it stays loaded)…"
-
-
-def load_model(engine: Engine, kind: str, name: str):
-    """Load a model chosen in the settings now, so the next turn does not wait; yields status lines."""
-    if not name or name == "none" or engine.is_loaded(kind, name):
-        yield f"{MODEL_KINDS[kind].capitalize()} **{name}** is ready."
-        return
-    yield loading_status(kind, name)
-    started = time.perf_counter()
-    try:
-        (engine.lm if kind == "lm" else engine.rm)(name)
-    except PROBLEMS as error:
-        gr.Warning(explain(error))
-        yield f"Could not load {name}: {explain(error)}"
-        return
-    yield f"Loaded {MODEL_KINDS[kind]} **{name}** in {time.perf_counter() - started:.1f} s."
-
-
 def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
     """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
@@ -131,31 +96,24 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
          top_p: float, max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str,
          rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None):
     """Send a message: stream N candidates side by side, then score and rank them (also after Stop)."""
-    message = (message or "").strip()
-    if not message:
-        yield unchanged("Type a message first: the message box is empty.")
+    try:
+        models(engine, lm, rm, rm2)
+        message = message_text(message)
+        settings = turn_settings(engine, lm, n, temperature, top_p, max_new_tokens, seed, mode, system)
+        check_rm_format(rm_format)
+    except ValueError as error:
+        yield unchanged(str(error))
         return
-    if len(message) > MAX_MESSAGE_CHARS:
-        yield unchanged(f"The message has {len(message):,} characters; shorten it to at most "
-                        f"{MAX_MESSAGE_CHARS:,} and send it again.")
-        return
-    seed = str(seed if seed is not None else "").strip()
-    if seed and not (seed.isascii() and seed.isdigit() and int(seed) <= MAX_SEED):
-        yield unchanged(f"The seed must be a whole number from 0 to {MAX_SEED}, or blank (random), not {seed!r}.")
-        return
-    settings = Settings(n=int(n), temperature=float(temperature), top_p=float(top_p),
-                        max_new_tokens=int(max_new_tokens), seed=int(seed) if seed else None,
-                        mode="code" if mode.lower().startswith("code") else "gpt4")
     if current_turn(session) and current_turn(session).get("chosen") is None:
         yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
         return
     if settings.temperature == 0 and settings.n > 1:
         gr.Info("Temperature 0 is greedy decoding: all candidates will be the same. Raise it to compare replies.")
     work = copy.deepcopy(session)
-    system = (system or "").strip()
+    system = settings.system
     messages = ([{"role": "system", "content": system}] if system else []) + conversation(work["turns"])
     messages.append({"role": "user", "content": message})
-    turn = {"messages": messages, "candidates": [], "settings": vars(settings) | {"system": system}, "lm": lm}
+    turn = {"messages": messages, "candidates": [], "settings": vars(settings), "lm": lm}
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
@@ -165,20 +123,21 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
         yield view(session, f"Generating {settings.n} candidates with **{lm}**…", "")
         work["turns"].append(turn)
-        for step in engine.generate(messages, settings, lm):
-            turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
-                        prompt=step.prompt.text, seed=step.seed, warning=step.warning)
-            yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…")
-            if visitor in STOP_REQUESTS:
-                turn["stopped"] = True
-                break
-        if turn.get("warning"):
-            gr.Warning(turn["warning"])
-        if not engine.is_loaded("rm", rm):
-            yield view(work, loading_status("rm", rm))  # shown while it loads
-            engine.rm(rm)
-        yield view(work, f"Scoring with **{rm}**…")
-        score_turn(engine, turn, rm, readout, rm2, rm_format)
+        with engine.device_lock:  # released when the generator is closed, also on cancel or disconnect
+            for step in engine.generate(messages, settings, lm):
+                turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
+                            prompt=step.prompt.text, seed=step.seed, warning=step.warning)
+                yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…")
+                if visitor in STOP_REQUESTS:
+                    turn["stopped"] = True
+                    break
+            if turn.get("warning"):
+                gr.Warning(turn["warning"])
+            if not engine.is_loaded("rm", rm):
+                yield view(work, loading_status("rm", rm))  # shown while it loads
+                engine.rm(rm)
+            yield view(work, f"Scoring with **{rm}**…")
+            score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
         yield view(session, f"Nothing changed: {explain(error)}", message)  # the message comes back to the box
@@ -243,13 +202,20 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     While it scores, the visitor counts as running, so that Undo or Clear meanwhile are refused rather
     than undone by the scored session this returns.
     """
+    try:
+        models(engine, rm=rm, rm2=rm2)
+        check_rm_format(rm_format)
+        candidates = card_texts(candidates)
+    except ValueError as error:
+        return None, str(error)
     work = copy.deepcopy(session)
     turn = current_turn(work)
     turn["candidates"] = candidates
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
-        score_turn(engine, turn, rm, readout, rm2, rm_format)
+        with engine.device_lock:
+            score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         return None, explain(error)
     finally:
@@ -264,8 +230,8 @@ def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | Non
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("Nothing to score yet: send a message first.")
-    work, error = rescored(engine, session, [c or "" for c in cards[: len(turn["candidates"])]], rm, readout, rm2,
-                           request, rm_format)
+    work, error = rescored(engine, session, list(cards[: len(turn["candidates"])]), rm, readout, rm2, request,
+                           rm_format)
     return unchanged(error) if error else view(work, scored_status(current_turn(work)))
 
 
@@ -273,20 +239,19 @@ def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | Non
 def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: str, rm2: str | None,
                   request: gr.Request, *cards: str, rm_format: str = "rlhf"):
     """Add an own reply to the current candidates and rank it with them; outputs end with the emptied box."""
-    text = (text or "").strip()
     turn = current_turn(session)
-    if not turn:
-        problem = "Send a message first: your candidate is scored as a reply to it."
-    elif not text:
-        problem = "Write your candidate reply first: the box is empty."
-    elif len(text) > MAX_MESSAGE_CHARS:
-        problem = f"Your candidate has {len(text):,} characters; shorten it to at most {MAX_MESSAGE_CHARS:,}."
-    elif len(turn["candidates"]) >= MAX_CARDS:
-        problem = f"All {MAX_CARDS} cards are in use: edit one of them and press Score instead."
+    try:
+        text = message_text(text, "Your candidate")
+    except ValueError as error:
+        problem = str(error)
     else:
-        count = len(turn["candidates"])
-        work, problem = rescored(engine, session, [c or "" for c in cards[:count]] + [text], rm, readout, rm2,
-                                 request, rm_format)
+        if not turn:
+            problem = "Send a message first: your candidate is scored as a reply to it."
+        elif len(turn["candidates"]) >= MAX_CARDS:
+            problem = f"All {MAX_CARDS} cards are in use: edit one of them and press Score instead."
+        else:
+            count = len(turn["candidates"])
+            work, problem = rescored(engine, session, [*cards[:count], text], rm, readout, rm2, request, rm_format)
     if problem:
         return unchanged(problem) + [gr.skip()]
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]
@@ -299,9 +264,11 @@ def use_candidate(session: dict, number: float, request: gr.Request = None):
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("There are no candidates to pick from yet: send a message first.")
-    k = int(number or 0) - 1
-    if not 0 <= k < len(turn["candidates"]):
-        return unchanged(f"There is no candidate {k + 1}: pick one of 1 to {len(turn['candidates'])}.")
+    count = len(turn["candidates"])
+    try:
+        k = check_number("The candidate number", number, 1, count, whole=True) - 1
+    except ValueError:
+        return unchanged(f"There is no candidate {number}: pick one of 1 to {count}.")
     work = copy.deepcopy(session)
     current_turn(work).update(chosen=k, picked_by="you")
     return view(work, f"Continuing with candidate {k + 1}.")

@@ -1,7 +1,11 @@
 """Handlers of the insight panels: ranking, reward trace, win probabilities, length bias, exports, batch evaluation."""
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -9,8 +13,11 @@ import pandas as pd
 
 from . import insight
 from .engine import Engine
-from .evaluation import evaluate, report_table
-from .ui_events import PROBLEMS, explain
+from .evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
+from .limits import ALPHA_RANGE, EVAL_CHUNK_ROWS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, check_number
+from .templates import check_rm_format
+from .ui_inputs import models
+from .ui_models import PROBLEMS, explain
 from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text,
                         length_frame, model_inputs_text, plackett_luce_text, ranking_rows, reward_frame,
                         reward_read_note, trace_frame, trace_html, win_matrix_html)
@@ -18,6 +25,9 @@ from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, compar
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
 NOT_SCORED_HTML = f"<p class='muted'>{NOT_SCORED.strip('*')}</p>"  # for the HTML panels
+EXPORTS = Path(tempfile.mkdtemp(prefix="starling-exports-"))  # one folder per process, removed when it exits
+atexit.register(shutil.rmtree, EXPORTS, ignore_errors=True)
+OWN_MACHINE = "Split it, or score it on your own machine with `python -m starling_demo eval`, which has no limit."
 
 
 def scored_turn(session: dict) -> dict | None:
@@ -41,6 +51,10 @@ def bias_panel(session: dict, alpha: float) -> list:
     turn = scored_turn(session)
     if not turn:
         return [NOT_SCORED, None]
+    try:
+        alpha = check_number("α", alpha, *ALPHA_RANGE)
+    except ValueError as error:
+        return [str(error), gr.skip()]
     rewards, lengths = turn["rewards"], turn["lengths"]
     # Pad the axes so that points on the extremes are not clipped at the plot's edges.
     spread = max(rewards) - min(rewards) or 1.0
@@ -73,10 +87,15 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
 def insight_json(session: dict, alpha: float):
     """The current turn's insight as JSON: ranking, win probabilities, Plackett-Luce, length bias, traces."""
     turn = scored_turn(session)
+    try:
+        alpha = check_number("α", alpha, *ALPHA_RANGE)
+    except ValueError as error:
+        gr.Warning(str(error))
+        return gr.skip()
     if not turn:
         gr.Warning("Nothing to explain yet: send a message and let its candidates be scored first.")
         return gr.skip()
-    return insight.turn_insight(turn, float(alpha))
+    return insight.turn_insight(turn, alpha)
 
 
 def export_file(session: dict, kind: str):
@@ -86,7 +105,10 @@ def export_file(session: dict, kind: str):
         gr.Warning("Nothing to export yet: send a message and let its candidates be scored first.")
         return gr.skip()
     text = insight.pairs_jsonl(turns) if kind == "pairs" else insight.nectar_jsonl(turns)
-    path = Path(tempfile.mkdtemp(prefix="starling-export-")) / f"starling-{kind}.jsonl"
+    for old in EXPORTS.iterdir():  # Gradio copied each into its own cache (cleaned by delete_cache) when it was sent
+        if time.time() - old.stat().st_mtime > 60:
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(dir=EXPORTS)) / f"starling-{kind}.jsonl"
     path.write_text(text, encoding="utf-8")
     return str(path)
 
@@ -101,25 +123,49 @@ def export_nectar(session: dict):
     return export_file(session, "nectar")
 
 
-def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
-                  progress=gr.Progress()) -> list:
-    """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows."""
+def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
+    """The rows and malformed lines of an uploaded evaluation file, within this server's limits."""
+    if not path:
+        raise ValueError("Upload a JSONL file first.")
+    size = os.path.getsize(path)
+    if size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"The file has {size / 2**20:.1f} MB; this server takes at most {MAX_UPLOAD_BYTES // 2**20} "
+                         f"MB. {OWN_MACHINE}")
     try:
-        if not path:
-            raise ValueError("Upload a JSONL file first.")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("The file is not UTF-8 text: upload a JSONL file.") from None
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first row
+    except UnicodeDecodeError as error:
+        line = Path(path).read_bytes()[:error.start].count(b"\n") + 1
+        raise ValueError(f"The file is not UTF-8 text (line {line}): upload a JSONL file.") from None
+    rows, errors = parse_eval_jsonl(text, MAX_LINE_CHARS)
+    if len(rows) > MAX_EVAL_ROWS:
+        raise ValueError(f"The file has {len(rows):,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
+                         + OWN_MACHINE)
+    return rows, errors
+
+
+def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
+                  request: gr.Request = None, progress=gr.Progress()):
+    """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
+
+    Rows are scored a few at a time, each chunk under the engine's device lock, so visitors' turns run
+    between chunks; a cancelled or disconnected job stops after its current chunk.
+    """
+    empty = pd.DataFrame(columns=REPORT_HEADERS)
+    try:
+        models(engine, rm=rm)
+        check_rm_format(rm_format)
+        rows, errors = read_upload(path)
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        result = evaluate(engine, text, rm, readout, rm_format=rm_format,
-                          progress=lambda done, total: progress((done, max(total, 1)), desc="Scoring rows"))
+        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS, engine.device_lock):
+            progress((done, len(rows)), desc="Scoring rows")
+            yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
     except PROBLEMS as error:
         gr.Warning(explain(error))
-        return [pd.DataFrame(columns=REPORT_HEADERS), "", f"Nothing evaluated: {explain(error)}"]
-    rows = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
-            for name, n, *metrics in report_table(result["report"])]
-    errors = "\n".join(result["errors"]) or "No malformed rows."
+        yield [empty, "", f"Nothing evaluated: {explain(error)}"]
+        return
+    result = evaluation_result(rows, errors)
+    table = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
+             for name, n, *metrics in report_table(result["report"])]
     status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
               f"{len(result['errors'])} malformed row(s) skipped.")
-    return [pd.DataFrame(rows, columns=REPORT_HEADERS), errors, status]
+    yield [pd.DataFrame(table, columns=REPORT_HEADERS), "\n".join(result["errors"]) or "No malformed rows.", status]

@@ -31,7 +31,6 @@ def app_url(engine):
     from starling_demo.ui import build_demo, launch_kwargs
 
     demo = build_demo(engine, "**Offline demo:** tiny models: replies are noise; the wiring is real.")
-    demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield url
     demo.close()

@@ -4,6 +4,7 @@ import types
 import pytest
 
 import app
+from starling_demo.engine import Engine
 
 
 @pytest.mark.parametrize("gpu, hub, expected, reason", [
@@ -72,3 +73,17 @@ def test_without_spaces_nothing_changes(monkeypatch):
     monkeypatch.setattr(app, "spaces", None)
     engine = app.on_zero_gpu(FakeEngine())
     assert engine.loaded == [] and engine.generate() == "generated"
+
+
+def test_visitors_may_choose_the_launched_models_and_what_the_flags_allow(monkeypatch):
+    def allowed(*flags):
+        args = app.parse_args(app.TINY, list(flags))
+        return app.allowed_models(args, Engine(args.lm, args.rm, args.precision, args.device))
+
+    assert allowed() == {"lm": ("tiny",), "rm": ("tiny", "tiny-34b")}  # the second tiny RM fits beside
+    monkeypatch.setenv("STARLING_ALLOW_RMS", "tiny-34b")
+    assert allowed("--rm", "tiny-34b", "--allow-lms", "all")["lm"] == ("tiny", "starling-lm-7b-beta",
+                                                                        "starling-lm-7b-alpha")
+    assert allowed("--rm", "tiny-34b")["rm"] == ("tiny-34b",)  # the flag says exactly which
+    with pytest.raises(SystemExit, match="--allow-lms: unknown preset 'gpt-5'"):
+        allowed("--allow-lms", "gpt-5")

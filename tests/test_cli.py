@@ -107,3 +107,60 @@ def test_eval_reports_accuracy_and_skips_malformed_rows_by_line(tmp_path, capsys
     assert code == 0 and report["overall"]["n"] == 2 and set(report["subsets"]) == {"chat", "math"}
     assert 0.0 <= report["overall"]["accuracy"] <= 1.0
     assert "line 3" in err and out[0]["skipped"][0].startswith("line 3")
+
+
+def test_lone_surrogate_names_the_line_and_prints_nothing(tmp_path, capsys):
+    bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\ud800"},
+                        {"role": "user", "content": "?"}], "candidates": ["a"]}
+    path = write(tmp_path, [GOOD[0], bad])  # json.dumps writes the "\ud800" escape, which json.loads accepts
+    code, out, err = run(capsys, "render", "--lm", "tiny", path)
+    assert code == 1 and out == [] and f"{path}, line 2: message 2's content is not valid Unicode" in err
+    code, out, err = run(capsys, "score", "--reward-model", "tiny",
+                         write(tmp_path, [GOOD[0], {**GOOD[0], "candidates": ["a", "b\udc80"]}]))
+    assert code == 1 and out == [] and "line 2: candidate 2 is not valid Unicode (a lone surrogate \\udc80" in err
+    path = write(tmp_path, [GOOD[0], {**GOOD[0], "id": "\ud800"}])  # any field: score prints the record back
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", path)
+    assert code == 1 and out == [] and "line 2: a field is not valid Unicode" in err
+    code, out, err = run(capsys, "render", "--lm", "tiny", "--system", "\udcff", path)  # how argv holds byte 0xff
+    assert code == 2 and out == [] and "--system is not valid Unicode" in err
+
+
+@pytest.mark.parametrize("argv", [["render"], ["generate", "--max-new-tokens", "5", "--precision", "fp32"]])
+def test_too_long_message_names_the_line_and_prints_nothing(tmp_path, capsys, argv):
+    long = {"messages": [{"role": "user", "content": "word " * 5000}]}  # the tiny LM's context is 1024
+    path = write(tmp_path, [GOOD[0], long])
+    code, out, err = run(capsys, *argv, "--lm", "tiny", path)
+    assert code == 1 and out == [] and f"{path}, line 2: The message is 5017 tokens long" in err
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path, capsys):
+    good = (json.dumps(GOOD[0]) + "\n").encode()
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(good * 2 + good.replace(b"Hello", b"H\xe9llo"))  # Latin-1, not UTF-8
+    for argv in (["render", "--lm", "tiny"], ["eval", "--reward-model", "tiny", "--precision", "fp32"]):
+        code, out, err = run(capsys, *argv, str(path))
+        assert code == 1 and out == [] and f"{path}, line 3: not UTF-8 text (byte 0xe9 at column 45)" in err
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path, capsys):
+    plain = write(tmp_path, GOOD)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + open(plain, "rb").read())
+    for argv in (["render", "--lm", "tiny"], ["eval", "--reward-model", "tiny", "--precision", "fp32"]):
+        assert run(capsys, *argv, str(bom))[:2] == run(capsys, *argv, plain)[:2]
+
+
+def test_a_missing_file_or_a_folder_is_named(tmp_path, capsys):
+    missing = tmp_path / "none.jsonl"
+    code, out, err = run(capsys, "render", "--lm", "tiny", str(missing))
+    assert code == 1 and out == [] and err == f"error: cannot read {missing}: no such file or directory\n"
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", str(tmp_path))
+    assert code == 1 and out == [] and err == f"error: cannot read {tmp_path}: is a directory\n"
+
+
+def test_eval_skips_a_row_whose_candidate_is_not_valid_unicode(tmp_path, capsys):
+    rows = [{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go away"},
+            {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "\ud800"}]
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, rows))
+    assert code == 0 and out[0]["report"]["overall"]["n"] == 1
+    assert out[0]["skipped"][0].startswith("line 2: candidate 2 is not valid Unicode (a lone surrogate \\ud800")

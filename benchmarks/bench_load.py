@@ -1,0 +1,217 @@
+"""Does one hostile visitor degrade the app for the others? The real app, driven through its Gradio API.
+
+Starts `app.py` as a subprocess (no GPU: the tiny presets on CPU) and drives it with `gradio_client`, one
+Client per visitor (one Client = one conversation). Phase A: V visitors in parallel, T `/chat` turns each
+(n=4, T=0.7). Phase B: the same while one hostile visitor keeps several jobs queued: `/evaluate` on a big
+JSONL upload and `/chat` with a 10 MB system prompt; its jobs are cancelled once the others finish. Reports
+the visitors' p50/p95 turn latency in each phase and B/A (target: at most 1.5x), then keeps driving normal
+turns until --total-turns have completed and reports the server's RSS after the first turn and at the end.
+
+    python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--max-new-tokens 32] [--total-turns 200]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import itertools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from gradio_client import Client, handle_file
+
+from .common import cpu_snapshot, machine, report_contention, table, verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGES = ["Name three birds that mimic sounds.", "Why is the sky blue?", "Write a haiku about rain.",
+            "What is 17 times 23?", "Give me a tip for learning Python.", "Summarise the plot of Hamlet.",
+            "How do starlings flock?", "Suggest a name for a cat."]
+HOSTILE_JOBS = 4  # jobs the hostile visitor keeps in flight at once: enough to sit in the queue ahead of others
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(log) -> str:
+    log.flush()
+    log.seek(0)
+    return "app.py output (tail):\n" + log.read()[-3000:]
+
+
+def start_app(port: int, log, deadline_s: float) -> subprocess.Popen:
+    """`app.py` on `port`, returned once it answers HTTP; its output goes to `log`."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with status {proc.returncode} before answering\n{tail(log)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass  # not listening yet
+        time.sleep(0.5)
+    stop_app(proc)
+    raise RuntimeError(f"app.py did not answer within {deadline_s:.0f} s\n{tail(log)}")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process `pid` in MiB (psutil if installed, else /proc)."""
+    try:
+        import psutil
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, tickets=None) -> tuple[list[float], int]:
+    """Visitor `number`'s chat: `turns` turns, or (turns=None) as long as the shared `tickets` iterator lasts.
+
+    Returns the latency in seconds of every turn that succeeded and the number that failed.
+    """
+    client = Client(url, verbose=False, analytics_enabled=False)
+    latencies, failures = [], 0
+    for turn, _ in enumerate(range(turns) if turns is not None else tickets):
+        start = time.perf_counter()
+        try:
+            client.predict(MESSAGES[(number + turn) % len(MESSAGES)], n=4,
+                           temperature=0.7, max_new_tokens=max_new_tokens, api_name="/chat")
+            latencies.append(time.perf_counter() - start)
+        except Exception:  # noqa: BLE001 - a refused or failed turn is a figure here, not a crash
+            failures += 1
+    return latencies, failures
+
+
+def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None):
+    """`visitors` visitors in parallel threads, each its own Client; all latencies and the failure count."""
+    with cf.ThreadPoolExecutor(visitors) as pool:
+        results = list(pool.map(lambda i: visitor(url, i, turns, max_new_tokens, tickets), range(visitors)))
+    return [t for lat, _ in results for t in lat], sum(f for _, f in results)
+
+
+def write_eval_file(rows: int, folder: str) -> str:
+    """A ranked-candidates JSONL of `rows` lines, the kind `/evaluate` takes."""
+    path = os.path.join(folder, "hostile.jsonl")
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(rows):
+            row = {"messages": [{"role": "user", "content": f"Question {i}: {MESSAGES[i % len(MESSAGES)]}"}],
+                   "candidates": [f"A long careful answer number {i}. " * 8, f"Short answer {i}."]}
+            out.write(json.dumps(row) + "\n")
+    return path
+
+
+def hostile(url: str, eval_path: str, stop: threading.Event, counts: dict) -> None:
+    """Keep HOSTILE_JOBS heavy jobs in flight until `stop`, then cancel the rest; outcomes go into `counts`."""
+    client = Client(url, verbose=False, analytics_enabled=False)
+    kinds = itertools.cycle([
+        ("evaluate", lambda: client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")),
+        ("huge system", lambda: client.submit("hi", system="b " * 5_000_000, api_name="/chat"))])
+    jobs = {}  # the Job's underlying future -> (Job, kind)
+    while not stop.is_set():
+        while len(jobs) < HOSTILE_JOBS:
+            kind, submit = next(kinds)
+            try:
+                job = submit()
+                jobs[job.future] = (job, kind)
+            except Exception:  # noqa: BLE001 - refused at submission (e.g. the upload); the hostile visitor goes on
+                counts[f"{kind} refused"] = counts.get(f"{kind} refused", 0) + 1
+        done, _ = cf.wait(list(jobs), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            _, kind = jobs.pop(future)
+            outcome = "error" if future.exception() is not None else "done"
+            counts[f"{kind} {outcome}"] = counts.get(f"{kind} {outcome}", 0) + 1
+    for job, kind in jobs.values():
+        job.cancel()
+        counts[f"{kind} cancelled"] = counts.get(f"{kind} cancelled", 0) + 1
+
+
+def p50_p95(latencies: list[float]) -> tuple[float, float]:
+    if len(latencies) < 2:
+        return (latencies[0],) * 2 if latencies else (float("nan"),) * 2
+    return statistics.median(latencies), statistics.quantiles(latencies, n=20, method="inclusive")[18]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--visitors", type=int, default=8, help="normal visitors in parallel, one Client each")
+    parser.add_argument("--turns", type=int, default=4, help="/chat turns per visitor in phases A and B")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="max_new_tokens of every normal turn")
+    parser.add_argument("--total-turns", type=int, default=200, help="normal turns in all before RSS is read")
+    parser.add_argument("--eval-rows", type=int, default=5000, help="rows of the hostile /evaluate upload")
+    parser.add_argument("--port", type=int, default=0, help="port for the app; 0 picks a free one")
+    parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the app to answer")
+    args = parser.parse_args()
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}/"
+    before = cpu_snapshot()
+    # The log is opened to append: the app shares its file offset, so reading it back must not move its writes.
+    with tempfile.TemporaryDirectory() as scratch, open(os.path.join(scratch, "app.log"), "a+") as log:
+        proc = start_app(port, log, args.startup_timeout)
+        try:
+            # One turn first: it loads the models, which no phase should pay for, and sets the RSS baseline.
+            crowd(url, 1, args.max_new_tokens, turns=1)
+            rss_start = rss_mib(proc.pid)
+            a, a_failed = crowd(url, args.visitors, args.max_new_tokens, turns=args.turns)
+            stop, counts = threading.Event(), {}
+            attacker = threading.Thread(target=hostile, args=(url, write_eval_file(args.eval_rows, scratch),
+                                                              stop, counts))
+            attacker.start()
+            try:
+                b, b_failed = crowd(url, args.visitors, args.max_new_tokens, turns=args.turns)
+            finally:
+                stop.set()
+                attacker.join()
+            rss_after_b = rss_mib(proc.pid)
+            done = 1 + len(a) + a_failed + len(b) + b_failed
+            tickets = iter(range(max(args.total_turns - done, 0)))  # shared: next() on a range iterator is atomic
+            rest, rest_failed = crowd(url, args.visitors, args.max_new_tokens, tickets=tickets)
+            rss_end, total = rss_mib(proc.pid), done + len(rest) + rest_failed
+        except BaseException:
+            print(tail(log), file=sys.stderr)
+            raise
+        finally:
+            stop_app(proc)
+
+    print(f"# bench_load on {machine()}; {args.visitors} visitors x {args.turns} turns, n=4, "
+          f"max_new_tokens={args.max_new_tokens}, hostile upload {args.eval_rows} rows")
+    (a50, a95), (b50, b95) = p50_p95(a), p50_p95(b)
+    print(table(["phase", "turns ok", "turns failed", "p50 s", "p95 s"],
+                [["A: visitors only", len(a), a_failed, a50, a95],
+                 ["B: with a hostile visitor", len(b), b_failed, b50, b95],
+                 ["B/A", "", "", b50 / a50, b95 / a95]]))
+    print("hostile visitor's jobs: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"))
+    met = [verdict("p50 latency B/A", b50 / a50, "<=", 1.5), verdict("p95 latency B/A", b95 / a95, "<=", 1.5)]
+    print(f"all load targets met (and no visitor turn failed in B): {all(met) and not b_failed}")
+    print(table(["server RSS", "MiB"], [["after the first turn", round(rss_start)],
+                                         ["after phase B", round(rss_after_b)],
+                                         [f"after {total} turns", round(rss_end)],
+                                         ["growth", round(rss_end - rss_start)]]))
+    report_contention(before)  # the app is a waited-for child by now, so its CPU time counts as this run's
+
+
+if __name__ == "__main__":
+    main()

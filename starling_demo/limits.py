@@ -1,0 +1,67 @@
+"""What one visitor may ask of a shared server, stated once, and the checks that say so in a sentence.
+
+The app checks every text and number against these before any model work; README's "Limits" section
+lists them (a test keeps the two equal). The CLI applies only the checks that keep input well-formed:
+a user scoring their own file may send as much as they like.
+"""
+from __future__ import annotations
+
+import math
+
+MAX_MESSAGE_CHARS = 20_000  # a message, your own candidate, an edited card
+MAX_SYSTEM_CHARS = 8_000
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an evaluation file
+MAX_EVAL_ROWS = 2_000
+MAX_LINE_CHARS = 200_000  # one row of an evaluation file
+EVAL_CHUNK_ROWS = 8  # rows scored between two chances for other visitors' turns to use the GPU
+MAX_JOBS_PER_VISITOR = 1  # queued or running jobs of one browser session, per kind (turns, evaluations)
+MAX_NEW_TOKENS = 2048
+TEMPERATURE_RANGE = (0.0, 2.0)
+TOP_P_RANGE = (0.05, 1.0)
+ALPHA_RANGE = (0.0, 5.0)
+
+
+def check_text(what: str, text: str, limit: int) -> str:
+    """`text` when it is valid Unicode of at most `limit` characters; else ValueError saying what to do.
+
+    >>> check_text("The system prompt", "b" * 9, 8)
+    Traceback (most recent call last):
+    ValueError: The system prompt has 9 characters; shorten it to at most 8.
+    """
+    if len(text) > limit:
+        raise ValueError(f"{what} has {len(text):,} characters; shorten it to at most {limit:,}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start]
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate \\u{ord(bad):04x} at character "
+                         f"{error.start + 1}): remove it.") from None
+    return text
+
+
+def check_number(what: str, value, low: float, high: float, whole: bool = False) -> float | int:
+    """`value` as a number in [low, high] (an int when `whole`); NaN, infinity and text are refused.
+
+    >>> check_number("top_p", float("nan"), 0.05, 1.0)
+    Traceback (most recent call last):
+    ValueError: top_p must be a number from 0.05 to 1, not nan.
+    >>> check_number("N", 4.0, 1, 8, whole=True)
+    4
+    """
+    span = f"{'a whole number' if whole else 'a number'} from {low:g} to {high:g}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and low <= number <= high) or isinstance(value, bool) or (whole and number % 1):
+        raise ValueError(f"{what} must be {span}, not {value!r}.")
+    return int(number) if whole else number
+
+
+def max_new_tokens_for(context: int) -> int:
+    """The longest reply the slider offers for an LM with `context` positions: half of it, at most 2048.
+
+    >>> max_new_tokens_for(1024), max_new_tokens_for(8192)
+    (512, 2048)
+    """
+    return max(1, min(MAX_NEW_TOKENS, context // 2))

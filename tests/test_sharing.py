@@ -1,0 +1,134 @@
+"""Many visitors on one launched server: one cannot fill the queue, hold the device or send what the app
+cannot read. Driven through gradio_client, like the load benchmark's visitors."""
+import json
+import math
+import threading
+import uuid
+
+import httpx
+import pytest
+from conftest import SETTINGS
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import ValidationError
+
+from starling_demo import limits, ui_insight
+
+STATUS, TURN = 1, 2
+SKIPPED = {"__type__": "update"}
+ROW = {"messages": [{"role": "user", "content": "Name a bird."}], "chosen": "A starling.", "rejected": "A cat."}
+
+
+@pytest.fixture
+def visitors(app_url):
+    """A factory of visitors: each Client is one browser session with its own conversation."""
+    clients = []
+
+    def visitor():
+        clients.append(Client(app_url, verbose=False))
+        return clients[-1]
+
+    yield visitor
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def watched_scoring(engine, monkeypatch):
+    """Counts the evaluation rows scored (ROW's candidates), and notes when the scoring loop is closed."""
+    scored, closed, score_rows = [], threading.Event(), ui_insight.score_rows
+
+    def counting(messages, candidates, *args, **kwargs):
+        if candidates == [ROW["chosen"], ROW["rejected"]]:
+            scored.append(1)
+        return type(engine).score(engine, messages, candidates, *args, **kwargs)
+
+    def watched(*args, **kwargs):
+        try:
+            yield from score_rows(*args, **kwargs)
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(engine, "score", counting)
+    monkeypatch.setattr(ui_insight, "score_rows", watched)
+    return scored, closed
+
+
+def big_file(tmp_path, rows=limits.MAX_EVAL_ROWS):
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(json.dumps(ROW) for _ in range(rows)), encoding="utf-8")
+    return handle_file(str(path))
+
+
+def test_a_visitor_with_a_job_running_is_told_so_and_others_are_served(visitors):
+    first, second = visitors(), visitors()
+    long_turn = first.submit("Tell me a long story.", **(SETTINGS | {"n": 8, "max_new_tokens": 512}),
+                             api_name="/chat")
+    next(iter(long_turn))  # it streams: the turn is running
+    for _ in range(3):
+        with pytest.raises(ValidationError, match="Your last request is still queued or running"):
+            first.predict("Hi", **SETTINGS, api_name="/chat")
+    queued = second.submit("Hi", **SETTINGS, api_name="/chat")  # another visitor still gets a place
+    long_turn.cancel()
+    assert "Scored 4 candidates" in queued.result()[STATUS]
+    first.predict(api_name="/clear")  # whatever of the cancelled turn was kept
+    assert "Scored 4 candidates" in first.predict("Hi again", **SETTINGS, api_name="/chat")[STATUS]  # its slot is free
+
+
+def test_a_visitors_turn_completes_while_a_big_evaluation_runs_and_cancel_stops_it(visitors, tmp_path,
+                                                                                  watched_scoring):
+    scored, closed = watched_scoring
+    hostile, visitor = visitors(), visitors()
+    evaluation = hostile.submit(big_file(tmp_path), "tiny", "card", api_name="/evaluate")
+    next(iter(evaluation))  # its first chunk is scored
+    assert "Scored 4 candidates" in visitor.predict("Hello", **SETTINGS, api_name="/chat")[STATUS]
+    assert not evaluation.done()  # the turn did not wait for the whole file
+    evaluation.cancel()
+    assert closed.wait(timeout=60)
+    stopped_at = len(scored)
+    assert "Scored 4 candidates" in visitor.predict("Still there?", **SETTINGS, api_name="/chat")[STATUS]
+    assert len(scored) == stopped_at < limits.MAX_EVAL_ROWS
+
+
+def raw_messages(url: str, api_name: str, data: list):
+    """Join the queue as the page does, with `data` as raw JSON (NaN included); yield the event stream's messages.
+    Closing this generator closes the stream, as closing the browser tab does."""
+    config = httpx.get(f"{url}config").json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+    session = uuid.uuid4().hex
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    httpx.post(f"{url}gradio_api/queue/join", content=json.dumps(body),
+               headers={"content-type": "application/json"}).raise_for_status()
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                yield json.loads(line.removeprefix("data:"))
+
+
+def test_a_visitor_who_leaves_mid_evaluation_stops_it(app_url, tmp_path, watched_scoring):
+    scored, closed = watched_scoring
+    upload = httpx.post(f"{app_url}gradio_api/upload", files={"files": open(big_file(tmp_path)["path"], "rb")})
+    file = {"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}
+    stream = raw_messages(app_url, "evaluate", [file, "tiny", "card", "rlhf"])
+    next(message for message in stream if message["msg"] == "process_generating")
+    stream.close()  # the tab is closed
+    assert closed.wait(timeout=60)
+    assert len(scored) < limits.MAX_EVAL_ROWS
+
+
+@pytest.mark.parametrize("setting, value, problem", [
+    ("temperature", math.nan, "Temperature must be a number from 0 to 2, not nan."),
+    ("top_p", math.nan, "top_p must be a number from 0.05 to 1, not nan."),
+    ("n", math.nan, "The number of candidates (N) must be a whole number from 1 to 8, not nan."),
+    ("max_new_tokens", math.nan, "Max new tokens (for tiny) must be a whole number from 1 to 512, not nan."),
+    ("system", "b " * 500_000, "The system prompt has 999,999 characters; shorten it to at most 8,000."),
+])
+def test_raw_json_numbers_and_huge_texts_change_nothing(app_url, setting, value, problem):
+    data = [None, "Hi", *(SETTINGS | {setting: value}).values()]  # None: the conversation state, kept server-side
+    messages = []
+    for message in raw_messages(app_url, "chat", data):
+        messages.append(message)
+        if message["msg"] == "process_completed":
+            break
+    assert [m["log"] for m in messages if m["msg"] == "log"] == [problem]
+    outputs = messages[-1]["output"]["data"]
+    assert messages[-1]["success"] and outputs[0] is None and all(output == SKIPPED for output in outputs[1:])
