@@ -2,8 +2,8 @@
 
 Starts `app.py` as a subprocess (no GPU: the tiny presets on CPU) and drives it with `gradio_client`, one
 Client per visitor (one Client = one conversation). Phase A: V visitors in parallel, T `/chat` turns each
-(n=4, T=0.7). Phase B: the same while one hostile visitor keeps several jobs queued: `/evaluate` on a big
-JSONL upload and `/chat` with a 10 MB system prompt; its jobs are cancelled once the others finish. Reports
+(n=4, T=0.7). Phase B: the same while one hostile visitor sends 40 quick jobs at once, then keeps the
+largest evaluation the app takes running and sends a `/chat` with a 10 MB system prompt every second. Reports
 the visitors' p50/p95 turn latency in each phase and B/A (target: at most 1.5x), then keeps driving normal
 turns until --total-turns have completed and reports the server's RSS after the first turn and at the end.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import itertools
 import json
 import os
 import socket
@@ -28,13 +27,14 @@ from pathlib import Path
 import httpx
 from gradio_client import Client, handle_file
 
+from starling_demo.limits import MAX_EVAL_ROWS
+
 from .common import cpu_snapshot, machine, report_contention, table, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = ["Name three birds that mimic sounds.", "Why is the sky blue?", "Write a haiku about rain.",
             "What is 17 times 23?", "Give me a tip for learning Python.", "Summarise the plot of Hamlet.",
             "How do starlings flock?", "Suggest a name for a cat."]
-HOSTILE_JOBS = 4  # jobs the hostile visitor keeps in flight at once: enough to sit in the queue ahead of others
 
 
 def free_port() -> int:
@@ -123,29 +123,35 @@ def write_eval_file(rows: int, folder: str) -> str:
     return path
 
 
+def count(counts: dict, kind: str, job) -> None:
+    try:
+        job.result()
+        outcome = "done"
+    except Exception as error:  # noqa: BLE001 - a refusal is what the hostile visitor gets, and a figure here
+        outcome = type(error).__name__
+    counts[f"{kind}: {outcome}"] = counts.get(f"{kind}: {outcome}", 0) + 1
+
+
 def hostile(url: str, eval_path: str, stop: threading.Event, counts: dict) -> None:
-    """Keep HOSTILE_JOBS heavy jobs in flight until `stop`, then cancel the rest; outcomes go into `counts`."""
+    """One visitor (one session) until `stop`: 40 quick jobs at once, then the largest evaluation the app
+    takes, again and again, and a /chat with a 10 MB system prompt every second; the running job is
+    cancelled at the end. Outcomes are counted in `counts`."""
     client = Client(url, verbose=False, analytics_enabled=False)
-    kinds = itertools.cycle([
-        ("evaluate", lambda: client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")),
-        ("huge system", lambda: client.submit("hi", system="b " * 5_000_000, api_name="/chat"))])
-    jobs = {}  # the Job's underlying future -> (Job, kind)
-    while not stop.is_set():
-        while len(jobs) < HOSTILE_JOBS:
-            kind, submit = next(kinds)
-            try:
-                job = submit()
-                jobs[job.future] = (job, kind)
-            except Exception:  # noqa: BLE001 - refused at submission (e.g. the upload); the hostile visitor goes on
-                counts[f"{kind} refused"] = counts.get(f"{kind} refused", 0) + 1
-        done, _ = cf.wait(list(jobs), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-        for future in done:
-            _, kind = jobs.pop(future)
-            outcome = "error" if future.exception() is not None else "done"
-            counts[f"{kind} {outcome}"] = counts.get(f"{kind} {outcome}", 0) + 1
-    for job, kind in jobs.values():
-        job.cancel()
-        counts[f"{kind} cancelled"] = counts.get(f"{kind} cancelled", 0) + 1
+    burst = [client.submit("hi", api_name="/chat") for _ in range(40)]
+    for job in burst:
+        count(counts, "burst of 40 /chat", job)
+    evaluation = None
+    while not stop.wait(timeout=1.0):  # the pace of a script that polls once a second
+        if evaluation is None or evaluation.done():
+            if evaluation is not None:
+                count(counts, "/evaluate", evaluation)
+            evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+        count(counts, "/chat with a 10 MB system prompt",
+              client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
+    if evaluation is not None:
+        progress = evaluation.outputs()  # the status line is the last output of each update
+        counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
+        evaluation.cancel()
 
 
 def p50_p95(latencies: list[float]) -> tuple[float, float]:
@@ -160,7 +166,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4, help="/chat turns per visitor in phases A and B")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="max_new_tokens of every normal turn")
     parser.add_argument("--total-turns", type=int, default=200, help="normal turns in all before RSS is read")
-    parser.add_argument("--eval-rows", type=int, default=5000, help="rows of the hostile /evaluate upload")
+    parser.add_argument("--eval-rows", type=int, default=MAX_EVAL_ROWS,
+                        help="rows of the hostile /evaluate upload (default: the most the app takes)")
     parser.add_argument("--port", type=int, default=0, help="port for the app; 0 picks a free one")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the app to answer")
     args = parser.parse_args()

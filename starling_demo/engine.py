@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .detokenize import TextStream
+from .device_lock import DeviceLock
 from .generation import EOT_ID, Candidates, fit_prompt, stream_candidates
 from .loading import Loaded, load_lm, load_rm, release_freed_memory
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
@@ -46,36 +47,12 @@ class Generation:
         return all(self.finished)
 
 
-class FairLock:
-    """A lock handed out in the order it was asked for.
-
-    A batch job that asks again after each chunk then lets a visitor's turn that is waiting go first,
-    where a plain lock often goes straight back to the thread that released it.
-    """
-
-    def __init__(self):
-        self._changed = threading.Condition()
-        self._issued = 0  # tickets handed out
-        self._serving = 0  # the ticket that holds the lock
-
-    def __enter__(self):
-        with self._changed:
-            ticket = self._issued
-            self._issued += 1
-            self._changed.wait_for(lambda: self._serving == ticket)
-
-    def __exit__(self, *exc):
-        with self._changed:
-            self._serving += 1
-            self._changed.notify_all()
-
-
 @dataclass
 class Engine:
     """One LM and up to `max_rms` reward models, loaded on first use and then kept.
 
-    `device_lock` is taken by whoever runs a model on behalf of a visitor, so that a long batch
-    job and the visitors' turns take turns. `allowed` (kind -> names) limits what visitors may load on a
+    `device_lock` is taken by whoever runs a model on behalf of a visitor: turns with `with`, a long
+    batch job chunk by chunk with `.batch()`, so that turns go first. `allowed` (kind -> names) limits what visitors may load on a
     shared server; None allows any preset or local directory, as the CLI does.
     """
 
@@ -88,7 +65,7 @@ class Engine:
     allowed: dict[str, tuple[str, ...]] | None = None
     _models: dict = field(default_factory=dict, repr=False)
     _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    device_lock: FairLock = field(default_factory=FairLock, repr=False)
+    device_lock: DeviceLock = field(default_factory=DeviceLock, repr=False)
 
     def is_loaded(self, kind: str, name: str) -> bool:
         return (kind, name) in self._models

@@ -134,14 +134,14 @@ def report_table(report: dict) -> list[list]:
 
 
 def score_rows(engine: Engine, rows: list[dict], rm: str | None = None, readout: str | None = None,
-               rm_format: str = "rlhf", chunk: int = 1, lock=contextlib.nullcontext()) -> Iterator[int]:
-    """Score `rows` in place (each gains "rewards", or "error"), `chunk` rows per turn of `lock`.
+               rm_format: str = "rlhf", chunk: int = 1, turn=contextlib.nullcontext) -> Iterator[int]:
+    """Score `rows` in place (each gains "rewards", or "error"), `chunk` rows inside each `with turn():`.
 
     Yields the number of rows done after each chunk: a caller reports progress there, and stopping
-    the iteration stops the work within one chunk. Between chunks `lock` is free for others.
+    the iteration stops the work within one chunk. Between chunks the device is free for others.
     """
     for start in range(0, len(rows), chunk):
-        with lock:
+        with turn():
             for row in rows[start:start + chunk]:
                 try:
                     scores = engine.score(row["messages"], row["candidates"], rm, readout, rm_format)

@@ -11,6 +11,7 @@ import math
 MAX_MESSAGE_CHARS = 20_000  # a message, your own candidate, an edited card
 MAX_SYSTEM_CHARS = 8_000
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an evaluation file
+MAX_REQUEST_BYTES = 2 * 1024 * 1024  # any other request: every text at its limit fits, JSON-escaped
 MAX_EVAL_ROWS = 2_000
 MAX_LINE_CHARS = 200_000  # one row of an evaluation file
 EVAL_CHUNK_ROWS = 8  # rows scored between two chances for other visitors' turns to use the GPU

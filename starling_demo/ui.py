@@ -7,9 +7,12 @@ from types import MethodType
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 
 from .engine import Engine
-from .limits import MAX_JOBS_PER_VISITOR, MAX_UPLOAD_BYTES, max_new_tokens_for
+from .limits import (MAX_JOBS_PER_VISITOR, MAX_MESSAGE_CHARS, MAX_REQUEST_BYTES, MAX_SYSTEM_CHARS, MAX_UPLOAD_BYTES,
+                     max_new_tokens_for)
 from .presets import LM_PRESETS, RM_PRESETS
 from .templates import RM_FORMATS
 from .ui_events import (add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo,
@@ -33,10 +36,27 @@ BUSY = {"gpu": "Your last request is still queued or running: wait for it to fin
               "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
 
 
+class RequestLimit:
+    """Refuse a request body over MAX_REQUEST_BYTES, by its Content-Length, before it is read and parsed:
+    otherwise a 10 MB text costs the server its parsing before the app can say it is too long. Uploads
+    have their own limit (`max_file_size`)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        length = dict(scope.get("headers", ())).get(b"content-length", b"0")
+        if scope["type"] == "http" and not scope["path"].endswith("/upload") and int(length) > MAX_REQUEST_BYTES:
+            detail = (f"The request has {int(length) / 2**20:.1f} MB; this server takes at most "
+                      f"{MAX_REQUEST_BYTES // 2**20} MB: shorten the texts (see README's limits).")
+            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def launch_kwargs() -> dict:
-    """Theme and CSS, which Gradio 6 takes in `launch()`, and the upload limit."""
+    """Theme and CSS, which Gradio 6 takes in `launch()`, and the limits on uploads and requests."""
     return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8"),
-            "max_file_size": MAX_UPLOAD_BYTES}
+            "max_file_size": MAX_UPLOAD_BYTES, "app_kwargs": {"middleware": [Middleware(RequestLimit)]}}
 
 
 def model_choices(engine: Engine, kind: str) -> list[str]:

@@ -147,8 +147,8 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
                   request: gr.Request = None, progress=gr.Progress()):
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
 
-    Rows are scored a few at a time, each chunk under the engine's device lock, so visitors' turns run
-    between chunks; a cancelled or disconnected job stops after its current chunk.
+    Rows are scored a few at a time, as batch work of the engine's device lock, so visitors' turns go first
+    and wait for at most one chunk; a cancelled or disconnected job stops after its current chunk.
     """
     empty = pd.DataFrame(columns=REPORT_HEADERS)
     try:
@@ -156,7 +156,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
         check_rm_format(rm_format)
         rows, errors = read_upload(path)
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS, engine.device_lock):
+        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS, engine.device_lock.batch):
             progress((done, len(rows)), desc="Scoring rows")
             yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
     except PROBLEMS as error:

@@ -132,3 +132,10 @@ def test_raw_json_numbers_and_huge_texts_change_nothing(app_url, setting, value,
     assert [m["log"] for m in messages if m["msg"] == "log"] == [problem]
     outputs = messages[-1]["output"]["data"]
     assert messages[-1]["success"] and outputs[0] is None and all(output == SKIPPED for output in outputs[1:])
+
+
+def test_a_request_over_the_size_limit_is_refused_before_it_is_read(app_url):
+    body = b'{"data": ["' + b"b" * (limits.MAX_REQUEST_BYTES + 1) + b'"]}'
+    answer = httpx.post(f"{app_url}gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["detail"] == (
+        "The request has 2.0 MB; this server takes at most 2 MB: shorten the texts (see README's limits).")

@@ -1,0 +1,60 @@
+"""Who uses the device next: visitors' turns one at a time, and batch work in chunks, in a bounded share."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+BATCH_SHARE = 0.2  # of the device's time, at most, while turns keep coming
+IDLE = 0.25  # seconds without a turn after which batch work may run freely
+
+
+class DeviceLock:
+    """A lock for the device. A turn takes it with `with lock:`; batch work with `with lock.batch():`.
+
+    Turns are served one after another, so between two of them the device is briefly free: a plain lock
+    would hand it to the batch job every time, and each turn would wait for a whole chunk. Here a batch
+    chunk that took d seconds lets turns have d / BATCH_SHARE - d seconds of the device before the next
+    chunk, unless no turn comes for IDLE seconds; a turn never waits for more than one chunk.
+
+    >>> lock = DeviceLock()
+    >>> with lock.batch():
+    ...     pass
+    >>> with lock:
+    ...     pass
+    """
+
+    def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic):
+        self.share, self.idle, self.clock = share, idle, clock
+        self._changed = threading.Condition()
+        self._busy = False
+        self._released = clock()  # when the device was last given back
+        self._owed = 0.0  # seconds of device time turns may still take before the next batch chunk
+
+    def _give_back(self, started: float, batch: bool) -> None:
+        with self._changed:
+            now = self.clock()
+            held = now - started
+            self._owed = held * (1 - self.share) / self.share if batch else max(0.0, self._owed - held)
+            self._busy, self._released = False, now
+            self._changed.notify_all()
+
+    def __enter__(self):
+        with self._changed:
+            self._changed.wait_for(lambda: not self._busy)
+            self._busy, self._turn_started = True, self.clock()
+
+    def __exit__(self, *exc):
+        self._give_back(self._turn_started, batch=False)
+
+    @contextlib.contextmanager
+    def batch(self):
+        with self._changed:
+            while self._busy or (self._owed > 0 and self.clock() - self._released < self.idle):
+                # Timed: that no turn came for IDLE seconds is noticed by no one else.
+                self._changed.wait(timeout=self.idle)
+            self._busy, started = True, self.clock()
+        try:
+            yield
+        finally:
+            self._give_back(started, batch=True)
