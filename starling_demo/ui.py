@@ -96,9 +96,10 @@ def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
         fn = demo.fns.get(body.fn_index)
         group = getattr(fn, "concurrency_id", None)
         if group in BUSY and body.session_hash and jobs_of(queue, body.session_hash, group) >= MAX_JOBS_PER_VISITOR:
-            # Shown under the event's first input after the conversation state (the message box, for a turn).
+            # The page shows it under an input: the first text box (the message box, for a turn), else the first.
             answer = [gr.validate(True, "") for _ in fn.inputs]
-            answer[min(1, len(answer) - 1)] = gr.validate(False, BUSY[group]) | {"parameter_name": "queue"}
+            shown = next((i for i, block in enumerate(fn.inputs) if isinstance(block, gr.Textbox)), 0)
+            answer[shown] = gr.validate(False, BUSY[group]) | {"parameter_name": "queue"}
             return False, answer, "validator_error"
         return await push(body, request, username)
 
@@ -168,7 +169,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                             seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the "
                                               "status line)", elem_id="seed")
                             mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
-                            system = gr.Textbox("", label="System prompt (optional)", lines=2,
+                            system = gr.Textbox("", label="System prompt (optional)", lines=2, elem_id="system",
                                                 info="Sent to the LM and to RM-34B; RM-7B-alpha sees it only in "
                                                      "RewardBench's text.")
                             readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out",

@@ -189,3 +189,15 @@ def test_rewardbench_format_sets_the_last_token_read_out(page):
     expect(page.locator("#status")).to_contain_text("(RewardBench's text, last-token read-out)")
     page.get_by_role("tab", name="Model inputs").click()
     expect(page.locator("#rm-input textarea")).to_have_value(re.compile(r"<s><s>\[INST\] Score this as RewardBench"))
+
+
+def test_a_system_prompt_over_the_limit_gets_a_sentence_and_keeps_what_was_typed(page):
+    send(page, "Hello.")
+    page.fill("#system textarea", "b" * 8_001)
+    page.fill("#msg textarea", "Keep this message.")
+    page.click("#send")
+    expect(page.locator('[data-testid="toast-body"]')).to_contain_text(
+        "The system prompt has 8,001 characters; shorten it to at most 8,000.", timeout=WAIT)
+    expect(page.locator("#msg textarea")).to_have_value("Keep this message.")
+    expect(page.locator('[data-testid="user"]')).to_have_text(["Hello."])
+    expect(page.locator("#status")).to_contain_text("Scored 4 candidates")
