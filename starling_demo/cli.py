@@ -12,7 +12,7 @@ from .engine import Engine, Settings
 from .evaluation import report_table
 from .generation import MAX_CANDIDATES
 from .insight import ranking
-from .limits import check_text
+from .limits import check_text, max_new_tokens_for
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS
@@ -134,6 +134,10 @@ def run(args: argparse.Namespace, out) -> None:
                              args.system))
         # Whether a prompt fits takes the LM's tokenizer and context: every line's is checked before any output.
         engine.lm()  # first, so that a model that cannot load is not blamed on line 1
+        if settings.max_new_tokens >= engine.context():  # the flag's problem, not any line's
+            raise InputError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for a prompt in the "
+                             f"model's {engine.context():,} positions: use at most "
+                             f"{max_new_tokens_for(engine.context())}.")
         for number, record in records:
             try:
                 prompts.append(engine.prompt(record["messages"], settings)[0])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .detokenize import TextStream
 from .device_lock import DeviceLock
 from .generation import EOT_ID, Candidates, fit_prompt, stream_candidates
+from .limits import max_new_tokens_for
 from .loading import Loaded, load_lm, load_rm, release_freed_memory
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
@@ -126,8 +127,12 @@ class Engine:
     def prompt(self, messages: list[dict], settings: Settings, lm: str | None = None) -> tuple[Encoded, str | None]:
         """The exact LM prompt for `messages`, trimmed to leave room for the reply."""
         loaded = self.lm(lm)
-        budget = loaded.model.config.max_position_embeddings - settings.max_new_tokens
-        return fit_prompt(loaded.tokenizer, messages, budget, settings.mode, settings.system)
+        context = loaded.model.config.max_position_embeddings
+        if settings.max_new_tokens >= context:
+            raise ValueError(f"{settings.max_new_tokens:,} new tokens leave no room for a prompt in the model's "
+                             f"{context:,} positions: ask for at most {max_new_tokens_for(context):,}.")
+        return fit_prompt(loaded.tokenizer, messages, context - settings.max_new_tokens, settings.mode,
+                          settings.system)
 
     def generate(self, messages: list[dict], settings: Settings, lm: str | None = None) -> Iterator[Generation]:
         """Stream `settings.n` candidate replies to `messages` (which end with a user turn)."""

@@ -164,3 +164,11 @@ def test_eval_skips_a_row_whose_candidate_is_not_valid_unicode(tmp_path, capsys)
     code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, rows))
     assert code == 0 and out[0]["report"]["overall"]["n"] == 1
     assert out[0]["skipped"][0].startswith("line 2: candidate 2 is not valid Unicode (a lone surrogate \\ud800")
+
+
+def test_a_reply_longer_than_the_context_is_the_flags_problem(tmp_path, capsys):
+    code = main(["generate", "--lm", "tiny", "--device", "cpu", "--precision", "fp32", "--max-new-tokens", "5000",
+                 write(tmp_path, GOOD)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.endswith("error: --max-new-tokens 5000 leaves no room for a prompt in the "
+                                               "model's 1,024 positions: use at most 512.\n")
