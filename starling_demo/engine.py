@@ -53,8 +53,8 @@ class Engine:
     """One LM and up to `max_rms` reward models, loaded on first use and then kept.
 
     `device_lock` is taken by whoever runs a model on behalf of a visitor: turns with `with`, a long
-    batch job chunk by chunk with `.batch()`, so that turns go first. `allowed` (kind -> names) limits what visitors may load on a
-    shared server; None allows any preset or local directory, as the CLI does.
+    batch job chunk by chunk with `.batch()`, so that turns go first. `allowed` (kind -> names) limits
+    what visitors may load on a shared server; None allows any preset or local directory, as the CLI does.
     """
 
     lm_name: str = "starling-lm-7b-beta"

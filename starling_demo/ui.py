@@ -7,12 +7,9 @@ from types import MethodType
 
 import gradio as gr
 import pandas as pd
-from starlette.middleware import Middleware
-from starlette.responses import JSONResponse
 
 from .engine import Engine
-from .limits import (MAX_JOBS_PER_VISITOR, MAX_MESSAGE_CHARS, MAX_REQUEST_BYTES, MAX_SYSTEM_CHARS, MAX_UPLOAD_BYTES,
-                     max_new_tokens_for)
+from .limits import max_new_tokens_for
 from .presets import LM_PRESETS, RM_PRESETS
 from .templates import RM_FORMATS
 from .ui_events import (add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo,
@@ -21,6 +18,7 @@ from .ui_insight import (COMPARE_HEADERS, bias_panel, evaluate_file, export_nect
                          panels, trace_panel)
 from .ui_models import load_model, max_tokens_range
 from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
+from .ui_server import limit_jobs_per_visitor, server_kwargs
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
 INTRO = ("## Starling: chat, and watch the reward model rank the replies\n"
@@ -32,31 +30,12 @@ TRACE_NOTE = ("Each token is coloured by **the value the head would give if the 
 EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"candidates\": [best, ..., worst]}` "
              "or `{\"messages\": [...], \"chosen\": ..., \"rejected\": ...}`, with an optional `\"subset\"`. "
              "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
-BUSY = {"gpu": "Your last request is still queued or running: wait for it to finish (or press Stop).",
-              "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
-
-
-class RequestLimit:
-    """Refuse a request body over MAX_REQUEST_BYTES, by its Content-Length, before it is read and parsed:
-    otherwise a 10 MB text costs the server its parsing before the app can say it is too long. Uploads
-    have their own limit (`max_file_size`)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        length = dict(scope.get("headers", ())).get(b"content-length", b"0")
-        if scope["type"] == "http" and not scope["path"].endswith("/upload") and int(length) > MAX_REQUEST_BYTES:
-            detail = (f"The request has {int(length) / 2**20:.1f} MB; this server takes at most "
-                      f"{MAX_REQUEST_BYTES // 2**20} MB: shorten the texts (see README's limits).")
-            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-        return await self.app(scope, receive, send)
 
 
 def launch_kwargs() -> dict:
     """Theme and CSS, which Gradio 6 takes in `launch()`, and the limits on uploads and requests."""
     return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8"),
-            "max_file_size": MAX_UPLOAD_BYTES, "app_kwargs": {"middleware": [Middleware(RequestLimit)]}}
+            **server_kwargs()}
 
 
 def model_choices(engine: Engine, kind: str) -> list[str]:
@@ -73,37 +52,6 @@ def model_dropdown(engine: Engine, kind: str, label: str) -> gr.Dropdown:
             else "Set by the server.")
     return gr.Dropdown(choices, value=engine.lm_name if kind == "lm" else engine.rm_name, label=label, info=info,
                        interactive=len(choices) > 1, elem_id=kind)
-
-
-def jobs_of(queue, visitor: str, group: str) -> int:
-    """How many of `visitor`'s jobs in concurrency group `group` are queued or running in Gradio's `queue`."""
-    events = [queue.event_ids_to_events.get(event_id) for event_id in list(queue.pending_event_ids_session.get(visitor, ()))]
-    return sum(1 for event in events if event is not None and event.fn.concurrency_id == group)
-
-
-def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
-    """Refuse a visitor's new GPU or evaluation job, before it is queued, while they have
-    MAX_JOBS_PER_VISITOR of that kind queued or running: one visitor cannot fill the queue for everyone.
-
-    Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
-    validator does, and an input it cannot preprocess then fails with no message), so this wraps the
-    queue's `push`, answering as a validator would; tests/test_api.py checks it against the real queue.
-    """
-    queue = demo._queue
-    push = queue.push
-
-    async def push_unless_busy(body, request, username):
-        fn = demo.fns.get(body.fn_index)
-        group = getattr(fn, "concurrency_id", None)
-        if group in BUSY and body.session_hash and jobs_of(queue, body.session_hash, group) >= MAX_JOBS_PER_VISITOR:
-            # The page shows it under an input: the first text box (the message box, for a turn), else the first.
-            answer = [gr.validate(True, "") for _ in fn.inputs]
-            shown = next((i for i, block in enumerate(fn.inputs) if isinstance(block, gr.Textbox)), 0)
-            answer[shown] = gr.validate(False, BUSY[group]) | {"parameter_name": "queue"}
-            return False, answer, "validator_error"
-        return await push(body, request, username)
-
-    queue.push = push_unless_busy
 
 
 def candidate_card(i: int) -> tuple:

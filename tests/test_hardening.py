@@ -150,7 +150,8 @@ def test_a_file_that_is_not_utf8_names_the_line(engine, tmp_path):
 
 def test_evaluation_scores_in_chunks_and_stops_when_closed(engine, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(engine, "score", lambda *args, **kwargs: calls.append(1) or Engine.score(engine, *args, **kwargs))
+    monkeypatch.setattr(engine, "score",
+                        lambda *args, **kwargs: calls.append(1) or Engine.score(engine, *args, **kwargs))
     run = ui_insight.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
                                    progress=lambda *a, **k: None)
     assert next(run)[2] == f"Scoring with **tiny**: {limits.EVAL_CHUNK_ROWS} of 30 rows…"
@@ -176,7 +177,8 @@ def test_readme_states_the_limits():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Limits"):readme.index("### On a Hugging Face Space")]
     values = [f"{limits.MAX_MESSAGE_CHARS:,} characters", f"{limits.MAX_SYSTEM_CHARS:,} characters",
-              f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, {limits.MAX_LINE_CHARS:,} characters",
+              f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, "
+              f"{limits.MAX_LINE_CHARS:,} characters",
               f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"chunks of {limits.EVAL_CHUNK_ROWS} rows",
               f"{limits.MAX_JOBS_PER_VISITOR} turn or scoring job and {limits.MAX_JOBS_PER_VISITOR} evaluation"]
     assert [value for value in values if value not in section] == []

@@ -121,7 +121,8 @@ def test_a_visitor_who_leaves_mid_evaluation_stops_it(app_url, tmp_path, watched
     ("n", math.nan, "The number of candidates (N) must be a whole number from 1 to 8, not nan."),
     ("max_new_tokens", math.nan, "Max new tokens (for tiny) must be a whole number from 1 to 512, not nan."),
     ("system", "b " * 500_000, "The system prompt has 999,999 characters; shorten it to at most 8,000."),
-    ("system", "\ud800", "The system prompt is not valid Unicode (a lone surrogate \\ud800 at character 1): remove it."),
+    ("system", "\ud800",
+     "The system prompt is not valid Unicode (a lone surrogate \\ud800 at character 1): remove it."),
 ])
 def test_raw_json_numbers_and_huge_texts_change_nothing(app_url, setting, value, problem):
     data = [None, "Hi", *(SETTINGS | {setting: value}).values()]  # None: the conversation state, kept server-side
