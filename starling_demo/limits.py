@@ -15,7 +15,9 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024  # any other request: every text at its limi
 MAX_EVAL_ROWS = 2_000
 MAX_LINE_CHARS = 200_000  # one row of an evaluation file
 EVAL_CHUNK_ROWS = 8  # rows scored between two chances for other visitors' turns to use the GPU
-MAX_JOBS_PER_VISITOR = 1  # queued or running jobs of one browser session, per kind (turns, evaluations)
+# Queued or running jobs of one browser session: a turn and one waiting behind it (a Score pressed while the
+# candidates stream), and one evaluation.
+MAX_JOBS_PER_VISITOR = {"gpu": 2, "eval": 1}
 MAX_NEW_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_P_RANGE = (0.05, 1.0)

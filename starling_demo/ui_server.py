@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse
 
 from .limits import MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 
-BUSY = {"gpu": "Your last request is still queued or running: wait for it to finish (or press Stop).",
+BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
         "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
 
 
@@ -42,8 +42,8 @@ def jobs_of(queue, visitor: str, group: str) -> int:
 
 
 def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
-    """Refuse a visitor's new GPU or evaluation job, before it is queued, while they have
-    MAX_JOBS_PER_VISITOR of that kind queued or running: one visitor cannot fill the queue for everyone.
+    """Refuse a visitor's new GPU or evaluation job, before it is queued, while they have as many of that kind
+    queued or running as MAX_JOBS_PER_VISITOR allows: one visitor cannot fill the queue for everyone.
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
     validator does, and an input it cannot preprocess then fails with no message), so this wraps the
@@ -55,7 +55,8 @@ def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
     async def push_unless_busy(body, request, username):
         fn = demo.fns.get(body.fn_index)
         group = getattr(fn, "concurrency_id", None)
-        if group in BUSY and body.session_hash and jobs_of(queue, body.session_hash, group) >= MAX_JOBS_PER_VISITOR:
+        visitor = body.session_hash
+        if group in BUSY and visitor and jobs_of(queue, visitor, group) >= MAX_JOBS_PER_VISITOR[group]:
             # The page shows it under an input: the first text box (the message box, for a turn), else the first.
             answer = [gr.validate(True, "") for _ in fn.inputs]
             shown = next((i for i, block in enumerate(fn.inputs) if isinstance(block, gr.Textbox)), 0)

@@ -180,5 +180,6 @@ def test_readme_states_the_limits():
               f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, "
               f"{limits.MAX_LINE_CHARS:,} characters",
               f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"chunks of {limits.EVAL_CHUNK_ROWS} rows",
-              f"{limits.MAX_JOBS_PER_VISITOR} turn or scoring job and {limits.MAX_JOBS_PER_VISITOR} evaluation"]
+              f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting) and "
+              f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation"]
     assert [value for value in values if value not in section] == []

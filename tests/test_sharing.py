@@ -59,19 +59,22 @@ def big_file(tmp_path, rows=limits.MAX_EVAL_ROWS):
     return handle_file(str(path))
 
 
-def test_a_visitor_with_a_job_running_is_told_so_and_others_are_served(visitors):
+def test_a_visitor_with_a_job_running_is_told_so_and_others_are_served(visitors, app_url):
     first, second = visitors(), visitors()
     long_turn = first.submit("Tell me a long story.", **(SETTINGS | {"n": 8, "max_new_tokens": 512}),
                              api_name="/chat")
     next(iter(long_turn))  # it streams: the turn is running
-    for _ in range(3):
-        with pytest.raises(ValidationError, match="Your last request is still queued or running"):
-            first.predict("Hi", **SETTINGS, api_name="/chat")
+    score = [None, "tiny", "card", "none", *[""] * 8, "rlhf"]
+    assert join(app_url, "score", score, first.session_hash).status_code == 200  # it may wait behind the turn
+    refused = join(app_url, "chat", [None, "Hi", *SETTINGS.values()], first.session_hash)
+    assert refused.status_code == 422 and "You already have a turn running and a request waiting" in refused.text
+    with pytest.raises(ValidationError, match="You already have a turn running and a request waiting"):
+        first.predict("Hi", **SETTINGS, api_name="/chat")
     queued = second.submit("Hi", **SETTINGS, api_name="/chat")  # another visitor still gets a place
     long_turn.cancel()
     assert "Scored 4 candidates" in queued.result()[STATUS]
     first.predict(api_name="/clear")  # whatever of the cancelled turn was kept
-    assert "Scored 4 candidates" in first.predict("Hi again", **SETTINGS, api_name="/chat")[STATUS]  # its slot is free
+    assert "Scored 4 candidates" in first.predict("Hi again", **SETTINGS, api_name="/chat")[STATUS]  # its slots are free
 
 
 def test_a_visitors_turn_completes_while_a_big_evaluation_runs_and_cancel_stops_it(visitors, tmp_path,
@@ -89,15 +92,20 @@ def test_a_visitors_turn_completes_while_a_big_evaluation_runs_and_cancel_stops_
     assert len(scored) == stopped_at < limits.MAX_EVAL_ROWS
 
 
-def raw_messages(url: str, api_name: str, data: list):
-    """Join the queue as the page does, with `data` as raw JSON (NaN included); yield the event stream's messages.
-    Closing this generator closes the stream, as closing the browser tab does."""
+def join(url: str, api_name: str, data: list, session: str) -> httpx.Response:
+    """Join the queue as the page does, with `data` as raw JSON (NaN included); answered once admitted or not."""
     config = httpx.get(f"{url}config").json()
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
-    session = uuid.uuid4().hex
     body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
-    httpx.post(f"{url}gradio_api/queue/join", content=json.dumps(body),
-               headers={"content-type": "application/json"}).raise_for_status()
+    return httpx.post(f"{url}gradio_api/queue/join", content=json.dumps(body),
+                      headers={"content-type": "application/json"})
+
+
+def raw_messages(url: str, api_name: str, data: list):
+    """A new visitor's job, joined with `join`; yields its event stream's messages. Closing this generator
+    closes the stream, as closing the browser tab does."""
+    session = uuid.uuid4().hex
+    join(url, api_name, data, session).raise_for_status()
     with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
         for line in stream.iter_lines():
             if line.startswith("data:"):
