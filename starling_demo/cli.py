@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import math
 import sys
@@ -12,7 +11,7 @@ from .engine import Engine, Settings
 from .evaluation import report_table
 from .generation import MAX_CANDIDATES
 from .insight import ranking
-from .limits import check_text, max_new_tokens_for
+from .limits import NotUtf8, check_text, max_new_tokens_for, utf8_lines
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
 from .scoring import READOUTS
@@ -24,24 +23,16 @@ class InputError(ValueError):
 
 
 def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Each line of `path` with its number, decoded from UTF-8; a byte order mark before line 1 is dropped.
-
-    The file is read as bytes so that a byte that is not UTF-8 is reported with its line.
-    """
+    """Each line of `path` with its number (`limits.utf8_lines`); errors name the file."""
     try:
         file = open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror.lower()}") from None
     with file:
-        for number, line in enumerate(file, 1):
-            if number == 1:
-                line = line.removeprefix(codecs.BOM_UTF8)
-            try:
-                yield number, line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                column = len(line[:error.start].decode("utf-8")) + 1  # in characters, as an editor counts
-                raise InputError(f"{path}, line {number}: not UTF-8 text (byte 0x{line[error.start]:02x} at "
-                                 f"column {column})") from None
+        try:
+            yield from utf8_lines(file)
+        except NotUtf8 as error:
+            raise InputError(f"{path}, {error}") from None
 
 
 def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:

@@ -173,7 +173,7 @@ def default_allowed(engine: Engine, memory: int) -> dict[str, tuple[str, ...]]:
     >>> default_allowed(Engine("tiny", "tiny", "fp32", "cpu"), memory=8 * 1024**3)
     {'lm': ('tiny',), 'rm': ('tiny', 'tiny-34b')}
     """
-    lm, rm = lm_preset(engine.lm_name), rm_preset(engine.rm_name, engine.rm_kind)
+    lm, rm = engine.preset("lm", engine.lm_name), engine.preset("rm", engine.rm_name)
     per_billion = BYTES_PER_PARAMETER[engine.precision] * 1e9
     used = (lm.billions + rm.billions) * per_billion + HEADROOM
     tiny = rm.repo.startswith("tiny:")

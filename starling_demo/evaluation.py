@@ -52,8 +52,9 @@ def _parse_row(obj) -> tuple[dict | None, str | None]:
     subset = obj.get("subset")
     if subset is not None and not isinstance(subset, str):
         return None, "'subset' must be a string"
+    texts = {f"candidate {k}": c for k, c in enumerate(candidates, 1)} | {"'subset'": subset or ""}
     try:
-        for what, text in [*((f"candidate {k}", c) for k, c in enumerate(candidates, 1)), ("'subset'", subset or "")]:
+        for what, text in texts.items():
             check_text(what, text, math.inf)
     except ValueError as error:
         return None, str(error)

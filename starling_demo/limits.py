@@ -6,7 +6,9 @@ a user scoring their own file may send as much as they like.
 """
 from __future__ import annotations
 
+import codecs
 import math
+from collections.abc import Iterable, Iterator
 
 MAX_MESSAGE_CHARS = 20_000  # a message, your own candidate, an edited card
 MAX_SYSTEM_CHARS = 8_000
@@ -40,6 +42,31 @@ def check_text(what: str, text: str, limit: int) -> str:
         raise ValueError(f"{what} is not valid Unicode (a lone surrogate \\u{ord(bad):04x} at character "
                          f"{error.start + 1}): remove it.") from None
     return text
+
+
+class NotUtf8(ValueError):
+    """A line of an input file that is not UTF-8 text: its `line` number, the `byte` and its `column`."""
+
+    def __init__(self, line: int, byte: int, column: int):
+        super().__init__(f"line {line}: not UTF-8 text (byte 0x{byte:02x} at column {column})")
+        self.line, self.byte, self.column = line, byte, column
+
+
+def utf8_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    r"""Each line (bytes, as a file opened "rb" yields them) with its number, decoded; a byte-order mark
+    before line 1 is dropped, and a byte that is not UTF-8 raises NotUtf8 naming its line.
+
+    >>> list(utf8_lines([b"\xef\xbb\xbf{}\n", b"caf\xc3\xa9\n"]))
+    [(1, '{}\n'), (2, 'café\n')]
+    """
+    for number, line in enumerate(lines, 1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            column = len(line[:error.start].decode("utf-8")) + 1  # in characters, as an editor counts
+            raise NotUtf8(number, line[error.start], column) from None
 
 
 def check_number(what: str, value, low: float, high: float, whole: bool = False) -> float | int:

@@ -65,7 +65,7 @@ def candidate_card(i: int) -> tuple:
 
 def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
     """The whole app for one engine, its queue set up; every visitor gets their own conversation state."""
-    # Uploads and sent files are deleted from Gradio's cache an hour after they were made.
+    # Every 15 minutes, uploads and sent files older than an hour are deleted from Gradio's cache.
     with gr.Blocks(title="Starling demo", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         session = gr.State(new_session())
         if banner:

@@ -14,7 +14,8 @@ import pandas as pd
 from . import insight
 from .engine import Engine
 from .evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
-from .limits import ALPHA_RANGE, EVAL_CHUNK_ROWS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, check_number
+from .limits import (ALPHA_RANGE, EVAL_CHUNK_ROWS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8,
+                     check_number, utf8_lines)
 from .templates import check_rm_format
 from .ui_inputs import models
 from .ui_models import PROBLEMS, explain
@@ -132,10 +133,10 @@ def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
         raise ValueError(f"The file has {size / 2**20:.1f} MB; this server takes at most {MAX_UPLOAD_BYTES // 2**20} "
                          f"MB. {OWN_MACHINE}")
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first row
-    except UnicodeDecodeError as error:
-        line = Path(path).read_bytes()[:error.start].count(b"\n") + 1
-        raise ValueError(f"The file is not UTF-8 text (line {line}): upload a JSONL file.") from None
+        with open(path, "rb") as file:
+            text = "".join(line for _, line in utf8_lines(file))
+    except NotUtf8 as error:
+        raise ValueError(f"The file is not UTF-8 text (line {error.line}): upload a JSONL file.") from None
     rows, errors = parse_eval_jsonl(text, MAX_LINE_CHARS)
     if len(rows) > MAX_EVAL_ROWS:
         raise ValueError(f"The file has {len(rows):,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
@@ -144,7 +145,7 @@ def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
 
 
 def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
-                  request: gr.Request = None, progress=gr.Progress()):
+                  progress=gr.Progress()):
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
 
     Rows are scored a few at a time, as batch work of the engine's device lock, so visitors' turns go first

@@ -36,15 +36,14 @@ def load_model(engine: Engine, kind: str, name: str):
 
     Models are shared by every visitor, so the line says when loading one unloaded another.
     """
+    if not name or name == "none" or engine.is_loaded(kind, name):
+        yield f"{MODEL_KINDS[kind].capitalize()} **{name}** is ready."
+        return
     try:
-        if name and name != "none":
-            engine.preset(kind, name)
+        engine.preset(kind, name)  # refused before any "Loading…"
     except ValueError as error:
         gr.Warning(str(error))
         yield str(error)
-        return
-    if not name or name == "none" or engine.is_loaded(kind, name):
-        yield f"{MODEL_KINDS[kind].capitalize()} **{name}** is ready."
         return
     yield loading_status(kind, name)
     started = time.perf_counter()
