@@ -8,8 +8,9 @@ from conftest import SETTINGS
 from test_ui import assert_skipped, send, session_of
 
 from starling_demo import engine as engine_module
-from starling_demo import limits, ui_insight, ui_models
-from starling_demo import ui_events as events
+from starling_demo import limits
+from starling_demo.ui import analysis, evaluation, models as ui_models
+from starling_demo.ui import turns as events
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
 from starling_demo.ui import build_demo, launch_kwargs
@@ -80,7 +81,7 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
 def test_picking_and_insight_numbers_are_checked(turn):
     refused(events.use_candidate, turn, NAN, match="There is no candidate nan: pick one of 1 to 4")
     with pytest.warns(UserWarning, match="α must be a number from 0 to 5, not nan"):
-        assert ui_insight.insight_json(turn, NAN) == {"__type__": "update"}
+        assert analysis.insight_json(turn, NAN) == {"__type__": "update"}
 
 
 def test_the_max_new_tokens_slider_follows_the_language_model(engine):
@@ -116,7 +117,7 @@ def write_rows(path: Path, count: int, extra: str = "") -> str:
 
 
 def evaluated(engine, path):
-    return list(ui_insight.evaluate_file(engine, path, "tiny", "card", progress=lambda *a, **k: None))
+    return list(evaluation.evaluate_file(engine, path, "tiny", "card", progress=lambda *a, **k: None))
 
 
 @pytest.mark.parametrize("limit, value, count, match", [
@@ -125,14 +126,14 @@ def evaluated(engine, path):
 ])
 def test_evaluation_files_over_the_limits_are_refused_with_what_to_do(engine, tmp_path, monkeypatch, no_model_work,
                                                                       limit, value, count, match):
-    monkeypatch.setattr(ui_insight, limit, value)
+    monkeypatch.setattr(evaluation, limit, value)
     with pytest.warns(UserWarning, match=match):
         outputs = evaluated(engine, write_rows(tmp_path / "big.jsonl", count))
     assert "python -m starling_demo eval" in outputs[-1][2] and outputs[-1][0].empty
 
 
 def test_evaluation_lines_over_the_limit_are_listed_and_a_bom_is_accepted(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(ui_insight, "MAX_LINE_CHARS", 200)
+    monkeypatch.setattr(evaluation, "MAX_LINE_CHARS", 200)
     path = write_rows(tmp_path / "rows.jsonl", 2, extra="\ufeff")
     with open(path, "a", encoding="utf-8") as file:
         file.write(json.dumps({"messages": [{"role": "user", "content": "x" * 300}], "chosen": "a", "rejected": "b"}))
@@ -152,7 +153,7 @@ def test_evaluation_scores_in_chunks_and_stops_when_closed(engine, tmp_path, mon
     calls = []
     monkeypatch.setattr(engine, "score",
                         lambda *args, **kwargs: calls.append(1) or Engine.score(engine, *args, **kwargs))
-    run = ui_insight.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
+    run = evaluation.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
                                    progress=lambda *a, **k: None)
     assert next(run)[2] == f"Scoring with **tiny**: {limits.EVAL_CHUNK_ROWS} of 30 rows…"
     assert len(calls) == limits.EVAL_CHUNK_ROWS
@@ -161,10 +162,10 @@ def test_evaluation_scores_in_chunks_and_stops_when_closed(engine, tmp_path, mon
 
 
 def test_exports_leave_no_folders_behind(turn):
-    first = Path(ui_insight.export_pairs(turn)).parent
+    first = Path(analysis.export_pairs(turn)).parent
     os.utime(first, (0, 0))  # as if exported long ago: Gradio has long since copied it
-    second = Path(ui_insight.export_pairs(turn)).parent
-    assert not first.exists() and second.parent == ui_insight.EXPORTS
+    second = Path(analysis.export_pairs(turn)).parent
+    assert not first.exists() and second.parent == analysis.EXPORTS
 
 
 def test_the_server_settings_limit_uploads_and_keep_no_analytics(engine):

@@ -11,7 +11,8 @@ from conftest import SETTINGS
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 
-from starling_demo import limits, ui_insight
+from starling_demo import limits
+from starling_demo.ui import evaluation
 
 STATUS, TURN = 1, 2
 SKIPPED = {"__type__": "update"}
@@ -35,7 +36,7 @@ def visitors(app_url):
 @pytest.fixture
 def watched_scoring(engine, monkeypatch):
     """Counts the evaluation rows scored (ROW's candidates), and notes when the scoring loop is closed."""
-    scored, closed, score_rows = [], threading.Event(), ui_insight.score_rows
+    scored, closed, score_rows = [], threading.Event(), evaluation.score_rows
 
     def counting(messages, candidates, *args, **kwargs):
         if candidates == [ROW["chosen"], ROW["rejected"]]:
@@ -49,7 +50,7 @@ def watched_scoring(engine, monkeypatch):
             closed.set()
 
     monkeypatch.setattr(engine, "score", counting)
-    monkeypatch.setattr(ui_insight, "score_rows", watched)
+    monkeypatch.setattr(evaluation, "score_rows", watched)
     return scored, closed
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import SETTINGS
 
-from starling_demo import ui_events as events
-from starling_demo import ui_insight
+from starling_demo.ui import turns as events
+from starling_demo.ui import analysis, evaluation
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
 from starling_demo.ui import build_demo
-from starling_demo.ui_render import MAX_CARDS, chat_messages, trace_html
+from starling_demo.ui.render import MAX_CARDS, chat_messages, trace_html
 
 SCORE_SETTINGS = [SETTINGS[k] for k in ("rm", "readout", "rm2")]
 
@@ -53,7 +53,7 @@ def test_send_streams_candidates_then_ranks_them(first_turn):
     turn = first_turn[-1][3]
     assert len(turn["candidates"]) == 4 and len(turn["rewards"]) == 4 and turn["seed"] == 7
     assert turn["chosen"] == turn["ranking"][0] and turn["picked_by"] == "best"
-    ranking = ui_insight.panels(session_of(first_turn[-1]), None, 0.5)[0]
+    ranking = analysis.panels(session_of(first_turn[-1]), None, 0.5)[0]
     assert list(ranking["reward"]) == sorted(ranking["reward"], reverse=True)
     assert list(ranking["gap to best"])[0] == 0
     bot = first_turn[-1][1][-1]
@@ -216,7 +216,7 @@ def test_actions_without_a_turn_warn(engine):
                         events.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS, None)):
             assert_skipped(outputs)
     with pytest.warns(UserWarning, match="Nothing to export"):
-        ui_insight.export_pairs(empty)
+        analysis.export_pairs(empty)
 
 
 def test_markup_is_escaped_everywhere():
@@ -228,16 +228,16 @@ def test_markup_is_escaped_everywhere():
 
 def test_panels_and_exports_describe_the_turn(engine, first_turn):
     session = session_of(first_turn[-1])
-    outputs = ui_insight.panels(session, "2", 1.0)
+    outputs = analysis.panels(session, "2", 1.0)
     trace_view, wins, bias, lm_input = outputs[3], outputs[5], outputs[7], outputs[11]
     assert trace_view.count("class='tok'") == first_turn[-1][3]["lengths"][1]
     assert f"Reward <b>{first_turn[-1][3]['rewards'][1]:.3f}</b>, read at index 2047" in trace_view
     assert wins.count("<td") == 16 and "Plackett-Luce" in outputs[6]
     assert "Spearman" in bias and "α = 1" in bias
     assert lm_input.startswith("<s>GPT4 Correct User: Hello there<|end_of_turn|>")
-    with open(ui_insight.export_pairs(session), encoding="utf-8") as f:
+    with open(analysis.export_pairs(session), encoding="utf-8") as f:
         assert len(f.readlines()) == 3  # best against each of the other three
-    with open(ui_insight.export_nectar(session), encoding="utf-8") as f:
+    with open(analysis.export_nectar(session), encoding="utf-8") as f:
         record = json.loads(f.read())
     assert record["num_responses"] == 4 and sorted(a["rank"] for a in record["answers"]) == [1, 2, 3, 4]
 
@@ -246,7 +246,7 @@ def test_second_reward_model_is_compared(engine):
     outputs = send(engine, events.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
     turn = outputs[-1][3]
     assert turn["rm2"] == "tiny-34b" and len(turn["rewards2"]) == 4
-    assert "Kendall" in ui_insight.panels(outputs[-1][0], None, 0.5)[9]
+    assert "Kendall" in analysis.panels(outputs[-1][0], None, 0.5)[9]
 
 
 def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
@@ -256,7 +256,7 @@ def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
             "not json"]
     path = tmp_path / "eval.jsonl"
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows), encoding="utf-8")
-    *_, (report, errors, status) = ui_insight.evaluate_file(engine, str(path), "tiny", "card",
+    *_, (report, errors, status) = evaluation.evaluate_file(engine, str(path), "tiny", "card",
                                                              progress=lambda *a, **k: None)
     assert list(report["subset"]) == ["overall", "all", "chat"] and list(report["rows"]) == [2, 1, 1]
     assert errors.startswith("line 3: invalid JSON") and "Evaluated 2 rows" in status
@@ -269,6 +269,6 @@ def test_batch_evaluation_of_a_bad_file_says_what_to_do(engine, tmp_path, conten
         path = tmp_path / "bad.jsonl"
         path.write_bytes(content)
     with pytest.warns(UserWarning, match=problem):
-        *_, (report, errors, status) = ui_insight.evaluate_file(engine, path and str(path), "tiny", "card",
+        *_, (report, errors, status) = evaluation.evaluate_file(engine, path and str(path), "tiny", "card",
                                                                  progress=lambda *a, **k: None)
     assert report.empty and status.startswith("Nothing evaluated") and problem in status

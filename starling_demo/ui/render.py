@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from . import insight
+from .. import insight
 
 MAX_CARDS = 8
 RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "RM tokens"]

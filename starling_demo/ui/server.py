@@ -6,7 +6,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
-from .limits import MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
+from ..limits import MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
         "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}

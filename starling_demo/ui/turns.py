@@ -11,13 +11,13 @@ import inspect
 
 import gradio as gr
 
-from . import insight
-from .engine import Engine
-from .limits import check_number
-from .templates import check_rm_format
-from .ui_inputs import card_texts, message_text, models, turn_settings
-from .ui_models import PROBLEMS, explain, loading_status
-from .ui_render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
+from .. import insight
+from ..engine import Engine
+from ..limits import check_number
+from ..templates import check_rm_format
+from .inputs import card_texts, message_text, models, turn_settings
+from .models import PROBLEMS, explain, loading_status
+from .render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()

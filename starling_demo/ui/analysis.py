@@ -1,8 +1,7 @@
-"""Handlers of the insight panels: ranking, reward trace, win probabilities, length bias, exports, batch evaluation."""
+"""Handlers of the analysis panels of the latest turn: ranking, reward trace, win probabilities, length bias, exports."""
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import time
@@ -11,24 +10,17 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from . import insight
-from .engine import Engine
-from .evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
-from .limits import (ALPHA_RANGE, EVAL_CHUNK_ROWS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8,
-                     check_number, utf8_lines)
-from .templates import check_rm_format
-from .ui_inputs import models
-from .ui_models import PROBLEMS, explain
-from .ui_render import (RANKING_HEADERS, REPORT_HEADERS, comparison_rows, comparison_text, length_bias_text,
-                        length_frame, model_inputs_text, plackett_luce_text, ranking_rows, reward_frame,
-                        reward_read_note, trace_frame, trace_html, win_matrix_html)
+from .. import insight
+from ..limits import ALPHA_RANGE, check_number
+from .render import (RANKING_HEADERS, comparison_rows, comparison_text, length_bias_text, length_frame,
+                     model_inputs_text, plackett_luce_text, ranking_rows, reward_frame, reward_read_note,
+                     trace_frame, trace_html, win_matrix_html)
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
 NOT_SCORED_HTML = f"<p class='muted'>{NOT_SCORED.strip('*')}</p>"  # for the HTML panels
 EXPORTS = Path(tempfile.mkdtemp(prefix="starling-exports-"))  # one folder per process, removed when it exits
 atexit.register(shutil.rmtree, EXPORTS, ignore_errors=True)
-OWN_MACHINE = "Split it, or score it on your own machine with `python -m starling_demo eval`, which has no limit."
 
 
 def scored_turn(session: dict) -> dict | None:
@@ -122,51 +114,3 @@ def export_pairs(session: dict):
 def export_nectar(session: dict):
     """Nectar-style K-wise rankings of this session, one record per turn, as JSONL."""
     return export_file(session, "nectar")
-
-
-def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
-    """The rows and malformed lines of an uploaded evaluation file, within this server's limits."""
-    if not path:
-        raise ValueError("Upload a JSONL file first.")
-    size = os.path.getsize(path)
-    if size > MAX_UPLOAD_BYTES:
-        raise ValueError(f"The file has {size / 2**20:.1f} MB; this server takes at most {MAX_UPLOAD_BYTES // 2**20} "
-                         f"MB. {OWN_MACHINE}")
-    try:
-        with open(path, "rb") as file:
-            text = "".join(line for _, line in utf8_lines(file))
-    except NotUtf8 as error:
-        raise ValueError(f"The file is not UTF-8 text (line {error.line}): upload a JSONL file.") from None
-    rows, errors = parse_eval_jsonl(text, MAX_LINE_CHARS)
-    if len(rows) > MAX_EVAL_ROWS:
-        raise ValueError(f"The file has {len(rows):,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
-                         + OWN_MACHINE)
-    return rows, errors
-
-
-def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
-                  progress=gr.Progress()):
-    """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
-
-    Rows are scored a few at a time, as batch work of the engine's device lock, so visitors' turns go first
-    and wait for at most one chunk; a cancelled or disconnected job stops after its current chunk.
-    """
-    empty = pd.DataFrame(columns=REPORT_HEADERS)
-    try:
-        models(engine, rm=rm)
-        check_rm_format(rm_format)
-        rows, errors = read_upload(path)
-        engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS, engine.device_lock.batch):
-            progress((done, len(rows)), desc="Scoring rows")
-            yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
-    except PROBLEMS as error:
-        gr.Warning(explain(error))
-        yield [empty, "", f"Nothing evaluated: {explain(error)}"]
-        return
-    result = evaluation_result(rows, errors)
-    table = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
-             for name, n, *metrics in report_table(result["report"])]
-    status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
-              f"{len(result['errors'])} malformed row(s) skipped.")
-    yield [pd.DataFrame(table, columns=REPORT_HEADERS), "\n".join(result["errors"]) or "No malformed rows.", status]

@@ -5,9 +5,9 @@ huge strings, names of models this server does not offer), so nothing here trust
 """
 from __future__ import annotations
 
-from .engine import Engine, Settings
-from .generation import MAX_CANDIDATES
-from .limits import (MAX_MESSAGE_CHARS, MAX_SYSTEM_CHARS, TEMPERATURE_RANGE, TOP_P_RANGE, check_number, check_text,
+from ..engine import Engine, Settings
+from ..generation import MAX_CANDIDATES
+from ..limits import (MAX_MESSAGE_CHARS, MAX_SYSTEM_CHARS, TEMPERATURE_RANGE, TOP_P_RANGE, check_number, check_text,
                      max_new_tokens_for)
 
 MAX_SEED = 2**63 - 1

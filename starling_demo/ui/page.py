@@ -8,19 +8,20 @@ from types import MethodType
 import gradio as gr
 import pandas as pd
 
-from .engine import Engine
-from .limits import max_new_tokens_for
-from .presets import LM_PRESETS, RM_PRESETS
-from .templates import RM_FORMATS
-from .ui_events import (add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo,
+from ..engine import Engine
+from ..limits import max_new_tokens_for
+from ..presets import LM_PRESETS, RM_PRESETS
+from ..templates import RM_FORMATS
+from .turns import (add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo,
                         use_candidate)
-from .ui_insight import (COMPARE_HEADERS, bias_panel, evaluate_file, export_nectar, export_pairs, insight_json,
+from .evaluation import evaluate_file
+from .analysis import (COMPARE_HEADERS, bias_panel, export_nectar, export_pairs, insight_json,
                          panels, trace_panel)
-from .ui_models import load_model, max_tokens_range
-from .ui_render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
-from .ui_server import limit_jobs_per_visitor, server_kwargs
+from .models import load_model, max_tokens_range
+from .render import MAX_CARDS, RANKING_HEADERS, REPORT_HEADERS
+from .server import limit_jobs_per_visitor, server_kwargs
 
-CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "style.css"
+CSS_PATH = Path(__file__).resolve().parents[2] / "assets" / "style.css"
 INTRO = ("## Starling: chat, and watch the reward model rank the replies\n"
          "Each turn, **Starling-LM** writes N candidate replies side by side; a **Starling reward model** scores "
          "them and the best one continues the conversation (best-of-N), unless you pick another.")

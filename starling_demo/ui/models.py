@@ -7,9 +7,9 @@ import time
 import gradio as gr
 import torch
 
-from .engine import Engine
-from .limits import max_new_tokens_for
-from .loading import LoadError
+from ..engine import Engine
+from ..limits import max_new_tokens_for
+from ..loading import LoadError
 
 # What a visitor can act on: a bad choice, a model that cannot load, settings too big for the GPU.
 PROBLEMS = (LoadError, ValueError, torch.OutOfMemoryError)
