@@ -12,7 +12,7 @@ import socket
 from urllib.parse import urlparse
 
 from starling_demo.engine import Engine, default_allowed
-from starling_demo.loading import device_memory
+from starling_demo.loading import LoadError, device_memory, resolve_device
 from starling_demo.presets import LM_PRESETS, RM_PRESETS
 from starling_demo.ui import build_demo, launch_kwargs
 
@@ -105,13 +105,60 @@ def on_zero_gpu(engine: Engine) -> Engine:
     return engine
 
 
+def is_tiny(kind: str, name: str) -> bool:
+    preset = (LM_PRESETS if kind == "lm" else RM_PRESETS).get(name)
+    return preset is not None and preset.repo.startswith("tiny:")
+
+
+def startup_lines(args: argparse.Namespace, reason: str | None, allowed: dict[str, tuple[str, ...]],
+                  device: str) -> list[str]:
+    """What the terminal says before anything loads: the models, on what (`device` is `args.device` resolved),
+    why tiny ones run, and what visitors may switch to. `reason` is pick_defaults()'s."""
+    where = f"({args.precision}, {device})"
+    lines = ["Starling demo", f"  language model: {args.lm} {where}", f"  reward model:   {args.rm} {where}"]
+    tiny = [f"--{kind} {name}" for kind, name in (("lm", args.lm), ("rm", args.rm)) if is_tiny(kind, name)]
+    if tiny:
+        lines.append(f"  {reason}: the tiny random models run instead; replies are noise" if reason else
+                     f"  the tiny presets were chosen ({', '.join(tiny)}): random models; replies are noise")
+    if len(tiny) < 2:
+        note = "a GPU was found: the real models run on it" if device == "cuda" else \
+            "the real models run on the CPU, slowly"
+        lines.append(f"  {note}; each loads on first use, downloaded first if it is not cached")
+    lines.append(f"  visitors may choose: LMs {', '.join(allowed['lm'])}; RMs {', '.join(allowed['rm'])}")
+    return lines
+
+
+def url_line(local_url: str, share_url: str | None, share: bool = False) -> str:
+    """Where to open the app, once it is up; `share` is whether a public link was asked for."""
+    local = local_url.rstrip("/")
+    if share_url:
+        return f"Open {local} in a browser, or the public link {share_url} from anywhere (Ctrl+C stops)"
+    if share:
+        return f"Open {local} in a browser (no public link could be made, see above; Ctrl+C stops)"
+    return f"Open {local} in a browser (python app.py --share for a public link; Ctrl+C stops)"
+
+
 def main() -> None:
     defaults, reason = pick_defaults()
     args = parse_args(defaults)
     engine = Engine(args.lm, args.rm, args.precision, args.device)
-    engine.allowed = allowed_models(args, engine)
+    try:
+        engine.allowed = allowed_models(args, engine)
+        device = resolve_device(args.device)
+    except (LoadError, ValueError) as error:  # e.g. --device cuda without a GPU, an unknown preset
+        raise SystemExit(f"Cannot start: {error}") from None
+    print("\n".join(startup_lines(args, reason, engine.allowed, device)), flush=True)
     demo = build_demo(on_zero_gpu(engine), banner(args, reason))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    try:  # quiet: Gradio's own banner would suggest `share=True` in `launch()`, not this app's --share
+        _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                                              quiet=True, prevent_thread_lock=True, **launch_kwargs())
+    except OSError as error:
+        if "Cannot find empty port" not in str(error):
+            raise
+        raise SystemExit(f"Cannot start: port {args.port} on {args.host} is in use or cannot be used; "
+                         "choose another with --port (or GRADIO_SERVER_PORT).") from None
+    print(url_line(local_url, share_url, args.share), flush=True)
+    demo.block_thread()  # until Ctrl+C, which closes the server
 
 
 if __name__ == "__main__":

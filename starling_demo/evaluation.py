@@ -10,6 +10,10 @@ from .engine import Engine
 from .limits import check_text
 from .templates import check_conversation, check_rm_format
 
+NO_SUBSET = "all"  # the subset of rows that name none: a key of the report's "subsets" (the CLI prints it as JSON)
+# Names in the report table: "all" alone reads like the whole file, which is "overall".
+ALL_ROWS_LABEL, NO_SUBSET_LABEL = "all rows", "(no subset)"
+
 
 def pairwise_accuracy(rewards_best_first: list[float], tie: float = 0.0) -> float:
     """Fraction of pairs (i < j) with r_i > r_j for answers given best first; a tie counts `tie`.
@@ -59,7 +63,7 @@ def _parse_row(obj) -> tuple[dict | None, str | None]:
     except ValueError as error:
         return None, str(error)
     messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-    return {"messages": messages, "candidates": candidates, "subset": subset or "all"}, None
+    return {"messages": messages, "candidates": candidates, "subset": subset or NO_SUBSET}, None
 
 
 def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
@@ -114,7 +118,7 @@ def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], leng
         raise ValueError("rows, rewards_per_row and lengths_per_row differ in length")
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        groups.setdefault(row.get("subset", "all"), []).append(i)
+        groups.setdefault(row.get("subset", NO_SUBSET), []).append(i)
     subsets = {
         name: _summary([rewards_per_row[i] for i in idx], [lengths_per_row[i] for i in idx])
         for name, idx in sorted(groups.items())
@@ -123,14 +127,23 @@ def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], leng
 
 
 def report_table(report: dict) -> list[list]:
-    """Rows [subset, n, accuracy, length baseline], overall first; no subset rows when no row named one.
+    """Display rows [name, n, accuracy, length baseline]: "all rows", each named subset, then "(no subset)".
+
+    "all rows" is the report's "overall": the mean over every scored row, each row weighing the same.
+    "(no subset)" is the subset "all", the rows that named none; when no row named one it would repeat
+    "all rows", and is left out.
 
     >>> summary = {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}
     >>> report_table({"overall": summary, "subsets": {"all": summary}})
-    [['overall', 1, 1.0, 0.0]]
+    [['all rows', 1, 1.0, 0.0]]
+    >>> [row[0] for row in report_table({"overall": summary, "subsets": {"all": summary, "chat": summary}})]
+    ['all rows', 'chat', '(no subset)']
     """
-    subsets = report["subsets"] if list(report["subsets"]) != ["all"] else {}
-    items = [("overall", report["overall"]), *subsets.items()]
+    subsets = dict(report["subsets"])
+    unnamed = subsets.pop(NO_SUBSET, None)
+    items = [(ALL_ROWS_LABEL, report["overall"]), *subsets.items()]
+    if unnamed and subsets:
+        items.append((NO_SUBSET_LABEL, unnamed))
     return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
 
 

@@ -161,11 +161,15 @@ def _jsonl(records: list[dict]) -> str:
 
 
 def pairs_jsonl(turns: list[dict]) -> str:
-    """Preference pairs: each turn's top-reward candidate against every other one.
+    """Preference pairs: each turn's top-reward candidate against every other one, with the seed the turn used.
 
-    >>> turn = {"messages": [], "candidates": ["a", "b"], "rewards": [0.0, 1.0], "lm": "L", "rm": "R"}
+    A pair whose two replies are the same text (greedy decoding makes every candidate the same) or have the same
+    reward states no preference, so it is left out.
+
+    >>> turn = {"messages": [], "candidates": ["a", "b", "b"], "rewards": [0.0, 1.0, 1.0], "lm": "L", "rm": "R",
+    ...         "seed": 7}
     >>> pairs_jsonl([turn])
-    '{"messages": [], "chosen": "b", "rejected": "a", "chosen_reward": 1.0, "rejected_reward": 0.0, "lm": "L", "rm": "R"}\\n'
+    '{"messages": [], "chosen": "b", "rejected": "a", "chosen_reward": 1.0, "rejected_reward": 0.0, "lm": "L", "rm": "R", "seed": 7}\\n'
     """
     records = []
     for turn in turns:
@@ -176,10 +180,27 @@ def pairs_jsonl(turns: list[dict]) -> str:
         records += [
             {"messages": turn["messages"], "chosen": candidates[best], "rejected": candidates[i],
              "chosen_reward": rewards[best], "rejected_reward": rewards[i],
-             "lm": turn.get("lm"), "rm": turn.get("rm")}
-            for i in range(len(candidates)) if i != best
+             "lm": turn.get("lm"), "rm": turn.get("rm"), "seed": turn.get("seed")}
+            for i in range(len(candidates))
+            if i != best and candidates[i] != candidates[best] and rewards[i] != rewards[best]
         ]
     return _jsonl(records)
+
+
+def shared_ranks(texts: list[str], rewards: list[float]) -> list[int]:
+    """1-based ranks by reward in which copies of one text, and equal rewards, share a rank (1, 2, 2, 4 ranking).
+
+    Copies of a text score alike up to numerical noise, so each takes the reward of its best-scored copy:
+    no rank says one copy beats another.
+
+    >>> shared_ranks(["a", "b", "a", "c"], [1.0, 2.0, 1.1, 1.0])
+    [2, 1, 2, 4]
+    """
+    best: dict[str, float] = {}
+    for text, reward in zip(texts, rewards, strict=True):
+        best[text] = max(reward, best.get(text, reward))
+    scores = [best[text] for text in texts]
+    return [1 + sum(other > score for other in scores) for score in scores]
 
 
 def nectar_prompt(messages: list[dict]) -> str:
@@ -195,27 +216,35 @@ def nectar_prompt(messages: list[dict]) -> str:
 
 
 def nectar_jsonl(turns: list[dict]) -> str:
-    """One Nectar-style record per turn, answers in candidate order with 1-based reward ranks.
+    """One Nectar-style record per turn: answers in candidate order with 1-based reward ranks, and the settings.
 
-    >>> turn = {"messages": [{"role": "user", "content": "Hi"}], "candidates": ["a", "b"],
-    ...         "rewards": [0.0, 1.0], "lengths": [1, 1], "chosen": 1}
-    >>> json.loads(nectar_jsonl([turn]))["answers"][0]
-    {'answer': 'a', 'rank': 2, 'reward': 0.0, 'length': 1, 'chosen': False}
+    Identical answers (e.g. every candidate of a greedy turn) are all kept, as a K-wise ranking lists every
+    answer, and share a rank (`shared_ranks`), as do equal rewards; each keeps its own reward as scored.
+    The settings' seed is the one the turn used, also when the settings asked for a random one.
+
+    >>> turn = {"messages": [{"role": "user", "content": "Hi"}], "candidates": ["a", "b", "a"],
+    ...         "rewards": [0.0, 1.0, 0.01], "lengths": [1, 1, 1], "chosen": 1, "settings": {"seed": None}, "seed": 3}
+    >>> record = json.loads(nectar_jsonl([turn]))
+    >>> [a["rank"] for a in record["answers"]], record["answers"][0], record["settings"]
+    ([2, 1, 2], {'answer': 'a', 'rank': 2, 'reward': 0.0, 'length': 1, 'chosen': False}, {'seed': 3})
     """
     records = []
     for turn in turns:
-        rewards = turn["rewards"]
-        rank = {i: k for k, i in enumerate(ranking(rewards), 1)}
+        rewards, candidates = turn["rewards"], turn["candidates"]
+        ranks = shared_ranks(candidates, rewards)
         answers = [
-            {"answer": text, "rank": rank[i], "reward": rewards[i],
+            {"answer": text, "rank": ranks[i], "reward": rewards[i],
              "length": turn["lengths"][i], "chosen": i == turn.get("chosen")}
-            for i, text in enumerate(turn["candidates"])
+            for i, text in enumerate(candidates)
         ]
+        settings = dict(turn.get("settings") or {})
+        if turn.get("seed") is not None:  # the settings hold None for a random seed; the turn holds the one drawn
+            settings["seed"] = turn["seed"]
         records.append({
             "prompt": nectar_prompt(turn["messages"]),
             "messages": turn["messages"],
             "answers": answers,
-            "settings": turn.get("settings", {}),
+            "settings": settings,
             "lm": turn.get("lm"),
             "rm": turn.get("rm"),
             "num_responses": len(answers),

@@ -88,4 +88,4 @@ def test_evaluate_endpoint(client, tmp_path):
     row = {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Bye."}
     path.write_text(json.dumps(row) + "\n{broken\n", encoding="utf-8")
     report, errors, status = client.predict(handle_file(str(path)), "tiny", "card", api_name="/evaluate")
-    assert report["data"][0][:2] == ["overall", 1] and errors.startswith("line 2") and "Evaluated 1 rows" in status
+    assert report["data"][0][:2] == ["all rows", 1] and errors.startswith("line 2") and "Evaluated 1 rows" in status

@@ -1,5 +1,13 @@
 """The launcher: which models start where, the banner that says so, flags and environment, ZeroGPU wiring."""
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +95,91 @@ def test_visitors_may_choose_the_launched_models_and_what_the_flags_allow(monkey
     assert allowed("--rm", "tiny-34b")["rm"] == ("tiny-34b",)  # the flag says exactly which
     with pytest.raises(SystemExit, match="--allow-lms: unknown preset 'gpt-5'"):
         allowed("--allow-lms", "gpt-5")
+
+
+def startup(argv, reason, device, allowed=None):
+    args = app.parse_args(app.TINY, argv)
+    return app.startup_lines(args, reason, allowed or {"lm": (args.lm,), "rm": (args.rm,)}, device)
+
+
+@pytest.fixture
+def no_model_env(monkeypatch):
+    for name in ("STARLING_LM", "STARLING_RM", "STARLING_PRECISION", "STARLING_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_terminal_says_tiny_models_run_because_there_is_no_gpu(no_model_env):
+    said = startup([], "no GPU was found", "cpu", {"lm": ("tiny",), "rm": ("tiny", "tiny-34b")})
+    assert said == ["Starling demo",
+                    "  language model: tiny (fp32, cpu)",
+                    "  reward model:   tiny (fp32, cpu)",
+                    "  no GPU was found: the tiny random models run instead; replies are noise",
+                    "  visitors may choose: LMs tiny; RMs tiny, tiny-34b"]
+
+
+def test_the_terminal_says_when_tiny_was_chosen(no_model_env):
+    said = "\n".join(startup(["--lm", "tiny", "--rm", "starling-rm-7b-alpha", "--precision", "4bit"], None, "cuda"))
+    assert "language model: tiny (4bit, cuda)" in said and "reward model:   starling-rm-7b-alpha (4bit, cuda)" in said
+    assert "the tiny presets were chosen (--lm tiny): random models; replies are noise" in said
+    assert "a GPU was found: the real models run on it" in said  # the RM is real
+
+
+def test_the_terminal_names_the_real_models_and_the_gpu(no_model_env):
+    allowed = {"lm": ("starling-lm-7b-beta",), "rm": ("starling-rm-7b-alpha", "starling-rm-34b")}
+    said = app.startup_lines(app.parse_args(app.REAL, []), None, allowed, "cuda")
+    assert said[1:3] == ["  language model: starling-lm-7b-beta (4bit, cuda)",
+                         "  reward model:   starling-rm-7b-alpha (4bit, cuda)"]
+    assert "a GPU was found" in said[3] and "loads on first use" in said[3]
+    assert said[4] == "  visitors may choose: LMs starling-lm-7b-beta; RMs starling-rm-7b-alpha, starling-rm-34b"
+    assert not any("tiny" in line for line in said)
+    on_cpu = startup(["--lm", "starling-lm-7b-beta", "--rm", "starling-rm-7b-alpha"], "no GPU was found", "cpu")
+    assert "the real models run on the CPU, slowly" in on_cpu[3] and len(on_cpu) == 5
+
+
+def test_the_url_line_says_where_to_open_the_app_and_how_to_share_it():
+    assert app.url_line("http://127.0.0.1:7860/", None) == (
+        "Open http://127.0.0.1:7860 in a browser (python app.py --share for a public link; Ctrl+C stops)")
+    shared = app.url_line("http://127.0.0.1:7860/", "https://abc.gradio.live", share=True)
+    assert "http://127.0.0.1:7860 " in shared and "https://abc.gradio.live" in shared and "--share" not in shared
+    assert "no public link could be made" in app.url_line("http://127.0.0.1:7860/", None, share=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_until(process, marker: str, deadline: float) -> list[str]:
+    """The process's stdout lines up to the first that starts with `marker`; fails at `deadline`."""
+    got = queue.Queue()
+    threading.Thread(target=lambda: [*map(got.put, process.stdout), got.put(None)], daemon=True).start()
+    said = []
+    try:
+        while (line := got.get(timeout=max(deadline - time.monotonic(), 0.01))) is not None:
+            said.append(line.rstrip("\n"))
+            if line.startswith(marker):
+                return said
+        why = "the process ended"
+    except queue.Empty:
+        why = "time ran out"
+    pytest.fail(f"{why} before a line starting {marker!r}; it said:\n" + "\n".join(said))
+
+
+def test_python_app_py_says_what_runs_and_where_without_gradios_banner():
+    port = free_port()
+    root = Path(app.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STARLING_", "GRADIO_"))}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--lm", "tiny", "--rm", "tiny",
+                                "--precision", "fp32", "--device", "cpu"], cwd=root, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        said = "\n".join(read_until(process, "Open http", time.monotonic() + 60))
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert "language model: tiny (fp32, cpu)" in said and "reward model:   tiny (fp32, cpu)" in said
+    assert "replies are noise" in said and "visitors may choose: LMs tiny; RMs tiny, tiny-34b" in said
+    assert f"Open http://127.0.0.1:{port} in a browser (python app.py --share for a public link" in said
+    assert "share=True" not in said and "Running on local URL" not in said

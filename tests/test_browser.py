@@ -28,11 +28,17 @@ def open_app(browser, app_url, max_new_tokens=16):
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(app_url)
-    page.locator("#settings").get_by_text("Settings").click()
+    open_settings(page)
     tokens = page.locator("#max-tokens input[type=number]")
     tokens.fill(str(max_new_tokens))
     tokens.press("Enter")
     return page
+
+
+def open_settings(page):
+    """Open the settings sidebar (closed when the page loads)."""
+    page.get_by_role("button", name="Toggle Sidebar").click()
+    expect(page.locator("#max-tokens")).to_be_visible()
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def send(page, message, expected="Scored 4 candidates"):
 
 
 def ranking_rewards(page):
-    return [float(cell) for cell in page.locator('#ranking [role=gridcell][data-col="2"]').all_inner_texts()]
+    return [float(row.get_attribute("data-reward")) for row in page.locator("#ranking tr.rank-row").all()]
 
 
 def test_turn_streams_ranks_and_continues_with_a_chosen_candidate(page):
@@ -62,7 +68,7 @@ def test_turn_streams_ranks_and_continues_with_a_chosen_candidate(page):
     for i in range(1, 5):
         expect(page.locator(f"#card-{i} textarea")).not_to_have_value("")
     expect(page.locator("#card-5")).to_be_hidden()
-    expect(page.locator("#ranking .virtual-row")).to_have_count(4)
+    expect(page.locator("#ranking tr.rank-row")).to_have_count(4)
     rewards = ranking_rewards(page)
     assert rewards == sorted(rewards, reverse=True)
     best = page.locator(".card", has_text="★ best")
@@ -88,7 +94,7 @@ def test_own_candidates_are_ranked_and_markup_stays_text(page):
         page.click("#add")
         expect(page.locator("#status")).to_contain_text(f"Added candidate {k}", timeout=WAIT)
         expect(page.locator("#ranking")).to_contain_text(f"#{k}")
-    expect(page.locator("#ranking .virtual-row")).to_have_count(6)
+    expect(page.locator("#ranking tr.rank-row")).to_have_count(6)
     for k, text in enumerate(XSS, 5):
         expect(page.locator(f"#card-{k} textarea")).to_have_value(text)
         page.click(f"#use-{k}")
@@ -117,8 +123,8 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(browser, app_url
         expect(page.locator("#status")).to_contain_text("Generating", timeout=WAIT)
         page.click("#stop")
         expect(page.locator("#status")).to_contain_text("Stopped early. Scored 4 candidates", timeout=WAIT)
-        expect(page.locator("#ranking .virtual-row")).to_have_count(4)
-        lengths = page.locator('#ranking [role=gridcell][data-col="4"]').all_inner_texts()
+        expect(page.locator("#ranking tr.rank-row")).to_have_count(4)
+        lengths = page.locator("#ranking tr.rank-row td:nth-child(6)").all_inner_texts()
         assert max(map(int, lengths)) < 900
         expect(page.locator('[data-testid="bot"]')).to_have_count(1)
     finally:

@@ -173,7 +173,7 @@ def test_evaluation_report_and_table():
         "code": {"n": 1, "accuracy": pytest.approx(2 / 3), "length_baseline": 1.0},
     }
     assert report_table(report) == [
-        ["overall", 3, pytest.approx(5 / 9), pytest.approx(2 / 3)],
+        ["all rows", 3, pytest.approx(5 / 9), pytest.approx(2 / 3)],
         ["chat", 2, 0.5, 0.5],
         ["code", 1, pytest.approx(2 / 3), 1.0],
     ]
@@ -193,6 +193,7 @@ TURN = {
     "settings": {"temperature": 0.7},
     "lm": "lm-x",
     "rm": "rm-y",
+    "seed": 11,
 }
 
 
@@ -200,7 +201,8 @@ def test_pairs_jsonl_exact_records():
     text = pairs_jsonl([TURN, {**TURN, "candidates": ["only"], "rewards": [1.0], "lengths": [1]}])
     assert "Café" in text  # ensure_ascii=False
     records = [json.loads(line) for line in text.splitlines()]
-    base = {"messages": TURN["messages"], "chosen": "B", "chosen_reward": 2.0, "lm": "lm-x", "rm": "rm-y"}
+    base = {"messages": TURN["messages"], "chosen": "B", "chosen_reward": 2.0, "lm": "lm-x", "rm": "rm-y",
+            "seed": 11}
     assert records == [
         {**base, "rejected": "A", "rejected_reward": 0.5},
         {**base, "rejected": "C", "rejected_reward": -1.0},
@@ -219,11 +221,52 @@ def test_nectar_jsonl_exact_record():
             {"answer": "B", "rank": 1, "reward": 2.0, "length": 7, "chosen": False},
             {"answer": "C", "rank": 3, "reward": -1.0, "length": 1, "chosen": False},
         ],
-        "settings": {"temperature": 0.7},
+        "settings": {"temperature": 0.7, "seed": 11},
         "lm": "lm-x",
         "rm": "rm-y",
         "num_responses": 3,
     }
+
+
+def test_report_table_names_all_rows_apart_from_rows_without_a_subset():
+    rows = [{"subset": "all"}, {"subset": "chat"}, {"subset": "all"}]  # "all": what parse_eval_jsonl gives no subset
+    report = evaluation_report(rows, [[2.0, 1.0], [1.0, 2.0], [1.0, 2.0]], [[1, 2], [2, 1], [2, 1]])
+    assert set(report) == {"overall", "subsets"} and set(report["subsets"]) == {"all", "chat"}  # JSON keys as before
+    assert report_table(report) == [["all rows", 3, pytest.approx(1 / 3), pytest.approx(2 / 3)],
+                                    ["chat", 1, 0.0, 1.0], ["(no subset)", 2, 0.5, 0.5]]
+    only_unnamed = evaluation_report(rows[:1], [[2.0, 1.0]], [[1, 2]])
+    assert [name for name, *_ in report_table(only_unnamed)] == ["all rows"]
+
+
+def test_exports_carry_the_seed_the_turn_used():
+    random_seed = {**TURN, "settings": {"temperature": 0.7, "seed": None}, "seed": 123456}
+    assert json.loads(nectar_jsonl([random_seed]))["settings"] == {"temperature": 0.7, "seed": 123456}
+    assert {json.loads(line)["seed"] for line in pairs_jsonl([random_seed]).splitlines()} == {123456}
+    assert random_seed["settings"]["seed"] is None  # the turn itself is left as it was
+    unknown = {k: v for k, v in random_seed.items() if k != "seed"}
+    assert json.loads(nectar_jsonl([unknown]))["settings"]["seed"] is None
+
+
+def test_identical_replies_make_no_pair_and_share_a_nectar_rank():
+    greedy = {**TURN, "candidates": ["Same.", "Same.", "Same."], "rewards": [0.7, 0.7000001, 0.6999999]}
+    assert pairs_jsonl([greedy]) == ""
+    answers = json.loads(nectar_jsonl([greedy]))["answers"]
+    assert [a["rank"] for a in answers] == [1, 1, 1] and [a["answer"] for a in answers] == ["Same."] * 3
+    assert [a["reward"] for a in answers] == greedy["rewards"]  # each keeps the reward it was scored
+    mixed = {**TURN, "candidates": ["X", "Y", "X", "Z"], "rewards": [1.0, 2.0, 1.2, 1.0], "lengths": [1, 1, 1, 1]}
+    pairs = [json.loads(line) for line in pairs_jsonl([mixed]).splitlines()]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("Y", "X"), ("Y", "X"), ("Y", "Z")]
+    assert [a["rank"] for a in json.loads(nectar_jsonl([mixed]))["answers"]] == [2, 1, 2, 4]
+    best_copied = {**mixed, "candidates": ["Y", "Y", "X", "Z"]}
+    assert [(p["chosen"], p["rejected"]) for p in map(json.loads, pairs_jsonl([best_copied]).splitlines())] == [
+        ("Y", "X"), ("Y", "Z")]
+
+
+def test_equal_rewards_state_no_preference():
+    tied = {**TURN, "candidates": ["P", "Q", "R"], "rewards": [1.5, 1.5, 0.0]}
+    pairs = [json.loads(line) for line in pairs_jsonl([tied]).splitlines()]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("P", "R")]
+    assert [a["rank"] for a in json.loads(nectar_jsonl([tied]))["answers"]] == [1, 1, 3]
 
 
 def test_nectar_prompt_with_system():

@@ -1,5 +1,6 @@
 """Handler tests: the UI's event functions called as plain Python on the tiny engine."""
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -11,15 +12,28 @@ from starling_demo.ui import analysis, evaluation
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
 from starling_demo.ui import build_demo
-from starling_demo.ui.render import MAX_CARDS, chat_messages, trace_html
+from starling_demo.ui.cards import MAX_CARDS
+from starling_demo.ui.render import chat_messages, trace_html
 
 SCORE_SETTINGS = [SETTINGS[k] for k in ("rm", "readout", "rm2")]
 
 
+RANKING = 5 + 3 * MAX_CARDS  # the ranking's place in a turn event's outputs, after the cards
+SKIP = {"__type__": "update"}
+
+
+def replay(frames):
+    """What the page shows after each frame a handler yields: an output sent as gr.skip() stays as it was."""
+    shown = None
+    for frame in frames:
+        shown = list(frame) if shown is None else [old if new == SKIP else new for old, new in zip(shown, frame)]
+        yield shown
+
+
 def send(engine, session, message, **overrides):
-    """Run the chat handler to the end; returns every yielded output list."""
+    """Run the chat handler to the end; returns what the page shows after each yielded frame."""
     settings = SETTINGS | overrides
-    return list(events.chat(engine, session, message, *settings.values()))
+    return list(replay(events.chat(engine, session, message, *settings.values())))
 
 
 def session_of(outputs):
@@ -27,8 +41,8 @@ def session_of(outputs):
 
 
 def cards_of(outputs):
-    """The text of each card (every 3rd output after the first five: visibility, text, badge)."""
-    return [update["value"] for update in outputs[5 + 1::3]]
+    """The text of each card (outputs 5 to RANKING are visibility, text and badge of each card)."""
+    return [update["value"] for update in outputs[5:RANKING][1::3]]
 
 
 def assert_skipped(outputs):
@@ -46,16 +60,19 @@ def test_build_demo_names_the_api_endpoints(engine):
             "export_pairs", "export_nectar", "evaluate"} <= names
 
 
-def test_send_streams_candidates_then_ranks_them(first_turn):
-    streamed = [o for o in first_turn if "Generating" in o[2]]
-    assert len(streamed) >= 5  # one update per token step
+def test_send_streams_candidates_then_ranks_them(engine, first_turn, monkeypatch):
+    monkeypatch.setattr(events, "FRAME_SECONDS", 0)
+    streamed = [o for o in send(engine, events.new_session(), "Hello there") if "Generating" in o[2]]
+    assert len(streamed) >= 5  # with no frame limit, one update per token step
+    assert all("★ best" not in badge for o in streamed for badge in o[5:RANKING][2::3])
     assert "Scored 4 candidates" in first_turn[-1][2]
     turn = first_turn[-1][3]
     assert len(turn["candidates"]) == 4 and len(turn["rewards"]) == 4 and turn["seed"] == 7
     assert turn["chosen"] == turn["ranking"][0] and turn["picked_by"] == "best"
-    ranking = analysis.panels(session_of(first_turn[-1]), None, 0.5)[0]
-    assert list(ranking["reward"]) == sorted(ranking["reward"], reverse=True)
-    assert list(ranking["gap to best"])[0] == 0
+    ranking = first_turn[-1][RANKING]
+    rewards = [float(r) for r in re.findall(r"data-reward='(-?[\d.]+)'", ranking)]
+    assert rewards == [round(r, 4) for r in sorted(turn["rewards"], reverse=True)]
+    assert f"data-candidate='{turn['chosen'] + 1}'" in ranking.split("</tr>")[1]
     bot = first_turn[-1][1][-1]
     assert bot["role"] == "assistant" and f"candidate {turn['chosen'] + 1} of 4" in bot["content"]
 
@@ -63,7 +80,7 @@ def test_send_streams_candidates_then_ranks_them(first_turn):
 def test_a_first_turn_says_which_model_is_loading_while_it_loads():
     fresh = Engine("tiny", "tiny", "fp32", "cpu")
     statuses, loaded = [], []
-    for outputs in events.chat(fresh, events.new_session(), "Hello", *SETTINGS.values()):
+    for outputs in replay(events.chat(fresh, events.new_session(), "Hello", *SETTINGS.values())):
         statuses.append(outputs[2])
         loaded.append((fresh.is_loaded("lm", "tiny"), fresh.is_loaded("rm", "tiny")))
     lm_loading = next(i for i, s in enumerate(statuses) if s.startswith("Loading language model"))
@@ -99,18 +116,19 @@ def test_own_and_edited_candidates_are_ranked(engine, first_turn):
     assert rescored[3]["rewards"][0] != turn["rewards"][0] and rescored[3]["rewards"][1:] == turn["rewards"][1:]
 
 
-def test_stop_ends_generation_and_scores_the_partial_candidates(engine):
+def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypatch):
+    monkeypatch.setattr(events, "FRAME_SECONDS", 0)  # a frame per token step, so Stop comes after the first
     visitor = SimpleNamespace(session_hash="visitor")
     settings = SETTINGS | {"max_new_tokens": 200}
-    steps = events.chat(engine, events.new_session(), "Tell a long story.", *settings.values(), visitor)
+    steps = replay(events.chat(engine, events.new_session(), "Tell a long story.", *settings.values(), visitor))
     for outputs in steps:
         if outputs[3].get("candidates"):  # the first token step
             events.request_stop(visitor)
             break
     final = list(steps)[-1]
     assert final[2].startswith("Stopped early. Scored 4 candidates")
-    badges = final[5 + 2::3][:4]
-    assert all(badge.endswith("cut short by Stop") for badge in badges)
+    badges = final[5:RANKING][2::3][:4]
+    assert all("cut short by Stop" in badge for badge in badges)
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
     assert events.RUNNING == set() and events.STOP_REQUESTS == set()
 
@@ -144,8 +162,8 @@ def test_undo_while_candidates_are_rescored_is_refused(engine, first_turn, monke
 
 
 def test_the_message_box_is_emptied_once_and_refilled_on_failure(engine, first_turn, monkeypatch):
-    outputs = send(engine, events.new_session(), "Hello")
-    boxes = [o[4] for o in outputs]
+    frames = list(events.chat(engine, events.new_session(), "Hello", *SETTINGS.values()))  # as sent
+    boxes = [o[4] for o in frames]
     assert boxes.count("") == 1 and all(box == {"__type__": "update"} for box in boxes if box != "")
 
     def no_hub(*args, **kwargs):
@@ -173,7 +191,7 @@ def test_a_second_reward_model_that_fails_leaves_the_turn_scored(engine, monkeyp
 def test_undo_regenerate_and_clear(engine, first_turn):
     session = session_of(first_turn[-1])
     assert events.undo(session)[0] == {"turns": []}
-    again = list(events.regenerate(engine, session, *(SETTINGS | {"seed": "8"}).values()))
+    again = list(replay(events.regenerate(engine, session, *(SETTINGS | {"seed": "8"}).values())))
     turns = again[-1][0]["turns"]
     assert len(turns) == 1 and turns[0]["messages"][-1]["content"] == "Hello there" and turns[0]["seed"] == 8
     assert events.clear(session)[0] == {"turns": []}
@@ -229,10 +247,10 @@ def test_markup_is_escaped_everywhere():
 def test_panels_and_exports_describe_the_turn(engine, first_turn):
     session = session_of(first_turn[-1])
     outputs = analysis.panels(session, "2", 1.0)
-    trace_view, wins, bias, lm_input = outputs[3], outputs[5], outputs[7], outputs[11]
+    trace_view, wins, bias, lm_input = outputs[1], outputs[3], outputs[5], outputs[9]
     assert trace_view.count("class='tok'") == first_turn[-1][3]["lengths"][1]
     assert f"Reward <b>{first_turn[-1][3]['rewards'][1]:.3f}</b>, read at index 2047" in trace_view
-    assert wins.count("<td") == 16 and "Plackett-Luce" in outputs[6]
+    assert wins.count("<td") == 16 and "Plackett-Luce" in outputs[4]
     assert "Spearman" in bias and "α = 1" in bias
     assert lm_input.startswith("<s>GPT4 Correct User: Hello there<|end_of_turn|>")
     with open(analysis.export_pairs(session), encoding="utf-8") as f:
@@ -246,7 +264,7 @@ def test_second_reward_model_is_compared(engine):
     outputs = send(engine, events.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
     turn = outputs[-1][3]
     assert turn["rm2"] == "tiny-34b" and len(turn["rewards2"]) == 4
-    assert "Kendall" in analysis.panels(outputs[-1][0], None, 0.5)[9]
+    assert "Kendall" in analysis.panels(outputs[-1][0], None, 0.5)[7]
 
 
 def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
@@ -258,7 +276,7 @@ def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows), encoding="utf-8")
     *_, (report, errors, status) = evaluation.evaluate_file(engine, str(path), "tiny", "card",
                                                              progress=lambda *a, **k: None)
-    assert list(report["subset"]) == ["overall", "all", "chat"] and list(report["rows"]) == [2, 1, 1]
+    assert list(report["subset"]) == ["all rows", "chat", "(no subset)"] and list(report["rows"]) == [2, 1, 1]
     assert errors.startswith("line 3: invalid JSON") and "Evaluated 2 rows" in status
 
 

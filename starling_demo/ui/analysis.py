@@ -12,8 +12,8 @@ import pandas as pd
 
 from .. import insight
 from ..limits import ALPHA_RANGE, check_number
-from .render import (RANKING_HEADERS, comparison_rows, comparison_text, length_bias_text, length_frame,
-                     model_inputs_text, plackett_luce_text, ranking_rows, reward_frame, reward_read_note,
+from .render import (comparison_rows, comparison_text, length_bias_text, length_frame,
+                     model_inputs_text, plackett_luce_text, reward_read_note,
                      trace_frame, trace_html, win_matrix_html)
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
@@ -57,12 +57,12 @@ def bias_panel(session: dict, alpha: float) -> list:
 
 
 def panels(session: dict, number: str | None, alpha: float) -> list:
-    """Every insight output for the current turn, in the order `ui.build_demo` lists them."""
+    """Every analysis output for the current turn, in the order `page.build_demo` lists them (placeholders
+    while the turn is not scored)."""
     turn = scored_turn(session)
     choices = [str(i + 1) for i in range(len(turn["candidates"]))] if turn else []
     best = str(insight.ranking(turn["rewards"])[0] + 1) if turn else None
     number = number if number in choices else best
-    ranking = pd.DataFrame(ranking_rows(turn), columns=RANKING_HEADERS)
     if turn:
         wins = win_matrix_html(turn["rewards"])
         luce = plackett_luce_text(turn["rewards"])
@@ -72,7 +72,7 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
     else:
         wins, luce, compare, compare_rows = NOT_SCORED_HTML, "", NOT_SCORED, []
     lm_text, rm_text = model_inputs_text(session["turns"][-1]) if session["turns"] else ("", "")
-    return [ranking, reward_frame(turn), gr.update(choices=choices, value=number),
+    return [gr.update(choices=choices, value=number),
             *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
             compare, pd.DataFrame(compare_rows, columns=COMPARE_HEADERS), lm_text, rm_text]
 

@@ -5,10 +5,14 @@ huge strings, names of models this server does not offer), so nothing here trust
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 from ..engine import Engine, Settings
 from ..generation import MAX_CANDIDATES
 from ..limits import (MAX_MESSAGE_CHARS, MAX_SYSTEM_CHARS, TEMPERATURE_RANGE, TOP_P_RANGE, check_number, check_text,
-                     max_new_tokens_for)
+                      max_new_tokens_for)
+from .cards import MAX_CARDS
 
 MAX_SEED = 2**63 - 1
 
@@ -53,3 +57,34 @@ def turn_settings(engine: Engine, lm: str, n, temperature, top_p, max_new_tokens
                     seed=seed_number(seed),
                     mode="code" if str(mode or "").lower().startswith("code") else "gpt4",
                     system=check_text("The system prompt", (system or "").strip(), MAX_SYSTEM_CHARS))
+
+
+def named_cards(fn):
+    """Expose `fn(..., *cards, rm_format=...)` as inputs candidate_1..candidate_8 then rm_format, by name.
+
+    Gradio passes every input in order, so what follows the eighth card goes to the keyword-only
+    parameters; the format came after the cards so that older API calls by position still work. A
+    generator stays a generator, so that Gradio streams it.
+    """
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    fixed = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    trailing = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in params if p.kind is p.KEYWORD_ONLY]
+    cards = [inspect.Parameter(f"candidate_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="")
+             for i in range(1, MAX_CARDS + 1)]
+
+    def call(args, kwargs):
+        head = len(fixed) + MAX_CARDS
+        return fn(*args[:head], **kwargs | dict(zip([p.name for p in trailing], args[head:])))
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            yield from call(args, kwargs)
+    else:
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            return call(args, kwargs)
+
+    handler.__signature__ = signature.replace(parameters=fixed + cards + trailing)
+    return handler

@@ -7,10 +7,13 @@ import re
 import pandas as pd
 
 from .. import insight
+from .colour import readable_text, value_colour, win_colour
 
-MAX_CARDS = 8
-RANKING_HEADERS = ["rank", "candidate", "reward", "gap to best", "RM tokens"]
 REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
+WIN_CAPTION = "blue: the row's reply is more likely preferred; orange: the column's"
+SELF_CELL = "<td class='self' title='a reply against itself'>—</td>"
+RANK_COLUMNS = ["rank", "candidate", "reward bar", "reward", "gap to best", "RM tokens"]
+ORIGIN_MARKS = {"edited": " · edited", "yours": " · yours"}  # LM candidates ("lm") need no mark
 CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.S)  # fenced blocks (closed or running to the end), spans
 # Gradio 6.31's chatbot loads Prism's C++ grammar before the C one it extends, throws, and stops updating the
 # conversation; C highlighting reads C++ well enough.
@@ -62,44 +65,56 @@ def chat_messages(turns: list[dict]) -> list[dict]:
     return messages
 
 
-def card_badge(turn: dict, i: int) -> str:
-    """The line under a candidate card: its rank and reward, or how far generation got."""
+def bar_widths(rewards: list[float]) -> list[float]:
+    """Reward bar lengths in %: 4 for the lowest reward up to 100 for the highest, all 100 when every reward is equal.
+
+    Bars start at the lowest reward, not at 0: rewards are often all negative, and the best must look best.
+
+    >>> bar_widths([-3.0, -1.0, -2.0]), bar_widths([0.5, 0.5])
+    ([4.0, 100.0, 52.0], [100.0, 100.0])
+    """
+    low, high = min(rewards), max(rewards)
+    return [4 + 96 * (r - low) / (high - low) if high > low else 100.0 for r in rewards]
+
+
+def rank_row(turn: dict, rank: int, i: int, width: float) -> str:
+    """Row of `ranking_html` for candidate i at `rank`, its bar `width` % long."""
+    rewards, origins = turn["rewards"], turn.get("origins") or []
+    chosen = turn.get("chosen") == i
+    mark = ORIGIN_MARKS.get(origins[i] if i < len(origins) else "lm")
+    label = f"#{i + 1}" + (f"<span class='origin-mark'>{html.escape(mark)}</span>" if mark else "")
+    if chosen:
+        label += " <span class='chosen-mark' title='the conversation continues with this reply'>✔</span>"
+    gap = "—" if rank == 1 else f"{rewards[i] - max(rewards):.3f}"
+    cells = [str(rank), label, f"<div class='bar'><span style='width:{width:.1f}%'></span></div>",
+             f"{rewards[i]:.3f}", gap, str(int(turn["lengths"][i]))]
+    return (f"<tr class='rank-row{' chosen' if chosen else ''}' data-candidate='{i + 1}' "
+            f"data-reward='{rewards[i]:.4f}'>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+
+
+def ranking_html(turn: dict | None) -> str:
+    """The turn's candidates ranked by reward, best first, with bars; or a line saying what is still to come.
+
+    `data-candidate` on each row is the candidate's 1-based number, as on its card.
+
+    >>> ranking_html(None)
+    "<p class='muted rank-empty'>Send a message: its candidates are ranked here.</p>"
+    >>> ranking_html({"candidates": [], "settings": {"n": 2}})
+    "<p class='muted rank-empty'>Generating 2 candidates… they are ranked here once scored.</p>"
+    >>> ranking_html({"candidates": ["a", "b"], "rewards": [-2.0, -1.0], "lengths": [3, 5], "chosen": 1}).count("<tr")
+    3
+    """
+    if not turn:
+        return "<p class='muted rank-empty'>Send a message: its candidates are ranked here.</p>"
     rewards = turn.get("rewards")
-    finished = turn.get("finished") or []
-    state = finished[i] if i < len(finished) else "yours"  # cards past the generated ones were added by hand
     if not rewards:
-        done = {"stop": "done (end of turn)", "length": "done (token limit)"}.get(state, "generating…")
-        return f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} LM tokens · {done}"
-    rank = insight.ranking(rewards).index(i) + 1
-    marks = " · ★ **best**" if rank == 1 else ""
-    marks += " · ✔ chosen" if turn.get("chosen") == i else ""
-    marks += {"length": " · cut at max new tokens", None: " · cut short by Stop"}.get(state, "")
-    return f"rank {rank} of {len(rewards)} · reward **{rewards[i]:.3f}** · {turn['lengths'][i]} RM tokens{marks}"
-
-
-def ranking_rows(turn: dict | None) -> list[list]:
-    """Ranking table rows, best first: rank, candidate, reward, gap to best, reply length in tokens."""
-    if not turn or not turn.get("rewards"):
-        return []
-    rewards, lengths = turn["rewards"], turn["lengths"]
-    order = insight.ranking(rewards)
-    best = rewards[order[0]]
-    return [[rank, f"#{i + 1}", round(rewards[i], 4), round(rewards[i] - best, 4), lengths[i]]
-            for rank, i in enumerate(order, 1)]
-
-
-def reward_frame(turn: dict | None) -> pd.DataFrame:
-    """Rewards per candidate for the bar chart; the best one is coloured apart."""
-    rows = ranking_rows(turn)
-    return pd.DataFrame({"candidate": [r[1] for r in rows], "reward": [r[2] for r in rows],
-                         "pick": ["best" if r[0] == 1 else "other" for r in rows]})
-
-
-def value_colour(value: float, scale: float) -> str:
-    """Green for positive values, red for negative, stronger the larger |value| is relative to `scale`."""
-    strength = min(abs(value) / scale, 1.0) if scale else 0.0
-    hue = 140 if value >= 0 else 0
-    return f"hsla({hue}, 70%, 45%, {0.08 + 0.6 * strength:.2f})"
+        n = len(turn.get("candidates") or []) or (turn.get("settings") or {}).get("n", 0)
+        noun = "candidate" if n == 1 else "candidates"
+        return f"<p class='muted rank-empty'>Generating {n} {noun}… they are ranked here once scored.</p>"
+    widths = bar_widths(rewards)
+    head = "".join(f"<th>{name}</th>" for name in RANK_COLUMNS)
+    rows = "".join(rank_row(turn, rank, i, widths[i]) for rank, i in enumerate(insight.ranking(rewards), 1))
+    return f"<table class='ranking'><tr>{head}</tr>{rows}</table>"
 
 
 def trace_html(tokens: list[str], values: list[float]) -> str:
@@ -129,17 +144,28 @@ def trace_frame(tokens: list[str], values: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"token": list(range(1, len(values) + 1)), "value": values})
 
 
+def win_cell(p: float) -> str:
+    """One opaque cell of the win matrix: p with 2 decimals, text in whichever of black or white reads best."""
+    bg = win_colour(p)
+    return f"<td style='background:{bg};color:{readable_text(bg)}'>{p:.2f}</td>"
+
+
 def win_matrix_html(rewards: list[float]) -> str:
-    """Heat map of P(row beats column) = sigmoid(r_row - r_col), as an HTML table."""
+    """Heat map of P(row beats column) = sigmoid(r_row - r_col), as an HTML table on a diverging colour scale.
+
+    The diagonal compares a reply with itself, so it shows "—" in an uncoloured cell of class 'self'.
+
+    >>> html_ = win_matrix_html([0.0, 0.0])
+    >>> html_.count("<td"), html_.count("class='self'"), html_.count(">0.50<")
+    (4, 2, 2)
+    """
     matrix = insight.win_probabilities(rewards)
     labels = [f"#{i + 1}" for i in range(len(rewards))]
     head = "".join(f"<th>{label}</th>" for label in labels)
-    body = ""
-    for label, row in zip(labels, matrix):
-        cells = "".join(f"<td style='background:hsla(210, 80%, 45%, {p:.2f}); color:{'#fff' if p > 0.6 else 'inherit'}'>"
-                        f"{p:.2f}</td>" for p in row)
-        body += f"<tr><th>{label}</th>{cells}</tr>"
-    return f"<table class='winmatrix'><tr><th>P(row beats column)</th>{head}</tr>{body}</table>"
+    body = "".join(f"<tr><th>{label}</th>" + "".join(SELF_CELL if i == j else win_cell(p) for j, p in enumerate(row))
+                   + "</tr>" for i, (label, row) in enumerate(zip(labels, matrix)))
+    return (f"<table class='winmatrix'><caption>{WIN_CAPTION}</caption>"
+            f"<tr><th>P(row beats column)</th>{head}</tr>{body}</table>")
 
 
 def plackett_luce_text(rewards: list[float]) -> str:

@@ -6,8 +6,7 @@ models in the session. Recoverable problems raise `gr.Warning` and leave the ses
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
+import time
 
 import gradio as gr
 
@@ -15,14 +14,21 @@ from .. import insight
 from ..engine import Engine
 from ..limits import check_number
 from ..templates import check_rm_format
-from .inputs import card_texts, message_text, models, turn_settings
+from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
-from .render import MAX_CARDS, card_badge, chat_messages, conversation, turn_summary
+from .cards import MAX_CARDS, card_updates, origins_after_edit, unscored_edit, use_buttons
+from .render import chat_messages, conversation, ranking_html, turn_summary
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
 BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
+# A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
+# cost the browser a re-render each, and it fell behind the server (4x slower than the API).
+FRAME_SECONDS = 0.1
+# Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (card, text,
+# badge) per card, then the ranking, Send, Regenerate and the cards' "Use this reply" buttons.
+OUTPUTS = 5 + 3 * MAX_CARDS + 3 + MAX_CARDS
 
 
 def running(request: gr.Request | None) -> bool:
@@ -39,32 +45,38 @@ def current_turn(session: dict) -> dict | None:
     return session["turns"][-1] if session["turns"] else None
 
 
-def card_updates(turn: dict | None) -> list:
-    """Visibility, text and badge of the 8 candidate cards."""
-    updates = []
-    candidates = turn["candidates"] if turn else []
-    for i in range(MAX_CARDS):
-        shown = i < len(candidates)
-        label = f"Candidate {i + 1}"
-        if shown and turn.get("rewards") and insight.ranking(turn["rewards"])[0] == i:
-            label += " ★ best"
-        updates += [gr.update(visible=shown),
-                    gr.update(value=candidates[i] if shown else "", label=label),
-                    card_badge(turn, i) if shown else ""]
-    return updates
-
-
-def view(session: dict, status: str, message=None) -> list:
-    """All outputs of a chat event: session, chatbot, status, turn JSON, message box, then the cards."""
+def view(session: dict, status, message=None, busy: bool = False) -> list:
+    """All outputs of a turn event (see OUTPUTS); `busy` while the turn is generated or scored."""
     turn = current_turn(session)
+    actions = [gr.update(value="Generating…" if busy else "Send", interactive=not busy),
+               gr.update(interactive=not busy)]
     return [session, chat_messages(session["turns"]), status, turn_summary(turn),
-            gr.skip() if message is None else message, *card_updates(turn)]
+            gr.skip() if message is None else message, *card_updates(turn, busy),
+            ranking_html(turn), *actions, *use_buttons(turn, busy)]
 
 
 def unchanged(warning: str) -> list:
     """Warn, and leave every output as it is."""
     gr.Warning(warning)
-    return [gr.skip()] * (5 + 3 * MAX_CARDS)
+    return [gr.skip()] * OUTPUTS
+
+
+class Frames:
+    """What a streaming turn sends: only the outputs that changed since the last frame, at most one frame per
+    FRAME_SECONDS. The session (first output) is always sent: it is server-side state, not re-rendered."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.sent, self.last = clock, None, float("-inf")
+
+    def due(self) -> bool:
+        return self.clock() - self.last >= FRAME_SECONDS
+
+    def __call__(self, outputs: list) -> list:
+        self.last = self.clock()
+        sent, self.sent = self.sent, outputs
+        if sent is None:
+            return outputs
+        return [new if i == 0 or new != old else gr.skip() for i, (old, new) in enumerate(zip(sent, outputs))]
 
 
 def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
@@ -92,10 +104,14 @@ def scored_status(turn: dict) -> str:
             f"best: candidate {best + 1} (reward {turn['rewards'][best]:.3f}) · seed {turn.get('seed')}")
 
 
+@named_cards
 def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float, temperature: float,
          top_p: float, max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str,
-         rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None):
-    """Send a message: stream N candidates side by side, then score and rank them (also after Stop)."""
+         rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None, *cards: str):
+    """Send a message: stream N candidates side by side, then score and rank them (also after Stop).
+
+    `cards` are the cards' texts as shown: an edit not yet scored is not dropped silently.
+    """
     try:
         models(engine, lm, rm, rm2)
         message = message_text(message)
@@ -107,6 +123,10 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     if current_turn(session) and current_turn(session).get("chosen") is None:
         yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
         return
+    edit = unscored_edit(current_turn(session), cards, "send")
+    if edit:
+        yield unchanged(edit)
+        return
     if settings.temperature == 0 and settings.n > 1:
         gr.Info("Temperature 0 is greedy decoding: all candidates will be the same. Raise it to compare replies.")
     work = copy.deepcopy(session)
@@ -115,37 +135,42 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     messages.append({"role": "user", "content": message})
     turn = {"messages": messages, "candidates": [], "settings": vars(settings), "lm": lm}
     visitor = getattr(request, "session_hash", None)
+    frames = Frames()
     RUNNING.add(visitor)
+    work["turns"].append(turn)
     try:
         if not engine.is_loaded("lm", lm):
-            yield view(session, loading_status("lm", lm))
+            yield frames(view(work, loading_status("lm", lm), busy=True))
             engine.lm(lm)
         # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
-        yield view(session, f"Generating {settings.n} candidates with **{lm}**…", "")
-        work["turns"].append(turn)
+        yield frames(view(work, f"Generating {settings.n} candidates with **{lm}**…", "", busy=True))
         with engine.device_lock:  # released when the generator is closed, also on cancel or disconnect
             for step in engine.generate(messages, settings, lm):
                 turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
                             prompt=step.prompt.text, seed=step.seed, warning=step.warning)
-                yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}…")
                 if visitor in STOP_REQUESTS:
                     turn["stopped"] = True
                     break
+                if frames.due():
+                    yield frames(view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
+                                            "(■ Stop ends it early)", busy=True))
             if turn.get("warning"):
                 gr.Warning(turn["warning"])
             if not engine.is_loaded("rm", rm):
-                yield view(work, loading_status("rm", rm))  # shown while it loads
+                yield frames(view(work, loading_status("rm", rm), busy=True))  # shown while it loads
                 engine.rm(rm)
-            yield view(work, f"Scoring with **{rm}**…")
+            yield frames(view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…",
+                              busy=True))
             score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
-        yield view(session, f"Nothing changed: {explain(error)}", message)  # the message comes back to the box
+        # The message comes back to the box.
+        yield frames(view(session, f"Nothing changed: {explain(error)}", message))
         return
     finally:
         RUNNING.discard(visitor)
         STOP_REQUESTS.discard(visitor)
-    yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn))
+    yield frames(view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn)))
 
 
 def request_stop(request: gr.Request):
@@ -157,42 +182,25 @@ def request_stop(request: gr.Request):
         STOP_REQUESTS.add(request.session_hash)
 
 
+@named_cards
 def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temperature: float, top_p: float,
                max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str, rm2: str | None,
-               rm_format: str = "rlhf", request: gr.Request = None):
-    """Generate the last turn again with the current settings."""
+               rm_format: str = "rlhf", request: gr.Request = None, *cards: str):
+    """Generate the last turn again with the current settings (refused while one of its cards has an edit
+    that was not scored)."""
     turn = current_turn(session)
     if not turn:
         yield unchanged("Nothing to regenerate yet: send a message first.")
+        return
+    edit = unscored_edit(turn, cards, "regenerate")
+    if edit:
+        yield unchanged(edit)
         return
     earlier = {"turns": session["turns"][:-1]}
     settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format)
     for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request):
         # A failure before anything changed shows the session as it was, last turn included.
         yield view(session, outputs[2]) if outputs[0] is earlier else outputs
-
-
-def named_cards(fn):
-    """Expose `fn(..., *cards, rm_format=...)` as inputs candidate_1..candidate_8 then rm_format, by name.
-
-    Gradio passes every input in order, so what follows the eighth card goes to the keyword-only
-    parameters; the format came after the cards so that older API calls by position still work.
-    """
-    signature = inspect.signature(fn)
-    params = list(signature.parameters.values())
-    fixed = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-    trailing = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in params if p.kind is p.KEYWORD_ONLY]
-    cards = [inspect.Parameter(f"candidate_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="")
-             for i in range(1, MAX_CARDS + 1)]
-
-    @functools.wraps(fn)
-    def handler(*args, **kwargs):
-        head = len(fixed) + MAX_CARDS
-        kwargs |= dict(zip([p.name for p in trailing], args[head:]))
-        return fn(*args[:head], **kwargs)
-
-    handler.__signature__ = signature.replace(parameters=fixed + cards + trailing)
-    return handler
 
 
 def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None,
@@ -210,7 +218,7 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
         return None, str(error)
     work = copy.deepcopy(session)
     turn = current_turn(work)
-    turn["candidates"] = candidates
+    turn.update(origins=origins_after_edit(turn, candidates), candidates=candidates)
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
@@ -257,13 +265,17 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]
 
 
-def use_candidate(session: dict, number: float, request: gr.Request = None):
+@named_cards
+def use_candidate(session: dict, number: float, request: gr.Request = None, *cards: str):
     """Continue the conversation with candidate `number` (1-based) instead of the best one."""
     if running(request):
         return unchanged(BUSY)
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("There are no candidates to pick from yet: send a message first.")
+    edit = unscored_edit(turn, cards, "pick")
+    if edit:
+        return unchanged(edit)
     count = len(turn["candidates"])
     try:
         k = check_number("The candidate number", number, 1, count, whole=True) - 1

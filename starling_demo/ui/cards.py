@@ -1,0 +1,91 @@
+"""The candidate cards of the latest turn: their badges (rank, reward, origin), choice buttons, and edits not yet scored."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import insight
+
+MAX_CARDS = 8
+ORIGINS = {"edited": "✎ edited by you", "yours": "✍ your candidate"}
+CUT = {"length": "cut at max new tokens", None: "cut short by Stop"}  # why an LM reply ended early
+
+
+def origin(turn: dict, i: int) -> str:
+    """Who wrote candidate i: "lm", "edited" (an LM reply the user changed) or "yours" (added by hand)."""
+    origins = turn.get("origins") or []
+    return origins[i] if i < len(origins) else "lm" if i < len(turn.get("finished") or []) else "yours"
+
+
+def origins_after_edit(turn: dict, texts: list[str]) -> list[str]:
+    """Each candidate's origin once the cards hold `texts`: a changed LM reply becomes "edited".
+
+    >>> origins_after_edit({"candidates": ["a", "b"], "finished": ["stop", "stop"]}, ["a", "B", "c"])
+    ['lm', 'edited', 'yours']
+    """
+    old = turn["candidates"]
+    return [("edited" if origin(turn, i) == "lm" and text != old[i] else origin(turn, i)) if i < len(old)
+            else "yours" for i, text in enumerate(texts)]
+
+
+def card_badge(turn: dict, i: int, running: bool = False) -> str:
+    """The line above card i, as HTML: rank and reward, or how far generation got; who wrote it; chosen."""
+    rewards = turn.get("rewards")
+    finished = turn.get("finished") or []
+    state = finished[i] if i < len(finished) else "stop"
+    wrote = origin(turn, i)
+    head, marks = [f"<b>#{i + 1}</b>"], []
+    if rewards and not running:
+        rank = insight.ranking(rewards).index(i) + 1
+        head.append(f"rank {rank} of {len(rewards)} · reward <b>{rewards[i]:.3f}</b>")
+        marks += ["<span class='best-mark'>★ best</span>"] if rank == 1 else []
+    else:
+        done = {"stop": "done", "length": "done (token limit)"}.get(state, "generating…")
+        head.append(f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} LM tokens · {done}")
+    if rewards and not running and turn.get("chosen") == i:
+        marks.append("<span class='chosen-mark' title='the conversation continues with this reply'>✔ chosen</span>")
+    if wrote in ORIGINS:
+        marks.append(f"<span class='origin-mark'>{ORIGINS[wrote]}</span>")
+    elif rewards and state in CUT:  # only the LM's own, unedited reply was cut
+        marks.append(CUT[state])
+    lines = [" · ".join(head)] + ([" · ".join(marks)] if marks else [])
+    return f"<div class='badge-line'>{'<br>'.join(lines)}</div>"
+
+
+def card_updates(turn: dict | None, running: bool = False) -> list:
+    """Visibility, text and badge of the 8 candidate cards."""
+    updates = []
+    candidates = turn["candidates"] if turn else []
+    for i in range(MAX_CARDS):
+        shown = i < len(candidates)
+        updates += [gr.update(visible=shown), gr.update(value=candidates[i] if shown else ""),
+                    card_badge(turn, i, running) if shown else ""]
+    return updates
+
+
+def use_buttons(turn: dict | None, running: bool = False) -> list:
+    """The 8 "Use this reply" buttons: the chosen card's says so and is off; all are off while a turn runs."""
+    chosen = turn.get("chosen") if turn and not running else None
+    return [gr.update(value="✔ Continuing with this", interactive=False, variant="primary") if i == chosen
+            else gr.update(value="Use this reply", interactive=not running, variant="secondary")
+            for i in range(MAX_CARDS)]
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal up to line endings, which a browser's text box turns into "\\n"."""
+    return a.replace("\r\n", "\n").replace("\r", "\n") == b.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def unscored_edit(turn: dict | None, cards, then: str) -> str | None:
+    """The sentence to show when a card was edited but not scored and `then` would drop the edit, else None.
+
+    An empty card counts as not sent (API callers that leave the cards out are not checked).
+
+    >>> unscored_edit({"candidates": ["a", "b"]}, ["a", "b!"], "send")
+    'Candidate 2 was edited but not scored: press “Score all cards” to keep the edit (or undo it), then send again.'
+    """
+    for i, (card, candidate) in enumerate(zip(cards or [], turn["candidates"] if turn else [])):
+        if card and not same_text(card, candidate):
+            return (f"Candidate {i + 1} was edited but not scored: press “Score all cards” to keep the edit "
+                    f"(or undo it), then {then} again.")
+    return None
+

@@ -1,0 +1,108 @@
+"""Pure rendering helpers: colour contrast, the win matrix, the ranked reward table and the cards' badges."""
+import itertools
+import re
+
+import pytest
+
+from starling_demo.ui.colour import contrast_ratio, readable_text, relative_luminance, win_colour
+from starling_demo.ui.render import bar_widths, ranking_html, win_matrix_html
+
+CELL = re.compile(r"<td style='background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})'>([0-9.]+)</td>")
+
+
+def test_relative_luminance_and_contrast_match_wcag():
+    assert relative_luminance("#000000") == 0.0 and relative_luminance((255, 255, 255)) == pytest.approx(1.0)
+    assert relative_luminance("#ff0000") == pytest.approx(0.2126)
+    assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21.0)
+    assert contrast_ratio("#ffffff", "#000000") == contrast_ratio("#000000", "#ffffff")
+    assert contrast_ratio("#777777", "#ffffff") == pytest.approx(4.478, abs=1e-3)  # the known just-failing grey
+    assert contrast_ratio("#1d4ed8", "#1d4ed8") == 1.0
+
+
+def test_readable_text_picks_the_stronger_contrast_for_every_colour():
+    steps = range(0, 256, 17)  # 16 levels per channel, 0 and 255 included
+    for bg in itertools.product(steps, repeat=3):
+        text = readable_text(bg)
+        other = "#ffffff" if text == "#000000" else "#000000"
+        assert contrast_ratio(bg, text) >= max(4.5, contrast_ratio(bg, other)), bg
+    assert readable_text("#ffffff") == "#000000" and readable_text("#000000") == "#ffffff"
+
+
+def test_win_matrix_diagonal_numbers_and_caption():
+    html = win_matrix_html([1.0, 0.0, 3.0])
+    assert html.startswith("<table class='winmatrix'>") and html.count("<td") == 9
+    assert html.count("<td class='self'") == 3 and html.count("—") == 3
+    assert "blue: the row's reply is more likely preferred; orange: the column's" in html
+    cells = CELL.findall(html)
+    assert [p for _, _, p in cells] == ["0.73", "0.12", "0.27", "0.05", "0.88", "0.95"]
+    rows = html.split("<tr>")[2:]
+    assert all(row.count("class='self'") == 1 for row in rows)
+    assert rows[1].index("class='self'") > rows[1].index("0.27")  # row #2: the diagonal is its 2nd cell
+
+
+def test_win_matrix_text_contrast_is_readable_in_every_cell():
+    rewards = [-4.0, -1.5, -0.2, 0.0, 0.25, 1.0, 3.0, 8.0]
+    cells = CELL.findall(win_matrix_html(rewards))
+    assert len(cells) == len(rewards) * (len(rewards) - 1)
+    assert all(contrast_ratio(bg, fg) >= 4.5 for bg, fg, _ in cells)
+
+
+def test_win_colours_diverge_around_even_odds():
+    def rgb(colour):
+        return [int(colour[k:k + 2], 16) for k in (1, 3, 5)]
+
+    low, even, high = rgb(win_colour(0.44)), rgb(win_colour(0.5)), rgb(win_colour(0.56))
+    assert low[0] > low[2] and high[2] > high[0]  # orange-ward (red over blue) against blue-ward
+    assert even[0] < even[2] and abs(even[0] - even[2]) < 8  # a neutral grey
+    assert sum((a - b) ** 2 for a, b in zip(low, high)) ** 0.5 > 25  # visibly apart
+    assert win_colour(0.0) == "#c2410c" and win_colour(1.0) == "#1d4ed8"
+    assert len({win_colour(p / 20) for p in range(21)}) == 21  # the scale never flattens
+
+
+TURN = {"candidates": ["a", "b", "c", "d"], "rewards": [-3.0, -0.5, -2.0, -1.25], "lengths": [12, 40, 7, 21],
+        "chosen": 2, "picked_by": "you", "origins": ["lm", "lm", "yours", "edited"]}
+
+
+def rows_of(html):
+    return re.findall(r"<tr class='([^']*)' data-candidate='(\d+)' data-reward='([^']*)'>(.*?)</tr>", html)
+
+
+def test_ranking_html_lists_candidates_best_first():
+    html = ranking_html(TURN)
+    assert html.startswith("<table class='ranking'>")
+    head = re.findall(r"<th>(.*?)</th>", html)
+    assert head == ["rank", "candidate", "reward bar", "reward", "gap to best", "RM tokens"]
+    rows = rows_of(html)
+    assert [k for _, k, _, _ in rows] == ["2", "4", "3", "1"]
+    assert [r for _, _, r, _ in rows] == ["-0.5000", "-1.2500", "-2.0000", "-3.0000"]
+    cells = [re.findall(r"<td>(.*?)</td>", body) for *_, body in rows]
+    assert [c[0] for c in cells] == ["1", "2", "3", "4"]
+    assert [c[3] for c in cells] == ["-0.500", "-1.250", "-2.000", "-3.000"]
+    assert [c[4] for c in cells] == ["—", "-0.750", "-1.500", "-2.500"]
+    assert [c[5] for c in cells] == ["40", "21", "7", "12"]
+
+
+def test_ranking_bars_start_at_the_lowest_reward():
+    widths = [float(w) for w in re.findall(r"width:([0-9.]+)%", ranking_html(TURN))]
+    assert widths == [100.0, pytest.approx(4 + 96 * 1.75 / 2.5, abs=0.05), pytest.approx(4 + 96 * 1 / 2.5), 4.0]
+    assert widths == sorted(widths, reverse=True)  # all rewards negative, and still the best bar is longest
+    assert bar_widths([2.0, 2.0, 2.0]) == [100.0] * 3
+    assert bar_widths([5.0]) == [100.0]
+
+
+def test_ranking_marks_the_chosen_own_and_edited_candidates():
+    rows = rows_of(ranking_html(TURN))
+    classes = {k: c for c, k, _, _ in rows}
+    labels = {k: re.findall(r"<td>(.*?)</td>", body)[1] for _, k, _, body in rows}
+    assert classes == {"2": "rank-row", "4": "rank-row", "3": "rank-row chosen", "1": "rank-row"}
+    assert labels["3"].startswith("#3<span class='origin-mark'> · yours</span>") and "✔" in labels["3"]
+    assert labels["4"] == "#4<span class='origin-mark'> · edited</span>" and labels["2"] == "#2" and labels["1"] == "#1"
+    assert ranking_html(TURN | {"origins": None}).count("· yours") == 0  # without origins, all are the LM's
+    assert ranking_html(TURN).count("✔") == 1
+
+
+def test_ranking_placeholders_before_scoring():
+    assert ranking_html(None) == "<p class='muted rank-empty'>Send a message: its candidates are ranked here.</p>"
+    generating = "<p class='muted rank-empty'>Generating {} candidates… they are ranked here once scored.</p>"
+    assert ranking_html({"candidates": ["x", "y", "z"], "rewards": None}) == generating.format(3)
+    assert ranking_html({"candidates": [], "settings": {"n": 6}}) == generating.format(6)
