@@ -60,7 +60,7 @@ def test_the_decision_fits_one_screen_and_text_is_readable(browser, app_url, sch
     assert chosen.evaluate("e => getComputedStyle(e).borderTopWidth") == "2px"
     expect(chosen.locator("button")).to_be_disabled()
     expect(chosen.locator("button")).to_have_text("✔ Continuing with this")
-    expect(page.locator(".card button:not([disabled])", has_text="Use this reply")).to_have_count(3)
+    expect(page.locator(".card button:visible:not([disabled])", has_text="Use this reply")).to_have_count(3)
     page.get_by_role("tab", name="Win probabilities").click()
     expect(page.locator("#wins td.self")).to_have_count(4)
     page.screenshot(path=str(SHOTS / f"page-laptop-{scheme}.png"))
@@ -90,18 +90,28 @@ def test_every_size_and_scheme_in_screenshots(browser, app_url, size, scheme):
 def test_the_ranking_belongs_to_the_turn_on_screen(browser, app_url):
     page = visitor(browser, app_url)
     send(page, "First.")
-    first = page.locator("#ranking").inner_text()
+    expect(page.locator("button", has_text="✔ Continuing with this")).to_have_count(1)  # the turn has settled
+    first = page.locator("#ranking table").inner_text()
     page.fill("#msg textarea", "Second.")
+    # From the click on, log what the status, the ranking and Send show at every change of the page.
+    page.evaluate("""() => { window.seen = [];
+        new MutationObserver(() => window.seen.push({status: document.querySelector('#status').innerText,
+            ranking: document.querySelector('#ranking').innerText, send: document.querySelector('#send').innerText,
+            off: document.querySelector('#send').disabled})).observe(document.body,
+                {subtree: true, childList: true, characterData: true, attributes: true}); }""")
     page.click("#send")
-    expect(page.locator("#ranking")).to_contain_text("Generating 4 candidates", timeout=WAIT)
-    expect(page.locator("#send")).to_be_disabled()
-    expect(page.locator("#send")).to_have_text("Generating…")
-    page.fill("#msg textarea", "Typed while it runs.")  # kept, and said why Send waits
+    page.fill("#msg textarea", "Typed while it runs.")  # kept: the box is emptied once, when the turn starts
     expect(page.locator("#status")).to_contain_text("Scored 4 candidates", timeout=WAIT)
+    seen = page.evaluate("window.seen")
+    running = [entry for entry in seen if "Generating" in entry["status"]]
+    assert running and all("Generating 4 candidates" in entry["ranking"] for entry in running)
+    # Once the page has taken the click (a round trip), never the previous turn's numbers.
+    taken = next(i for i, entry in enumerate(seen) if "Generating" in entry["ranking"])
+    assert all(first not in entry["ranking"] for entry in seen[taken:])
+    assert any(entry["off"] and entry["send"] == "Generating…" for entry in running)
     expect(page.locator("#ranking tr.rank-row")).to_have_count(4)
-    assert page.locator("#ranking").inner_text() != first
     expect(page.locator("#send")).to_be_enabled()
-    expect(page.locator("#msg textarea")).to_have_value("Typed while it runs.")
+    expect(page.locator("#send")).to_have_text("Send")
     assert page.errors == []
     page.context.close()
 

@@ -18,7 +18,7 @@ from starling_demo.ui.render import chat_messages, trace_html
 SCORE_SETTINGS = [SETTINGS[k] for k in ("rm", "readout", "rm2")]
 
 
-RANKING = 5 + 3 * MAX_CARDS  # the ranking's place in a turn event's outputs, after the cards
+RANKING = 5 + 2 * MAX_CARDS  # the ranking's place in a turn event's outputs, after the cards
 SKIP = {"__type__": "update"}
 
 
@@ -41,8 +41,8 @@ def session_of(outputs):
 
 
 def cards_of(outputs):
-    """The text of each card (outputs 5 to RANKING are visibility, text and badge of each card)."""
-    return [update["value"] for update in outputs[5:RANKING][1::3]]
+    """The text of each card (outputs 5 to RANKING are the text and badge of each card)."""
+    return outputs[5:RANKING][0::2]
 
 
 def assert_skipped(outputs):
@@ -64,7 +64,7 @@ def test_send_streams_candidates_then_ranks_them(engine, first_turn, monkeypatch
     monkeypatch.setattr(events, "FRAME_SECONDS", 0)
     streamed = [o for o in send(engine, events.new_session(), "Hello there") if "Generating" in o[2]]
     assert len(streamed) >= 5  # with no frame limit, one update per token step
-    assert all("★ best" not in badge for o in streamed for badge in o[5:RANKING][2::3])
+    assert all("★ best" not in badge for o in streamed for badge in o[5:RANKING][1::2])
     assert "Scored 4 candidates" in first_turn[-1][2]
     turn = first_turn[-1][3]
     assert len(turn["candidates"]) == 4 and len(turn["rewards"]) == 4 and turn["seed"] == 7
@@ -75,6 +75,22 @@ def test_send_streams_candidates_then_ranks_them(engine, first_turn, monkeypatch
     assert f"data-candidate='{turn['chosen'] + 1}'" in ranking.split("</tr>")[1]
     bot = first_turn[-1][1][-1]
     assert bot["role"] == "assistant" and f"candidate {turn['chosen'] + 1} of 4" in bot["content"]
+
+
+def test_frames_come_at_a_steady_pace_and_hold_values_not_property_updates(engine, monkeypatch):
+    now = [0.0]
+    pace = events.Pace(clock=lambda: now[0])
+    due = []
+    for t in (0.0, 0.05, 0.099, 0.1, 0.15, 0.31):
+        now[0] = t
+        due.append(pace.due())
+    assert due == [True, False, False, True, False, True]
+    # Gradio rebuilds a component for every property update (gr.skip() too) in every frame: a frame holds
+    # values only, but for the message box, which must keep what the visitor types meanwhile.
+    frames = list(events.chat(engine, events.new_session(), "Hello", *(SETTINGS | {"max_new_tokens": 40}).values()))
+    updates = [i for frame in frames for i, output in enumerate(frame) if isinstance(output, dict)
+               and output.get("__type__") == "update"]
+    assert set(updates) == {4} and len(frames) < 40  # 40 token steps, fewer frames
 
 
 def test_a_first_turn_says_which_model_is_loading_while_it_loads():
@@ -127,7 +143,7 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypa
             break
     final = list(steps)[-1]
     assert final[2].startswith("Stopped early. Scored 4 candidates")
-    badges = final[5:RANKING][2::3][:4]
+    badges = final[5:RANKING][1::2][:4]
     assert all("cut short by Stop" in badge for badge in badges)
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
     assert events.RUNNING == set() and events.STOP_REQUESTS == set()

@@ -52,22 +52,18 @@ def card_badge(turn: dict, i: int, running: bool = False) -> str:
 
 
 def card_updates(turn: dict | None, running: bool = False) -> list:
-    """Visibility, text and badge of the 8 candidate cards."""
-    updates = []
+    """Text and badge of each of the 8 cards. A card with no badge is hidden (by the stylesheet: a visibility
+    update per card and frame would cost Gradio a component rebuild each)."""
     candidates = turn["candidates"] if turn else []
-    for i in range(MAX_CARDS):
-        shown = i < len(candidates)
-        updates += [gr.update(visible=shown), gr.update(value=candidates[i] if shown else ""),
-                    card_badge(turn, i, running) if shown else ""]
-    return updates
+    return [value for i in range(MAX_CARDS)
+            for value in ((candidates[i], card_badge(turn, i, running)) if i < len(candidates) else ("", ""))]
 
 
-def use_buttons(turn: dict | None, running: bool = False) -> list:
+def use_buttons(turn: dict | None, busy: bool = False) -> list:
     """The 8 "Use this reply" buttons: the chosen card's says so and is off; all are off while a turn runs."""
-    chosen = turn.get("chosen") if turn and not running else None
+    chosen = turn.get("chosen") if turn else None
     return [gr.update(value="✔ Continuing with this", interactive=False, variant="primary") if i == chosen
-            else gr.update(value="Use this reply", interactive=not running, variant="secondary")
-            for i in range(MAX_CARDS)]
+            else gr.update(value="Use this reply", interactive=not busy, variant="secondary") for i in range(MAX_CARDS)]
 
 
 def same_text(a: str, b: str) -> bool:

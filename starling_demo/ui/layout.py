@@ -87,13 +87,14 @@ def chat_section() -> SimpleNamespace:
 
 def candidate_card(i: int) -> SimpleNamespace:
     """One candidate: its badge (rank, reward, who wrote it), a button to continue with it, its editable text."""
-    with gr.Column(visible=False, elem_classes="card", min_width=260) as box:
+    # Shown while it has a badge (see `cards.card_updates`).
+    with gr.Column(elem_classes="card", min_width=260, elem_id=f"candidate-{i}"):
         with gr.Row(equal_height=True, elem_classes="card-head"):
-            badge = gr.HTML(f"<b>#{i}</b>", elem_id=f"badge-{i}", elem_classes="badge", js_on_load=None, scale=3)
+            badge = gr.HTML("", elem_id=f"badge-{i}", elem_classes="badge", js_on_load=None, scale=3)
             use = gr.Button("Use this reply", size="sm", elem_id=f"use-{i}", scale=0, min_width=100)
         text = gr.Textbox("", label=f"Candidate {i}", show_label=False, lines=3, max_lines=4, interactive=True,
                           elem_id=f"card-{i}", container=False)
-    return SimpleNamespace(box=box, text=text, badge=badge, use=use)
+    return SimpleNamespace(text=text, badge=badge, use=use)
 
 
 def candidates_section() -> SimpleNamespace:

@@ -13,7 +13,9 @@ from .analysis import bias_panel, export_nectar, export_pairs, insight_json, pan
 from .evaluation import evaluate_file
 from .models import load_model, max_tokens_range
 from .server import limit_jobs_per_visitor, server_kwargs
-from .turns import add_candidate, chat, clear, new_session, regenerate, request_stop, rescore, undo, use_candidate
+from .render import ranking_html
+from .turns import (actions, add_candidate, chat, clear, current_turn, new_session, regenerate, request_stop, rescore,
+                    undo, use_candidate)
 
 CSS_PATH = Path(__file__).resolve().parents[2] / "assets" / "style.css"
 
@@ -51,8 +53,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                          s.readout, s.rm2, s.rm_format]
         # In the order of `turns.OUTPUTS`; new outputs go at the end, so API callers' positions stay valid.
         turn_outputs = [session, chat_ui.chatbot, decision.status, summary, chat_ui.message,
-                        *[c for card in decision.cards for c in (card.box, card.text, card.badge)],
-                        decision.ranking, chat_ui.send, chat_ui.regenerate, *[card.use for card in decision.cards]]
+                        *[c for card in decision.cards for c in (card.text, card.badge)], decision.ranking]
+        action_outputs = [chat_ui.send, chat_ui.regenerate, *[card.use for card in decision.cards]]
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
                          panel.rm_input]
@@ -69,13 +71,27 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             `limit_jobs_per_visitor` for how many of a group's jobs one visitor may have."""
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group, concurrency_limit=1)
 
+        def settle(session: dict, number: str | None, alpha: float) -> list:
+            return panels(session, number, alpha) + actions(session) + [ranking_html(current_turn(session))]
+
+        def starting(n: float) -> list:
+            """What the page shows the moment a turn is asked for, before the server has started it."""
+            pending = ranking_html({"candidates": [], "settings": {"n": n}})
+            return panels(new_session(), None, 0.5) + actions(None, busy=True) + [pending]
+
         def then_panels(event, new_turn: bool = False):
-            """Refresh every analysis panel after the turn changed; a new turn shows its best candidate's trace.
-            It also runs after a failed event, which puts back what the click below cleared."""
+            """After the turn changed: every analysis panel (a new turn shows its best candidate's trace) and the
+            buttons. It also runs after a failed event, and so undoes what `starting` below did."""
             pick_trace = gr.State(None) if new_turn else panel.trace_pick
-            return event.then(panels, [session, pick_trace, panel.alpha], panel_outputs, api_visibility="undocumented",
+            return event.then(settle, [session, pick_trace, panel.alpha],
+                              panel_outputs + action_outputs + [decision.ranking], api_visibility="undocumented",
                               show_progress="hidden")
 
+        # While a new turn streams, no panel shows the previous turn's numbers, and the buttons say it runs.
+        # Registered before the turn events: Gradio's page drops its property updates otherwise.
+        gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
+              panel_outputs + action_outputs + [decision.ranking], queue=False, api_visibility="private",
+              show_progress="hidden")
         sending = gr.on([chat_ui.send.click, chat_ui.message.submit], outputs=turn_outputs, api_name="chat",
                         show_progress="hidden",
                         **one_at_a_time("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts]))
@@ -83,15 +99,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
                                                 **one_at_a_time("gpu", regenerate, [session, *turn_settings,
                                                                                     *card_texts]))
         for event in (sending, regenerating):
-            # Send and Regenerate come back even if the turn ended in an error the handler did not expect.
-            then_panels(event, new_turn=True).then(lambda: [gr.update(value="Send", interactive=True),
-                                                            gr.update(interactive=True)],
-                                                   None, [chat_ui.send, chat_ui.regenerate], queue=False,
-                                                   api_visibility="private", show_progress="hidden")
-        # While a new turn streams, the analysis must not show the previous turn's.
-        gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click],
-              lambda: panels(new_session(), None, 0.5), None, panel_outputs, queue=False, api_visibility="private",
-              show_progress="hidden")
+            then_panels(event, new_turn=True)
         # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs.
         chat_ui.stop.click(request_stop, None, None, api_visibility="private", queue=False)
         then_panels(decision.score.click(outputs=turn_outputs, api_name="score", **one_at_a_time(

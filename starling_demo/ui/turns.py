@@ -26,9 +26,11 @@ BUSY = "The candidates are still being generated or scored: wait for them (or pr
 # A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
 # cost the browser a re-render each, and it fell behind the server (4x slower than the API).
 FRAME_SECONDS = 0.1
-# Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (card, text,
-# badge) per card, then the ranking, Send, Regenerate and the cards' "Use this reply" buttons.
-OUTPUTS = 5 + 3 * MAX_CARDS + 3 + MAX_CARDS
+# Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
+# card, then the ranking. All are values, never property updates, which Gradio turns into a new component and
+# config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
+# previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
+OUTPUTS = 5 + 2 * MAX_CARDS + 1
 
 
 def running(request: gr.Request | None) -> bool:
@@ -46,13 +48,18 @@ def current_turn(session: dict) -> dict | None:
 
 
 def view(session: dict, status, message=None, busy: bool = False) -> list:
-    """All outputs of a turn event (see OUTPUTS); `busy` while the turn is generated or scored."""
+    """All outputs of a turn event (see OUTPUTS); `busy` while the turn is generated or scored. The message
+    box is left alone unless `message` is given (a visitor may be typing the next one)."""
     turn = current_turn(session)
-    actions = [gr.update(value="Generating…" if busy else "Send", interactive=not busy),
-               gr.update(interactive=not busy)]
     return [session, chat_messages(session["turns"]), status, turn_summary(turn),
-            gr.skip() if message is None else message, *card_updates(turn, busy),
-            ranking_html(turn), *actions, *use_buttons(turn, busy)]
+            gr.skip() if message is None else message, *card_updates(turn, busy), ranking_html(turn)]
+
+
+def actions(session: dict | None, busy: bool = False) -> list:
+    """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
+    card's saying so (an event of their own, run before and after each turn event, not once per frame)."""
+    return [gr.update(value="Generating…" if busy else "Send", interactive=not busy), gr.update(interactive=not busy),
+            *use_buttons(None if busy or session is None else current_turn(session), busy)]
 
 
 def unchanged(warning: str) -> list:
@@ -61,22 +68,18 @@ def unchanged(warning: str) -> list:
     return [gr.skip()] * OUTPUTS
 
 
-class Frames:
-    """What a streaming turn sends: only the outputs that changed since the last frame, at most one frame per
-    FRAME_SECONDS. The session (first output) is always sent: it is server-side state, not re-rendered."""
+class Pace:
+    """When a streamed turn sends its next frame: at most once per FRAME_SECONDS."""
 
     def __init__(self, clock=time.monotonic):
-        self.clock, self.sent, self.last = clock, None, float("-inf")
+        self.clock, self.last = clock, float("-inf")
 
     def due(self) -> bool:
-        return self.clock() - self.last >= FRAME_SECONDS
-
-    def __call__(self, outputs: list) -> list:
-        self.last = self.clock()
-        sent, self.sent = self.sent, outputs
-        if sent is None:
-            return outputs
-        return [new if i == 0 or new != old else gr.skip() for i, (old, new) in enumerate(zip(sent, outputs))]
+        now = self.clock()
+        if now - self.last < FRAME_SECONDS:
+            return False
+        self.last = now
+        return True
 
 
 def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
@@ -135,15 +138,15 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     messages.append({"role": "user", "content": message})
     turn = {"messages": messages, "candidates": [], "settings": vars(settings), "lm": lm}
     visitor = getattr(request, "session_hash", None)
-    frames = Frames()
+    pace = Pace()
     RUNNING.add(visitor)
     work["turns"].append(turn)
     try:
         if not engine.is_loaded("lm", lm):
-            yield frames(view(work, loading_status("lm", lm), busy=True))
+            yield view(work, loading_status("lm", lm), busy=True)
             engine.lm(lm)
         # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
-        yield frames(view(work, f"Generating {settings.n} candidates with **{lm}**…", "", busy=True))
+        yield view(work, f"Generating {settings.n} candidates with **{lm}**…", "", busy=True)
         with engine.device_lock:  # released when the generator is closed, also on cancel or disconnect
             for step in engine.generate(messages, settings, lm):
                 turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
@@ -151,26 +154,26 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                 if visitor in STOP_REQUESTS:
                     turn["stopped"] = True
                     break
-                if frames.due():
-                    yield frames(view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
-                                            "(■ Stop ends it early)", busy=True))
+                if pace.due():
+                    yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
+                                     "(■ Stop ends it early)", busy=True)
             if turn.get("warning"):
                 gr.Warning(turn["warning"])
             if not engine.is_loaded("rm", rm):
-                yield frames(view(work, loading_status("rm", rm), busy=True))  # shown while it loads
+                yield view(work, loading_status("rm", rm), busy=True)  # shown while it loads
                 engine.rm(rm)
-            yield frames(view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…",
-                              busy=True))
+            yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…",
+                       busy=True)
             score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
         # The message comes back to the box.
-        yield frames(view(session, f"Nothing changed: {explain(error)}", message))
+        yield view(session, f"Nothing changed: {explain(error)}", message)
         return
     finally:
         RUNNING.discard(visitor)
         STOP_REQUESTS.discard(visitor)
-    yield frames(view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn)))
+    yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn))
 
 
 def request_stop(request: gr.Request):
