@@ -132,7 +132,8 @@ def main() -> None:
         api_turn(url), page_turn(browser, url)  # warm-up: models loaded, page assets cached
         runs = [("a frame every token step", 0.0)] + [(f"a frame at most every {float(f):g} s", float(f))
                                                       for f in args.frames.split(",")]
-        for name, turns.FRAME_SECONDS in runs:
+        for name, seconds in runs:
+            turns.FRAME_SECONDS = seconds
             api = statistics.median(api_turn(url) for _ in range(args.repeats))
             page = statistics.median(page_turn(browser, url) for _ in range(args.repeats))
             stops = [stop_turn(browser, url, engine) for _ in range(args.repeats)]

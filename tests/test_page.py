@@ -2,7 +2,7 @@
 schemes, and nothing typed or edited dropped without a word. Screenshots go to artifacts/screenshots."""
 import pytest
 from playwright.sync_api import expect
-from test_browser import SHOTS, WAIT, browser, screenshot_folder, send  # noqa: F401 (fixtures)
+from test_browser import SHOTS, WAIT, browser, open_settings, screenshot_folder, send  # noqa: F401 (fixtures)
 
 SIZES = {"desktop": (1440, 900), "laptop": (1280, 720), "phone": (390, 844)}
 # The WCAG contrast of an element's text against what is painted behind it (its own and its ancestors'
@@ -89,6 +89,10 @@ def test_every_size_and_scheme_in_screenshots(browser, app_url, size, scheme):
 
 def test_the_ranking_belongs_to_the_turn_on_screen(browser, app_url):
     page = visitor(browser, app_url)
+    open_settings(page)  # a long second turn, so that the page shows it running, however busy the machine
+    tokens = page.locator("#max-tokens input[type=number]")
+    tokens.fill("300")
+    tokens.press("Enter")
     send(page, "First.")
     expect(page.locator("button", has_text="✔ Continuing with this")).to_have_count(1)  # the turn has settled
     first = page.locator("#ranking table").inner_text()

@@ -27,21 +27,21 @@ def origins_after_edit(turn: dict, texts: list[str]) -> list[str]:
             else "yours" for i, text in enumerate(texts)]
 
 
-def card_badge(turn: dict, i: int, running: bool = False) -> str:
+def card_badge(turn: dict, i: int) -> str:
     """The line above card i, as HTML: rank and reward, or how far generation got; who wrote it; chosen."""
     rewards = turn.get("rewards")
     finished = turn.get("finished") or []
     state = finished[i] if i < len(finished) else "stop"
     wrote = origin(turn, i)
     head, marks = [f"<b>#{i + 1}</b>"], []
-    if rewards and not running:
+    if rewards:
         rank = insight.ranking(rewards).index(i) + 1
         head.append(f"rank {rank} of {len(rewards)} · reward <b>{rewards[i]:.3f}</b>")
         marks += ["<span class='best-mark'>★ best</span>"] if rank == 1 else []
     else:
         done = {"stop": "done", "length": "done (token limit)"}.get(state, "generating…")
         head.append(f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} LM tokens · {done}")
-    if rewards and not running and turn.get("chosen") == i:
+    if rewards and turn.get("chosen") == i:
         marks.append("<span class='chosen-mark' title='the conversation continues with this reply'>✔ chosen</span>")
     if wrote in ORIGINS:
         marks.append(f"<span class='origin-mark'>{ORIGINS[wrote]}</span>")
@@ -51,12 +51,12 @@ def card_badge(turn: dict, i: int, running: bool = False) -> str:
     return f"<div class='badge-line'>{'<br>'.join(lines)}</div>"
 
 
-def card_updates(turn: dict | None, running: bool = False) -> list:
+def card_updates(turn: dict | None) -> list:
     """Text and badge of each of the 8 cards. A card with no badge is hidden (by the stylesheet: a visibility
     update per card and frame would cost Gradio a component rebuild each)."""
     candidates = turn["candidates"] if turn else []
     return [value for i in range(MAX_CARDS)
-            for value in ((candidates[i], card_badge(turn, i, running)) if i < len(candidates) else ("", ""))]
+            for value in ((candidates[i], card_badge(turn, i)) if i < len(candidates) else ("", ""))]
 
 
 def use_buttons(turn: dict | None, busy: bool = False) -> list:

@@ -72,6 +72,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group, concurrency_limit=1)
 
         def settle(session: dict, number: str | None, alpha: float) -> list:
+            """The analysis panels, the buttons and the ranking of the turn the session ends with."""
             return panels(session, number, alpha) + actions(session) + [ranking_html(current_turn(session))]
 
         def starting(n: float) -> list:
@@ -81,7 +82,7 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
 
         def then_panels(event, new_turn: bool = False):
             """After the turn changed: every analysis panel (a new turn shows its best candidate's trace) and the
-            buttons. It also runs after a failed event, and so undoes what `starting` below did."""
+            buttons. It also runs after a refused or failed event, and so undoes what `starting` did."""
             pick_trace = gr.State(None) if new_turn else panel.trace_pick
             return event.then(settle, [session, pick_trace, panel.alpha],
                               panel_outputs + action_outputs + [decision.ranking], api_visibility="undocumented",

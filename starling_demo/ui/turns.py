@@ -14,9 +14,9 @@ from .. import insight
 from ..engine import Engine
 from ..limits import check_number
 from ..templates import check_rm_format
+from .cards import MAX_CARDS, card_updates, origins_after_edit, unscored_edit, use_buttons
 from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
-from .cards import MAX_CARDS, card_updates, origins_after_edit, unscored_edit, use_buttons
 from .render import chat_messages, conversation, ranking_html, turn_summary
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
@@ -47,19 +47,19 @@ def current_turn(session: dict) -> dict | None:
     return session["turns"][-1] if session["turns"] else None
 
 
-def view(session: dict, status, message=None, busy: bool = False) -> list:
-    """All outputs of a turn event (see OUTPUTS); `busy` while the turn is generated or scored. The message
-    box is left alone unless `message` is given (a visitor may be typing the next one)."""
+def view(session: dict, status, message=None) -> list:
+    """All outputs of a turn event (see OUTPUTS). The message box is left alone unless `message` is given (a
+    visitor may be typing the next one)."""
     turn = current_turn(session)
     return [session, chat_messages(session["turns"]), status, turn_summary(turn),
-            gr.skip() if message is None else message, *card_updates(turn, busy), ranking_html(turn)]
+            gr.skip() if message is None else message, *card_updates(turn), ranking_html(turn)]
 
 
 def actions(session: dict | None, busy: bool = False) -> list:
     """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
     card's saying so (an event of their own, run before and after each turn event, not once per frame)."""
     return [gr.update(value="Generating…" if busy else "Send", interactive=not busy), gr.update(interactive=not busy),
-            *use_buttons(None if busy or session is None else current_turn(session), busy)]
+            *use_buttons(None if busy else current_turn(session), busy)]
 
 
 def unchanged(warning: str) -> list:
@@ -143,10 +143,10 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     work["turns"].append(turn)
     try:
         if not engine.is_loaded("lm", lm):
-            yield view(work, loading_status("lm", lm), busy=True)
+            yield view(work, loading_status("lm", lm))
             engine.lm(lm)
         # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
-        yield view(work, f"Generating {settings.n} candidates with **{lm}**…", "", busy=True)
+        yield view(work, f"Generating {settings.n} candidates with **{lm}**…", "")
         with engine.device_lock:  # released when the generator is closed, also on cancel or disconnect
             for step in engine.generate(messages, settings, lm):
                 turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
@@ -156,14 +156,13 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                     break
                 if pace.due():
                     yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
-                                     "(■ Stop ends it early)", busy=True)
+                                     "(■ Stop ends it early)")
             if turn.get("warning"):
                 gr.Warning(turn["warning"])
             if not engine.is_loaded("rm", rm):
-                yield view(work, loading_status("rm", rm), busy=True)  # shown while it loads
+                yield view(work, loading_status("rm", rm))  # shown while it loads
                 engine.rm(rm)
-            yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…",
-                       busy=True)
+            yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
             score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
