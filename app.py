@@ -11,6 +11,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from starling_demo.backends import BACKENDS
 from starling_demo.engine import Engine, default_allowed
 from starling_demo.loading import LoadError, device_memory, resolve_device
 from starling_demo.presets import LM_PRESETS, RM_PRESETS
@@ -18,6 +19,7 @@ from starling_demo.ui import build_demo, launch_kwargs
 
 REAL = {"lm": "starling-lm-7b-beta", "rm": "starling-rm-7b-alpha", "precision": "4bit", "device": "auto"}
 TINY = {"lm": "tiny", "rm": "tiny", "precision": "fp32", "device": "cpu"}
+SERVED_TURNS_AT_ONCE = 16  # a vLLM server batches them; past this, visitors queue in the app
 TINY_BANNER = ("**Offline demo:** {reason}, so this runs the tiny random models: "
                "replies are noise; the wiring is real.")
 
@@ -71,6 +73,17 @@ def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namesp
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", default=env("GRADIO_SHARE", "") in ("1", "true", "True"))
+    parser.add_argument("--backend", default=env("STARLING_BACKEND", "local"), choices=BACKENDS,
+                        help="local: the models run in this process; vllm: the launched LM and/or RM run on vLLM "
+                             "servers (--lm-url, --rm-url) that batch many visitors' requests")
+    parser.add_argument("--lm-url", default=env("STARLING_LM_URL") or None,
+                        help="with --backend vllm: the `vllm serve` URL of --lm, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--rm-url", default=env("STARLING_RM_URL") or None,
+                        help="with --backend vllm: the URL of --rm converted by `python -m starling_demo convert-rm` "
+                             "and served with --runner pooling")
+    parser.add_argument("--turns-at-once", type=int, default=int(env("STARLING_TURNS_AT_ONCE", "0")),
+                        help="visitors' turns that run at the same time (default: 1 with the local backend, "
+                             f"{SERVED_TURNS_AT_ONCE} when a server runs the LM or RM)")
     parser.add_argument("--allow-lms", default=env("STARLING_ALLOW_LMS", ""),
                         help="comma-separated LM presets visitors may switch to, or 'all' (default: only --lm)")
     parser.add_argument("--allow-rms", default=env("STARLING_ALLOW_RMS", ""),
@@ -93,9 +106,16 @@ def allowed_models(args: argparse.Namespace, engine: Engine) -> dict[str, tuple[
     return allowed
 
 
+def turns_at_once(args: argparse.Namespace) -> int:
+    """How many visitors' turns run at the same time: one on an in-process device, many when a server batches."""
+    if args.turns_at_once < 0:
+        raise ValueError(f"--turns-at-once must be at least 1, not {args.turns_at_once}.")
+    return args.turns_at_once or (SERVED_TURNS_AT_ONCE if args.backend != "local" else 1)
+
+
 def on_zero_gpu(engine: Engine) -> Engine:
     """Run generation and scoring inside ZeroGPU allocations; `spaces.GPU` is a no-op elsewhere."""
-    if spaces is not None:
+    if spaces is not None and engine.backend == "local":
         if os.environ.get("SPACES_ZERO_GPU"):
             # A GPU call runs in a forked process: a model first loaded there would be lost when it ends.
             engine.lm()
@@ -114,13 +134,15 @@ def startup_lines(args: argparse.Namespace, reason: str | None, allowed: dict[st
                   device: str) -> list[str]:
     """What the terminal says before anything loads: the models, on what (`device` is `args.device` resolved),
     why tiny ones run, and what visitors may switch to. `reason` is pick_defaults()'s."""
-    where = f"({args.precision}, {device})"
-    lines = ["Starling demo", f"  language model: {args.lm} {where}", f"  reward model:   {args.rm} {where}"]
+    served = {kind: url for kind, url in (("lm", args.lm_url), ("rm", args.rm_url)) if args.backend != "local" and url}
+    where = {kind: f"on {args.backend} at {served[kind]}" if kind in served else f"({args.precision}, {device})"
+             for kind in ("lm", "rm")}
+    lines = ["Starling demo", f"  language model: {args.lm} {where['lm']}", f"  reward model:   {args.rm} {where['rm']}"]
     tiny = [f"--{kind} {name}" for kind, name in (("lm", args.lm), ("rm", args.rm)) if is_tiny(kind, name)]
     if tiny:
         lines.append(f"  {reason}: the tiny random models run instead; replies are noise" if reason else
                      f"  the tiny presets were chosen ({', '.join(tiny)}): random models; replies are noise")
-    if len(tiny) < 2:
+    if any(kind not in served and not is_tiny(kind, name) for kind, name in (("lm", args.lm), ("rm", args.rm))):
         note = "a GPU was found: the real models run on it" if device == "cuda" else \
             "the real models run on the CPU, slowly"
         lines.append(f"  {note}; each loads on first use, downloaded first if it is not cached")
@@ -139,16 +161,19 @@ def url_line(local_url: str, share_url: str | None, share: bool = False) -> str:
 
 
 def main() -> None:
-    defaults, reason = pick_defaults()
+    # Models served elsewhere are the real ones by default: this machine needs no GPU for them.
+    defaults, reason = (REAL, None) if parse_args(REAL).backend != "local" else pick_defaults()
     args = parse_args(defaults)
-    engine = Engine(args.lm, args.rm, args.precision, args.device)
     try:
+        engine = Engine(args.lm, args.rm, args.precision, args.device, backend=args.backend, lm_url=args.lm_url,
+                        rm_url=args.rm_url)
         engine.allowed = allowed_models(args, engine)
         device = resolve_device(args.device)
+        at_once = turns_at_once(args)
     except (LoadError, ValueError) as error:  # e.g. --device cuda without a GPU, an unknown preset
         raise SystemExit(f"Cannot start: {error}") from None
     print("\n".join(startup_lines(args, reason, engine.allowed, device)), flush=True)
-    demo = build_demo(on_zero_gpu(engine), banner(args, reason))
+    demo = build_demo(on_zero_gpu(engine), banner(args, reason), at_once)
     try:  # quiet: Gradio's own banner would suggest `share=True` in `launch()`, not this app's --share
         _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                                               quiet=True, prevent_thread_lock=True, **launch_kwargs())

@@ -1,4 +1,4 @@
-"""Command line: render LM prompts, score candidates, generate best-of-N, evaluate a reward model."""
+"""Command line: render LM prompts, score candidates, generate best-of-N, evaluate or convert a reward model."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Iterator
 
+from .backends import BACKENDS, ServerError
 from .engine import Engine, Settings
 from .evaluation import report_table
 from .generation import MAX_CANDIDATES
@@ -14,7 +15,7 @@ from .insight import ranking
 from .limits import NotUtf8, check_text, max_new_tokens_for, utf8_lines
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
-from .scoring import READOUTS
+from .scoring import READOUTS, resolve_readout
 from .templates import RM_FORMATS, check_conversation
 
 
@@ -66,6 +67,9 @@ def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:
 def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="4bit")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="local: models run in this process; vllm: on the servers at --rm-url (and --lm-url)")
+    parser.add_argument("--rm-url", help="with --backend vllm: the vLLM pooling server of the reward model")
     parser.add_argument("--reward-model", required=reward_required, help="RM preset name or local directory")
     parser.add_argument("--reward-kind", choices=RM_KINDS, help="layout of a local reward-model directory")
     parser.add_argument("--readout", choices=READOUTS,
@@ -93,19 +97,35 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--mode", choices=["gpt4", "code"], default="gpt4")
     generate.add_argument("--system", default="")
+    generate.add_argument("--lm-url", help="with --backend vllm: the `vllm serve` URL of --lm")
     add_model_flags(generate, reward_required=False)
     evaluate = commands.add_parser("eval", help="pairwise accuracy on candidates ranked best first")
     add_model_flags(evaluate, reward_required=True)
     for command in (score, render, generate, evaluate):
         command.add_argument("file", help="JSONL input, one conversation per line")
+    convert = commands.add_parser("convert-rm", help="convert a Starling RM to a LlamaForSequenceClassification "
+                                                     "checkpoint for vLLM's pooling runner")
+    convert.add_argument("source", help="RM preset name or local directory")
+    convert.add_argument("destination", help="new folder for the converted checkpoint")
+    convert.add_argument("--reward-kind", choices=RM_KINDS, help="layout of a local reward-model directory")
     return main
 
 
 def run(args: argparse.Namespace, out) -> None:
+    if args.command == "convert-rm":
+        from .convert import convert_rm
+
+        print(json.dumps(convert_rm(args.source, args.destination, args.reward_kind)), file=out)
+        return
     engine = Engine(lm_name=getattr(args, "lm", None) or "starling-lm-7b-beta",
                     rm_name=getattr(args, "reward_model", None) or "starling-rm-7b-alpha",
                     precision=getattr(args, "precision", "4bit"), device=getattr(args, "device", "auto"),
-                    rm_kind=getattr(args, "reward_kind", None))
+                    rm_kind=getattr(args, "reward_kind", None), backend=getattr(args, "backend", "local"),
+                    lm_url=getattr(args, "lm_url", None), rm_url=getattr(args, "rm_url", None))
+    if getattr(args, "reward_model", None) and engine.url("rm"):  # connecting loads nothing
+        _, note = resolve_readout(engine.rm(), args.readout, args.rm_format)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     if args.command == "eval":
         from .evaluation import evaluate
 
@@ -163,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args, sys.stdout)
-    except (InputError, LoadError, ValueError, OSError) as error:
+    except (InputError, LoadError, ServerError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -4,16 +4,19 @@ It knows nothing of the UI; the UI and the CLI receive one and call these method
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from . import backends
+from .backends import LanguageModel, RewardModel
 from .detokenize import TextStream
 from .device_lock import DeviceLock
-from .generation import EOT_ID, Candidates, fit_prompt, stream_candidates
+from .generation import EOT_ID, Candidates, fit_prompt
 from .limits import max_new_tokens_for
-from .loading import Loaded, load_lm, load_rm, release_freed_memory
+from .loading import load_lm, load_rm, release_freed_memory
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
 from .templates import Encoded
@@ -52,9 +55,12 @@ class Generation:
 class Engine:
     """One LM and up to `max_rms` reward models, loaded on first use and then kept.
 
-    `device_lock` is taken by whoever runs a model on behalf of a visitor: turns with `with`, a long
-    batch job chunk by chunk with `.batch()`, so that turns go first. `allowed` (kind -> names) limits
-    what visitors may load on a shared server; None allows any preset or local directory, as the CLI does.
+    With `backend` "vllm", the launched LM (`lm_name`) runs on the server at `lm_url` and the launched RM at
+    `rm_url`, when given; every other model, and one without a URL, runs in this process. A model in this
+    process is run under `device_lock` (`lock()`): turns with `with`, a long batch job chunk by chunk with
+    `.batch()`, so that turns go first; a served one needs no lock, its server batches requests. `allowed`
+    (kind -> names) limits what visitors may load on a shared server; None allows any preset or local
+    directory, as the CLI does.
     """
 
     lm_name: str = "starling-lm-7b-beta"
@@ -64,9 +70,33 @@ class Engine:
     rm_kind: str | None = None  # layout of a local reward-model directory
     max_rms: int = 2
     allowed: dict[str, tuple[str, ...]] | None = None
+    backend: str = "local"
+    lm_url: str | None = None
+    rm_url: str | None = None
     _models: dict = field(default_factory=dict, repr=False)
     _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
     device_lock: DeviceLock = field(default_factory=DeviceLock, repr=False)
+
+    def __post_init__(self):
+        if self.backend not in backends.BACKENDS:
+            raise ValueError(f"Unknown backend {self.backend!r}: use {' or '.join(backends.BACKENDS)}.")
+        urls = [f"--{kind}-url" for kind, url in (("lm", self.lm_url), ("rm", self.rm_url)) if url]
+        if self.backend == "local" and urls:
+            raise ValueError(f"{urls[0]} needs --backend vllm (the local backend runs the models in this process).")
+        if self.backend != "local" and not urls:
+            raise ValueError(f"--backend {self.backend} needs --lm-url, --rm-url or both: where the server runs.")
+
+    def url(self, kind: str, name: str | None = None) -> str | None:
+        """The server that runs model `name` of `kind` (default: the launched one), or None if it runs here."""
+        launched, url = (self.lm_name, self.lm_url) if kind == "lm" else (self.rm_name, self.rm_url)
+        return url if self.backend != "local" and (name or launched) == launched else None
+
+    def lock(self, kind: str, name: str | None = None, batch: bool = False):
+        """What a turn (or, with `batch`, a chunk of batch work) holds while it runs model `name` of `kind`:
+        the device lock for a model in this process, nothing for a served one."""
+        if self.url(kind, name):
+            return contextlib.nullcontext()
+        return self.device_lock.batch() if batch else self.device_lock
 
     def is_loaded(self, kind: str, name: str) -> bool:
         return (kind, name) in self._models
@@ -86,16 +116,20 @@ class Engine:
                              f"{', '.join(self.allowed[kind])}.")
         return lm_preset(name) if kind == "lm" else rm_preset(name, self.rm_kind if name == self.rm_name else None)
 
-    def lm(self, name: str | None = None) -> Loaded:
-        preset = self.preset("lm", name or self.lm_name)
+    def lm(self, name: str | None = None) -> LanguageModel:
+        preset, url = self.preset("lm", name or self.lm_name), self.url("lm", name)
+        load = (lambda: backends.connect(self.backend, "lm", preset, url)) if url else \
+            (lambda: load_lm(preset, self.precision, self.device))
         # One LM at a time: a 7B LM is most of a small GPU.
-        return self._model("lm", preset.name, lambda: load_lm(preset, self.precision, self.device), keep=1)
+        return self._model("lm", preset.name, load, keep=1)
 
-    def rm(self, name: str | None = None) -> Loaded:
-        preset = self.preset("rm", name or self.rm_name)
-        return self._model("rm", preset.name, lambda: load_rm(preset, self.precision, self.device), keep=self.max_rms)
+    def rm(self, name: str | None = None) -> RewardModel:
+        preset, url = self.preset("rm", name or self.rm_name), self.url("rm", name)
+        load = (lambda: backends.connect(self.backend, "rm", preset, url)) if url else \
+            (lambda: load_rm(preset, self.precision, self.device))
+        return self._model("rm", preset.name, load, keep=self.max_rms)
 
-    def _model(self, kind: str, name: str, load, keep: int) -> Loaded:
+    def _model(self, kind: str, name: str, load, keep: int):
         """The loaded model, loading it first if needed; then the oldest of its kind beyond `keep` go.
 
         The new model loads before any is evicted, so a load that fails (no Hub, gated, out of memory)
@@ -122,12 +156,12 @@ class Engine:
         """Positions of the LM's context: from its config once loaded, else from its preset."""
         name = lm or self.lm_name
         loaded = self._models.get(("lm", name))
-        return loaded.model.config.max_position_embeddings if loaded else self.preset("lm", name).context
+        return loaded.context if loaded else self.preset("lm", name).context
 
     def prompt(self, messages: list[dict], settings: Settings, lm: str | None = None) -> tuple[Encoded, str | None]:
         """The exact LM prompt for `messages`, trimmed to leave room for the reply."""
         loaded = self.lm(lm)
-        context = loaded.model.config.max_position_embeddings
+        context = loaded.context
         if settings.max_new_tokens >= context:
             raise ValueError(f"{settings.max_new_tokens:,} new tokens leave no room for a prompt in the model's "
                              f"{context:,} positions: ask for at most {max_new_tokens_for(context):,}.")
@@ -145,16 +179,18 @@ class Engine:
         streams = [TextStream(tokenizer) for _ in range(settings.n)]
         finals: list[str | None] = [None] * settings.n
         state: Candidates
-        for state in stream_candidates(loaded.model, prompt.ids, settings.n, settings.temperature, settings.top_p,
-                                       settings.max_new_tokens, seed, stop_ids):
-            for i, (stream, ids) in enumerate(zip(streams, state.ids)):
-                if finals[i] is None:
-                    for token in ids[len(stream.ids):]:
-                        stream.push(token)
-                    if state.finished[i]:
-                        finals[i] = tokenizer.decode(ids, skip_special_tokens=True)
-            texts = [stream.text if final is None else final for stream, final in zip(streams, finals)]
-            yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
+        steps = loaded.stream(prompt.ids, settings.n, settings.temperature, settings.top_p, settings.max_new_tokens,
+                              seed, stop_ids)
+        with contextlib.closing(steps):  # closed when this generator is: a server stops decoding too
+            for state in steps:
+                for i, (stream, ids) in enumerate(zip(streams, state.ids)):
+                    if finals[i] is None:
+                        for token in ids[len(stream.ids):]:
+                            stream.push(token)
+                        if state.finished[i]:
+                            finals[i] = tokenizer.decode(ids, skip_special_tokens=True)
+                texts = [stream.text if final is None else final for stream, final in zip(streams, finals)]
+                yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
 
     def score(self, messages: list[dict], candidates: list[str], rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> Scores:
@@ -175,7 +211,8 @@ def default_allowed(engine: Engine, memory: int) -> dict[str, tuple[str, ...]]:
     """
     lm, rm = engine.preset("lm", engine.lm_name), engine.preset("rm", engine.rm_name)
     per_billion = BYTES_PER_PARAMETER[engine.precision] * 1e9
-    used = (lm.billions + rm.billions) * per_billion + HEADROOM
+    in_process = [p.billions for kind, p in (("lm", lm), ("rm", rm)) if not engine.url(kind)]  # not served
+    used = sum(in_process) * per_billion + HEADROOM
     tiny = rm.repo.startswith("tiny:")
     extra = [p.name for p in RM_PRESETS.values() if p.name != rm.name and p.repo.startswith("tiny:") == tiny
              and used + p.billions * per_billion <= memory]

@@ -10,13 +10,13 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaModel, LlamaPreTrainedModel
 
+from .backends.local import Loaded
 from .presets import LMPreset, RMPreset
 from .tiny import CACHE_ROOT, tiny_checkpoint
 from .tokenization import read_tokenizer
@@ -54,17 +54,6 @@ class StarlingRewardModel(LlamaPreTrainedModel):
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   cache=cache, use_cache=use_cache).last_hidden_state
         return self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
-
-
-@dataclass
-class Loaded:
-    """A model with its tokenizer and the preset it came from."""
-
-    model: nn.Module
-    tokenizer: object
-    preset: LMPreset | RMPreset
-    precision: str
-    device: str
 
 
 def resolve_device(device: str) -> str:
@@ -201,14 +190,26 @@ def release_freed_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def lm_folder(preset: LMPreset, weights: bool = True) -> Path:
+    """The LM's local folder: config, tokenizer and (with `weights`) safetensors, else .bin, weights."""
+    if not weights:
+        return fetch(preset.repo, ["*.json", "*.model"])
+    folder = fetch(preset.repo, ["*.json", "*.model", "*.safetensors"])
+    return folder if any(folder.glob("*.safetensors")) else fetch(preset.repo, ["*.json", "*.model", "*.bin"])
+
+
+def lm_tokenizer(preset: LMPreset, folder: Path | None = None):
+    """The LM's tokenizer, alpha's out-of-vocabulary `<sep>` dropped; only its files are fetched without `folder`."""
+    folder = folder or lm_folder(preset, weights=False)
+    return load_tokenizer(without_sep_token(folder) if preset.drop_sep_token else folder)
+
+
 def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
-    """Load a Starling LM and its tokenizer (alpha's out-of-vocabulary `<sep>` dropped)."""
+    """Load a Starling LM and its tokenizer."""
     device = resolve_device(device)
     kwargs = precision_kwargs(precision, device, keep_full=["lm_head"])
-    folder = fetch(preset.repo, ["*.json", "*.model", "*.safetensors"])
-    if not any(folder.glob("*.safetensors")):
-        folder = fetch(preset.repo, ["*.json", "*.model", "*.bin"])
-    tokenizer = load_tokenizer(without_sep_token(folder) if preset.drop_sep_token else folder)
+    folder = lm_folder(preset)
+    tokenizer = lm_tokenizer(preset, folder)
     model = AutoModelForCausalLM.from_pretrained(folder, device_map={"": device}, **kwargs)
     if len(tokenizer) > model.config.vocab_size:
         raise LoadError(f"The tokenizer of {preset.repo} has {len(tokenizer)} tokens but the model only "
@@ -234,6 +235,14 @@ def reward_checkpoint_folder(folder: Path) -> Path:
     return view
 
 
+def rm_tokenizer(preset: RMPreset, folder: Path | None = None):
+    """The RM's tokenizer: its repo's (`folder`, else only the tokenizer files are fetched), else its preset's."""
+    folder = folder or fetch(preset.repo, ["*.json", *TOKENIZER_FILES, "*.model"])
+    if preset.tokenizer is not None and not has_tokenizer(folder):
+        folder = fetch(preset.tokenizer, ["*.json", "*.model", "*.tiktoken"])
+    return load_tokenizer(folder)
+
+
 def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
     """Load a Starling reward model; fail loudly if its checkpoint has no `v_head.weight`."""
     device = resolve_device(device)
@@ -241,9 +250,7 @@ def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> 
     folder = fetch(preset.repo, ["*.json", "*.safetensors", "*.pt", "*.bin", *TOKENIZER_FILES, "*.model"])
     if not (folder / "config.json").exists():
         raise LoadError(f"{folder} has no config.json: it is not in the layout of a Starling reward model repo.")
-    tokenizer_folder = folder if preset.tokenizer is None or has_tokenizer(folder) else \
-        fetch(preset.tokenizer, ["*.json", "*.model", "*.tiktoken"])
-    tokenizer = load_tokenizer(tokenizer_folder)
+    tokenizer = rm_tokenizer(preset, folder)
     try:
         # The 7B config names a class transformers does not have; read it as the Llama config it is.
         config = LlamaConfig.from_pretrained(folder)

@@ -15,7 +15,6 @@ import torch
 from transformers import DynamicCache
 
 from .detokenize import token_texts
-from .loading import Loaded
 from .templates import common_prefix_length, reward_inputs, reward_template
 
 READOUTS = ("card", "last-token")
@@ -34,6 +33,7 @@ class Scores:
     readout: str
     truncated: list[bool] = field(default_factory=list)
     rm_format: str = "rlhf"
+    note: str | None = None  # why the read-out is not the one asked for (a server that cannot compute it)
 
 
 class SharedPrefixCache(DynamicCache):
@@ -100,37 +100,51 @@ def value_rows(model, rows: list[list[int]], pad_id: int, query_position: int | 
     return per_row, query
 
 
-def score(rm: Loaded, messages: list[dict], candidates: list[str], readout: str | None = None,
-          share_prefix: bool = True, rm_format: str = "rlhf") -> Scores:
-    """Score `candidates` as replies to `messages` (which end with a user turn), in one batched pass.
-
-    `readout` "card" (RM-7B default) is the value the model card's code returns; "last-token" reads the
-    last real token (RM-34B's reading, and RewardBench's). `rm_format` "rlhf" gives each RM the text it
-    scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at the last token unless
-    `readout` says otherwise.
-    """
-    preset, tokenizer = rm.preset, rm.tokenizer
-    template = reward_template(preset.template, rm_format)
+def resolve_readout(rm, readout: str | None, rm_format: str = "rlhf") -> tuple[str, str | None]:
+    """Where `score` reads the reward of RM `rm` (a `backends.RewardModel`), and a note when that is not where
+    `readout` (None: the model's default) asked: a served RM reads the last token only."""
+    preset = rm.preset
     readout = readout or ("last-token" if rm_format == "rewardbench" else preset.readout)
     if readout not in READOUTS:
         raise ValueError(f"Unknown read-out {readout!r}: use card or last-token.")
     if preset.template == "chatml" and readout == "card":
         readout = "last-token"  # RM-34B's card reads the last real token
+    if readout in rm.readouts:
+        return readout, None
+    return "last-token", (f"{preset.name} runs on {rm.where}, which reads the last token: the card's read-out at "
+                          "index 2047 needs the model in process (--backend local).")
+
+
+def score(rm, messages: list[dict], candidates: list[str], readout: str | None = None,
+          share_prefix: bool = True, rm_format: str = "rlhf") -> Scores:
+    """Score `candidates` as replies to `messages` (which end with a user turn), in one batched pass.
+
+    `rm` is a `backends.RewardModel`. `readout` "card" (RM-7B default) is the value the model card's code
+    returns; "last-token" reads the last real token (RM-34B's reading, and RewardBench's). `rm_format` "rlhf"
+    gives each RM the text it scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at
+    the last token unless `readout` says otherwise. A served RM that cannot read at the card's position is
+    read at the last token, and `Scores.note` says so.
+    """
+    preset, tokenizer = rm.preset, rm.tokenizer
+    template = reward_template(preset.template, rm_format)
+    readout, note = resolve_readout(rm, readout, rm_format)
     if not candidates:
         raise ValueError("No candidates to score.")
     encoded = reward_inputs(tokenizer, template, messages, candidates, preset.add_bos, preset.max_length)
     rows = [e.ids for e in encoded]
     query = preset.max_length - 1 if readout == "card" else None
-    values, query_values = value_rows(rm.model, rows, tokenizer.unk_token_id, query, share_prefix)
-    rewards = [v[-1] if query is None or len(row) >= preset.max_length else q
-               for v, row, q in zip(values, rows, query_values or [None] * len(rows))]
+    per_token, last, at_query = rm.values(rows, tokenizer.unk_token_id, query, share_prefix)
+    rewards = last if at_query is None else [end if len(row) >= preset.max_length else q
+                                             for end, row, q in zip(last, rows, at_query)]
     return Scores(
         rewards=rewards,
-        traces=[v[e.reply_start: e.reply_end] for v, e in zip(values, encoded)],
+        traces=[v[e.reply_start: e.reply_end] for v, e in zip(per_token, encoded)] if per_token else
+        [[] for _ in encoded],
         tokens=[token_texts(tokenizer, e.ids[e.reply_start: e.reply_end]) for e in encoded],
         texts=[e.text for e in encoded],
         lengths=[e.reply_end - e.reply_start for e in encoded],
         readout=readout,
         truncated=[e.truncated for e in encoded],
         rm_format=rm_format,
+        note=note,
     )

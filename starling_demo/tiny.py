@@ -18,6 +18,9 @@ CACHE_ROOT = Path(os.environ.get("STARLING_DEMO_CACHE", Path.home() / ".cache" /
 CACHE = CACHE_ROOT / f"tiny-{VERSION}"
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, rms_norm_eps=1e-5)
+# A shape vLLM can serve: its CPU attention needs head_dim 64 (hidden_size / num_attention_heads).
+SERVABLE_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, rms_norm_eps=1e-5)
 
 
 def mistral_tokenizer(extra_special: list[str], add_bos: bool = True):
@@ -59,11 +62,23 @@ def _save_tokenizer(tokenizer, path: Path) -> None:
     (path / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
 
 
-def _write_lm(path: Path) -> None:
+def tiny_shape(**overrides) -> dict:
+    """SHAPE with `overrides`; a key SHAPE does not have is refused (it would silently become a config field).
+
+    >>> tiny_shape(**SERVABLE_SHAPE)["hidden_size"], tiny_shape()["hidden_size"]
+    (128, 64)
+    """
+    unknown = sorted(set(overrides) - set(SHAPE))
+    if unknown:
+        raise ValueError(f"Unknown tiny-model shape field {unknown[0]!r}: use {', '.join(SHAPE)}.")
+    return SHAPE | overrides
+
+
+def _write_lm(path: Path, shape: dict) -> None:
     from transformers import MistralConfig, MistralForCausalLM
 
     config = MistralConfig(vocab_size=32002, max_position_embeddings=1024, sliding_window=None,
-                           bos_token_id=1, eos_token_id=32000, tie_word_embeddings=False, **SHAPE)
+                           bos_token_id=1, eos_token_id=32000, tie_word_embeddings=False, **shape)
     torch.manual_seed(0)
     model = MistralForCausalLM(config)
     model.generation_config.eos_token_id = 32000
@@ -71,11 +86,11 @@ def _write_lm(path: Path) -> None:
     _save_tokenizer(mistral_tokenizer(["<|end_of_turn|>", "<|pad_0|>"]), path)
 
 
-def _reward_backbone(vocab_size: int, seed: int, architecture: str):
+def _reward_backbone(vocab_size: int, seed: int, architecture: str, shape: dict):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                         architectures=[architecture], tie_word_embeddings=False, **SHAPE)
+                         architectures=[architecture], tie_word_embeddings=False, **shape)
     torch.manual_seed(seed)
     causal = LlamaForCausalLM(config)
     # A wider head than the default init, so rewards spread over a few units as real ones do.
@@ -83,9 +98,9 @@ def _reward_backbone(vocab_size: int, seed: int, architecture: str):
     return config, causal, v_head
 
 
-def _write_rm_7b(path: Path) -> None:
+def _write_rm_7b(path: Path, shape: dict) -> None:
     """The card's GPTRewardModel state dict: model.model.*, model.lm_head, transformer.* (shared), v_head."""
-    config, causal, v_head = _reward_backbone(32000, seed=1, architecture="LLMForSequenceRegression")
+    config, causal, v_head = _reward_backbone(32000, seed=1, architecture="LLMForSequenceRegression", shape=shape)
     state = {f"model.{k}": v for k, v in causal.state_dict().items()}
     state |= {f"transformer.{k}": v for k, v in causal.model.state_dict().items()}
     state["v_head.weight"] = v_head
@@ -95,11 +110,12 @@ def _write_rm_7b(path: Path) -> None:
     _save_tokenizer(mistral_tokenizer([]), path)
 
 
-def _write_rm_34b(path: Path) -> None:
+def _write_rm_34b(path: Path, shape: dict) -> None:
     """The RM-34B layout: sharded safetensors with transformer.* and v_head.weight, plus an index."""
     from huggingface_hub import save_torch_state_dict
 
-    config, causal, v_head = _reward_backbone(32002, seed=2, architecture="LlamaForSequenceClassification")
+    config, causal, v_head = _reward_backbone(32002, seed=2, architecture="LlamaForSequenceClassification",
+                                              shape=shape)
     state = {f"transformer.{k}": v for k, v in causal.model.state_dict().items()} | {"v_head.weight": v_head}
     path.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(path)
@@ -114,6 +130,17 @@ def _write_rm_34b(path: Path) -> None:
 WRITERS = {"lm": _write_lm, "rm-7b": _write_rm_7b, "rm-34b": _write_rm_34b}
 
 
+def write_tiny(name: str, path: Path, **shape) -> Path:
+    """Write tiny checkpoint `name` ("lm", "rm-7b" or "rm-34b") into `path`, with SHAPE overridden by `shape`.
+
+    Same layouts and seeds as `tiny_checkpoint`; `write_tiny(name, path, **SERVABLE_SHAPE)` gives one vLLM can serve.
+    """
+    if name not in WRITERS:
+        raise ValueError(f"Unknown tiny checkpoint {name!r}: use {', '.join(WRITERS)}.")
+    WRITERS[name](Path(path), tiny_shape(**shape))
+    return Path(path)
+
+
 def tiny_checkpoint(name: str) -> Path:
     """The folder of tiny checkpoint `name` ("lm", "rm-7b" or "rm-34b"), built on first use."""
     path = CACHE / name
@@ -123,7 +150,7 @@ def tiny_checkpoint(name: str) -> Path:
                 shutil.rmtree(stale, ignore_errors=True)
         staging = CACHE / f".{name}.tmp{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        WRITERS[name](staging)
+        write_tiny(name, staging)
         # Atomic publish: a half-written folder is never seen by another process.
         try:
             staging.rename(path)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: set up a fresh machine (venv, CPU torch, deps, Chromium), then run every test.
+# The README's test command: set up a fresh machine (venv, CPU torch, deps, Chromium, vLLM), then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
@@ -12,5 +12,7 @@ if ! command -v chromium >/dev/null; then  # the browser tests drive Debian's Ch
     sudo=$([ "$(id -u)" = 0 ] || echo sudo)
     $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
 fi
-export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
+# The real vLLM that tests/test_vllm.py serves tiny models with: its own venv, cached outside the clone.
+STARLING_VLLM_PYTHON=$(bash tests/vllm_env.sh)
+export STARLING_VLLM_PYTHON GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
 exec "$python" -m pytest -q -p no:cacheprovider --doctest-modules starling_demo tests "$@"

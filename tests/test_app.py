@@ -47,6 +47,8 @@ def test_flags_fall_back_to_environment_variables(monkeypatch):
 
 
 class FakeEngine:
+    backend = "local"
+
     def __init__(self):
         self.loaded = []
 
@@ -183,3 +185,23 @@ def test_python_app_py_says_what_runs_and_where_without_gradios_banner():
     assert "replies are noise" in said and "visitors may choose: LMs tiny; RMs tiny, tiny-34b" in said
     assert f"Open http://127.0.0.1:{port} in a browser (python app.py --share for a public link" in said
     assert "share=True" not in said and "Running on local URL" not in said
+
+
+def test_served_models_are_named_with_their_server_and_turns_run_side_by_side(no_model_env, monkeypatch):
+    for name in ("STARLING_BACKEND", "STARLING_LM_URL", "STARLING_RM_URL", "STARLING_TURNS_AT_ONCE"):
+        monkeypatch.delenv(name, raising=False)
+    argv = ["--backend", "vllm", "--lm-url", "http://lm:8000"]
+    args = app.parse_args(app.REAL, argv)
+    allowed = {"lm": ("starling-lm-7b-beta",), "rm": ("starling-rm-7b-alpha",)}
+    said = app.startup_lines(args, None, allowed, "cpu")
+    assert said[1:4] == ["  language model: starling-lm-7b-beta on vllm at http://lm:8000",
+                         "  reward model:   starling-rm-7b-alpha (4bit, cpu)",
+                         "  the real models run on the CPU, slowly; each loads on first use, downloaded first if it "
+                         "is not cached"]  # the RM runs here
+    both = app.parse_args(app.REAL, [*argv, "--rm-url", "http://rm:8000"])
+    assert not any("slowly" in line for line in app.startup_lines(both, None, allowed, "cpu"))
+    assert app.turns_at_once(args) == app.SERVED_TURNS_AT_ONCE and app.turns_at_once(app.parse_args(app.REAL, [])) == 1
+    monkeypatch.setenv("STARLING_TURNS_AT_ONCE", "3")
+    assert app.turns_at_once(app.parse_args(app.REAL, argv)) == 3
+    with pytest.raises(SystemExit):  # argparse refuses an unknown backend
+        app.parse_args(app.REAL, ["--backend", "sglang"])

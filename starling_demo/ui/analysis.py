@@ -23,6 +23,10 @@ EXPORTS = Path(tempfile.mkdtemp(prefix="starling-exports-"))  # one folder per p
 atexit.register(shutil.rmtree, EXPORTS, ignore_errors=True)
 
 
+NO_TRACE_HTML = ("<p class='muted'>This reward model's server gives no per-token values, only the reward: start it "
+                 "with <code>--pooler-config '{\"task\": \"token_classify\"}'</code> to see the trace.</p>")
+
+
 def scored_turn(session: dict) -> dict | None:
     turn = session["turns"][-1] if session["turns"] else None
     return turn if turn and turn.get("rewards") else None
@@ -36,7 +40,8 @@ def trace_panel(session: dict, number: str | None) -> list:
     choices = [str(i + 1) for i in range(len(turn["candidates"]))]
     k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
     tokens, values = turn["tokens"][k], turn["traces"][k]
-    return [trace_html(tokens, values) + reward_read_note(turn["rewards"][k], turn["readout"]),
+    trace = trace_html(tokens, values) if values or not tokens else NO_TRACE_HTML
+    return [trace + reward_read_note(turn["rewards"][k], turn["readout"], turn.get("readout_note")),
             trace_frame(tokens, values)]
 
 

@@ -50,7 +50,8 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
         check_rm_format(rm_format)
         rows, errors = read_upload(path)
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS, engine.device_lock.batch):
+        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS,
+                               lambda: engine.lock("rm", rm, batch=True)):
             progress((done, len(rows)), desc="Scoring rows")
             yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
     except PROBLEMS as error:

@@ -58,7 +58,9 @@ def settings_sidebar(engine: Engine) -> SimpleNamespace:
         system = gr.Textbox("", label="System prompt (optional)", lines=2, elem_id="system",
                             info="Sent to the LM and to RM-34B; RM-7B-alpha sees it only in RewardBench's text.")
         readout = gr.Radio(["card", "last-token"], value="card", label="Reward read-out", elem_id="readout",
-                           info="card: as the RM-7B card computes it; RM-34B always reads the last token")
+                           info="card: as the RM-7B card computes it; RM-34B always reads the last token" +
+                                ("; the launched RM runs on vLLM, which reads the last token only" if
+                                 engine.url("rm") else ""))
         rm_format = gr.Radio(list(RM_FORMATS), value="rlhf", label="Reward-model input text", elem_id="rm-format",
                              info="rlhf: as each RM scored in Starling's RLHF; rewardbench: RewardBench's text "
                                   "(RM-7B: the Llama-2-chat template), to reproduce its numbers")

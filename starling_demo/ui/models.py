@@ -9,10 +9,12 @@ import torch
 
 from ..engine import Engine
 from ..limits import max_new_tokens_for
+from ..backends import ServerError
 from ..loading import LoadError
 
-# What a visitor can act on: a bad choice, a model that cannot load, settings too big for the GPU.
-PROBLEMS = (LoadError, ValueError, torch.OutOfMemoryError)
+# What a visitor can act on: a bad choice, a model that cannot load or a server that fails, settings too big
+# for the GPU.
+PROBLEMS = (LoadError, ServerError, ValueError, torch.OutOfMemoryError)
 
 
 def explain(error: Exception) -> str:

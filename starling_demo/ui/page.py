@@ -26,8 +26,12 @@ def launch_kwargs() -> dict:
             **server_kwargs()}
 
 
-def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
-    """The whole app for one engine, its queue set up; every visitor gets their own conversation state."""
+def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1) -> gr.Blocks:
+    """The whole app for one engine, its queue set up; every visitor gets their own conversation state.
+
+    `turns_at_once` visitors' turns run at the same time: 1 when the models run in this process (one device),
+    more when a server batches them; parts that run here still take the engine's device lock.
+    """
     # Every 15 minutes, uploads and sent files older than an hour are deleted from Gradio's cache.
     with gr.Blocks(title="Starling demo", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         session = gr.State(new_session())
@@ -65,11 +69,12 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
             still reads its type hints (gr.Request) and sees that it is a generator."""
             return MethodType(handler, engine)
 
-        def one_at_a_time(group: str, handler, inputs: list) -> dict:
-            """Event arguments: `handler` runs alone in concurrency group `group` ("gpu": turns and scoring;
-            "eval": batch evaluations, which share the device with turns chunk by chunk); see
-            `limit_jobs_per_visitor` for how many of a group's jobs one visitor may have."""
-            return dict(fn=bind(handler), inputs=inputs, concurrency_id=group, concurrency_limit=1)
+        def in_group(group: str, handler, inputs: list) -> dict:
+            """Event arguments: `handler` runs in concurrency group `group` ("gpu": turns and scoring,
+            `turns_at_once` at a time; "eval": batch evaluations, one at a time, which share the device with turns
+            chunk by chunk); see `limit_jobs_per_visitor` for how many of a group's jobs one visitor may have."""
+            return dict(fn=bind(handler), inputs=inputs, concurrency_id=group,
+                        concurrency_limit=turns_at_once if group == "gpu" else 1)
 
         def settle(session: dict, number: str | None, alpha: float) -> list:
             """The analysis panels, the buttons and the ranking of the turn the session ends with."""
@@ -95,18 +100,18 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
               show_progress="hidden")
         sending = gr.on([chat_ui.send.click, chat_ui.message.submit], outputs=turn_outputs, api_name="chat",
                         show_progress="hidden",
-                        **one_at_a_time("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts]))
+                        **in_group("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts]))
         regenerating = chat_ui.regenerate.click(outputs=turn_outputs, api_name="regenerate", show_progress="hidden",
-                                                **one_at_a_time("gpu", regenerate, [session, *turn_settings,
+                                                **in_group("gpu", regenerate, [session, *turn_settings,
                                                                                     *card_texts]))
         for event in (sending, regenerating):
             then_panels(event, new_turn=True)
         # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs.
         chat_ui.stop.click(request_stop, None, None, api_visibility="private", queue=False)
-        then_panels(decision.score.click(outputs=turn_outputs, api_name="score", **one_at_a_time(
+        then_panels(decision.score.click(outputs=turn_outputs, api_name="score", **in_group(
             "gpu", rescore, [session, *scoring, *card_texts, s.rm_format])))
         then_panels(decision.add.click(outputs=[*turn_outputs, decision.own], api_name="add_candidate",
-                                       **one_at_a_time("gpu", add_candidate,
+                                       **in_group("gpu", add_candidate,
                                                        [session, decision.own, *scoring, *card_texts, s.rm_format])))
         then_panels(pick_button.click(use_candidate, [session, pick, *card_texts], turn_outputs,
                                       api_name="use_candidate"))
@@ -133,8 +138,8 @@ def build_demo(engine: Engine, banner: str | None = None) -> gr.Blocks:
         s.rm_format.change(lambda f: "last-token" if f == "rewardbench" else "card", [s.rm_format], [s.readout],
                            api_visibility="private", show_progress="hidden")
         evaluation.button.click(outputs=[evaluation.report, evaluation.errors, evaluation.status], api_name="evaluate",
-                                **one_at_a_time("eval", evaluate_file,
+                                **in_group("eval", evaluate_file,
                                                 [evaluation.file, s.rm, s.readout, s.rm_format]))
-    demo.queue(max_size=32, default_concurrency_limit=4)
+    demo.queue(max_size=max(32, 4 * turns_at_once), default_concurrency_limit=4)
     limit_jobs_per_visitor(demo)
     return demo

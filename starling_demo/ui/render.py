@@ -128,8 +128,9 @@ def trace_html(tokens: list[str], values: list[float]) -> str:
     return f"<div class='trace'>{spans}</div>"
 
 
-def reward_read_note(reward: float, readout: str) -> str:
-    """Where the reward beside a trace was read, since it is not the last traced value.
+def reward_read_note(reward: float, readout: str, note: str | None = None) -> str:
+    """Where the reward beside a trace was read, since it is not the last traced value, and `note`, why it was
+    read there if that is not where it was asked for.
 
     >>> reward_read_note(1.5, "last-token")
     "<p class='muted'>Reward <b>1.500</b>, read at the last real token (the end marker after the reply).</p>"
@@ -137,7 +138,8 @@ def reward_read_note(reward: float, readout: str) -> str:
     where = ("at index 2047 of the 2048-padded input, a pad token that attends to the whole conversation "
              "(the model card's read-out)" if readout == "card" else
              "at the last real token (the end marker after the reply)")
-    return f"<p class='muted'>Reward <b>{reward:.3f}</b>, read {where}.</p>"
+    why = f" {html.escape(note)}" if note else ""
+    return f"<p class='muted'>Reward <b>{reward:.3f}</b>, read {where}.{why}</p>"
 
 
 def trace_frame(tokens: list[str], values: list[float]) -> pd.DataFrame:
@@ -223,7 +225,7 @@ def turn_summary(turn: dict | None) -> dict:
     if not turn:
         return {}
     keys = ["candidates", "rewards", "lengths", "chosen", "picked_by", "seed", "lm", "rm", "readout",
-            "rm_format", "rm2", "rewards2", "warning"]
+            "rm_format", "rm2", "rewards2", "warning", "readout_note"]
     summary = {k: turn.get(k) for k in keys}
     summary["ranking"] = insight.ranking(turn["rewards"]) if turn.get("rewards") else None
     return summary

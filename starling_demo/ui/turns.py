@@ -5,6 +5,7 @@ models in the session. Recoverable problems raise `gr.Warning` and leave the ses
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -86,14 +87,17 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
     """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
     engine.rm(rm)
-    scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format)
+    with engine.lock("rm", rm):
+        scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format)
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
-                rm_texts=scores.texts, readout=scores.readout, rm_format=rm_format, rm=rm, rm2=None, rewards2=None)
+                rm_texts=scores.texts, readout=scores.readout, readout_note=scores.note, rm_format=rm_format, rm=rm,
+                rm2=None, rewards2=None)
     if rm2 and rm2 != "none":
         try:
             engine.rm(rm2)
-            turn.update(rm2=rm2, rewards2=engine.score(turn["messages"], turn["candidates"], rm2, readout,
-                                                       rm_format).rewards)
+            with engine.lock("rm", rm2):
+                rewards2 = engine.score(turn["messages"], turn["candidates"], rm2, readout, rm_format).rewards
+            turn.update(rm2=rm2, rewards2=rewards2)
         except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
             gr.Warning(f"Not compared with {rm2}: {explain(error)}")
     if turn.get("picked_by") != "you" or turn.get("chosen") is None:
@@ -103,8 +107,9 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
 def scored_status(turn: dict) -> str:
     best = insight.ranking(turn["rewards"])[0]
     text = "RewardBench's text, " if turn.get("rm_format") == "rewardbench" else ""
+    note = f" · {turn['readout_note']}" if turn.get("readout_note") else ""
     return (f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}** ({text}{turn['readout']} read-out) · "
-            f"best: candidate {best + 1} (reward {turn['rewards'][best]:.3f}) · seed {turn.get('seed')}")
+            f"best: candidate {best + 1} (reward {turn['rewards'][best]:.3f}) · seed {turn.get('seed')}{note}")
 
 
 @named_cards
@@ -147,8 +152,9 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             engine.lm(lm)
         # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
         yield view(work, f"Generating {settings.n} candidates with **{lm}**…", "")
-        with engine.device_lock:  # released when the generator is closed, also on cancel or disconnect
-            for step in engine.generate(messages, settings, lm):
+        # Released when the generator is closed, also on cancel or disconnect; a served LM's request ends with it.
+        with engine.lock("lm", lm), contextlib.closing(engine.generate(messages, settings, lm)) as steps:
+            for step in steps:
                 turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
                             prompt=step.prompt.text, seed=step.seed, warning=step.warning)
                 if visitor in STOP_REQUESTS:
@@ -157,13 +163,13 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                 if pace.due():
                     yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
                                      "(■ Stop ends it early)")
-            if turn.get("warning"):
-                gr.Warning(turn["warning"])
-            if not engine.is_loaded("rm", rm):
-                yield view(work, loading_status("rm", rm))  # shown while it loads
-                engine.rm(rm)
-            yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
-            score_turn(engine, turn, rm, readout, rm2, rm_format)
+        if turn.get("warning"):
+            gr.Warning(turn["warning"])
+        if not engine.is_loaded("rm", rm):
+            yield view(work, loading_status("rm", rm))  # shown while it loads
+            engine.rm(rm)
+        yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
+        score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         gr.Warning(explain(error))
         # The message comes back to the box.
@@ -224,8 +230,7 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
-        with engine.device_lock:
-            score_turn(engine, turn, rm, readout, rm2, rm_format)
+        score_turn(engine, turn, rm, readout, rm2, rm_format)
     except PROBLEMS as error:
         return None, explain(error)
     finally:

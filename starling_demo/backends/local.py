@@ -1,0 +1,41 @@
+"""The in-process backend: a transformers model on this machine's CPU or GPU, with the project's tokenizer."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..generation import Candidates, stream_candidates
+from ..presets import LMPreset, RMPreset
+from ..scoring import READOUTS, value_rows
+
+
+@dataclass
+class Loaded:
+    """A model loaded in this process, with its tokenizer and the preset it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    preset: LMPreset | RMPreset
+    precision: str
+    device: str
+
+    in_process = True
+    readouts = READOUTS
+
+    @property
+    def where(self) -> str:
+        return self.device
+
+    @property
+    def context(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    def stream(self, prompt_ids: list[int], n: int, temperature: float, top_p: float, max_new_tokens: int,
+               seed: int, stop_ids: frozenset) -> Iterator[Candidates]:
+        return stream_candidates(self.model, prompt_ids, n, temperature, top_p, max_new_tokens, seed, stop_ids)
+
+    def values(self, rows: list[list[int]], pad_id: int, query_position: int | None, share_prefix: bool = True):
+        per_token, query = value_rows(self.model, rows, pad_id, query_position, share_prefix)
+        return per_token, [values[-1] for values in per_token], query
