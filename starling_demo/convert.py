@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .loading import TOKENIZER_FILES, LoadError, fetch, reward_checkpoint_folder, rm_tokenizer
+from .loading import LoadError, reward_checkpoint_folder, rm_folder, rm_tokenizer
 from .presets import rm_preset
 
 MAX_SHARD_SIZE = "5GB"
@@ -187,10 +187,7 @@ def convert_rm(source: str, destination: str | Path, kind: str | None = None) ->
     if destination.exists() and not (destination.is_dir() and not any(destination.iterdir())):
         raise LoadError(f"{destination} already exists and is not an empty folder: give a new one.")
     preset = rm_preset(source, kind)
-    # The files load_rm reads, fetched the same way.
-    folder = fetch(preset.repo, ["*.json", "*.safetensors", "*.pt", "*.bin", *TOKENIZER_FILES, "*.model"])
-    if not (folder / "config.json").exists():
-        raise LoadError(f"{folder} has no config.json: it is not in the layout of a Starling reward model repo.")
+    folder = rm_folder(preset)  # the files load_rm reads
     tokenizer = rm_tokenizer(preset, folder)
     # The card pads with <unk>: give the tokenizer the pad token config.json names.
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.unk_token

@@ -235,6 +235,14 @@ def reward_checkpoint_folder(folder: Path) -> Path:
     return view
 
 
+def rm_folder(preset: RMPreset) -> Path:
+    """The RM's local folder: config, weights (safetensors, .bin or .pt) and any tokenizer files."""
+    folder = fetch(preset.repo, ["*.json", "*.safetensors", "*.pt", "*.bin", *TOKENIZER_FILES, "*.model"])
+    if not (folder / "config.json").exists():
+        raise LoadError(f"{folder} has no config.json: it is not in the layout of a Starling reward model repo.")
+    return folder
+
+
 def rm_tokenizer(preset: RMPreset, folder: Path | None = None):
     """The RM's tokenizer: its repo's (`folder`, else only the tokenizer files are fetched), else its preset's."""
     folder = folder or fetch(preset.repo, ["*.json", *TOKENIZER_FILES, "*.model"])
@@ -247,9 +255,7 @@ def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> 
     """Load a Starling reward model; fail loudly if its checkpoint has no `v_head.weight`."""
     device = resolve_device(device)
     kwargs = precision_kwargs(precision, device, keep_full=["v_head"])
-    folder = fetch(preset.repo, ["*.json", "*.safetensors", "*.pt", "*.bin", *TOKENIZER_FILES, "*.model"])
-    if not (folder / "config.json").exists():
-        raise LoadError(f"{folder} has no config.json: it is not in the layout of a Starling reward model repo.")
+    folder = rm_folder(preset)
     tokenizer = rm_tokenizer(preset, folder)
     try:
         # The 7B config names a class transformers does not have; read it as the Llama config it is.

