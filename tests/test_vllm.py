@@ -197,3 +197,13 @@ def test_the_cli_scores_and_generates_on_vllm(served, local, tmp_path, capsys):
     assert len(record["candidates"]) == 2 and record["finish_reasons"] == ["length"] * 2 and len(record["rewards"]) == 2
     assert main(["score", *model[:-1], "http://127.0.0.1:9", str(path)]) == 1
     assert "error: Cannot use the vLLM server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_generation_on_vllm_with_the_rm_card_read_out_in_process(served, local):
+    mixed = Engine(str(served.lm), str(served.rm), "fp32", "cpu", rm_kind=KIND, backend="vllm",
+                   lm_url=served.lm_server.url)
+    final = list(mixed.generate(CONVERSATIONS["single"], Settings(n=2, max_new_tokens=8, seed=9)))[-1]
+    scores = mixed.score(CONVERSATIONS["single"], final.texts)
+    assert not mixed.lm().in_process and mixed.rm().in_process and mixed.lock("rm") is mixed.device_lock
+    assert scores.readout == "card" and scores.note is None
+    assert scores.rewards == local.score(CONVERSATIONS["single"], final.texts).rewards
