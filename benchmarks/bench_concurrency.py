@@ -2,17 +2,20 @@
 
 Both backends run the same tiny models (vLLM-servable shape, real vocabulary) in the same run: the local one in
 the app's process, one turn at a time; the vLLM one on real vLLM CPU servers (tests/vllm_env.sh installs them),
-turns side by side. Each visitor sends `--turns` messages with N candidates each, as fast as answers come.
+turns side by side. Each visitor sends `--turns` messages with N candidates each, as fast as answers come; the
+visitors are threads of a process of their own.
 
     python -m benchmarks.bench_concurrency [--visitors 1,8] [--turns 3] [--n 4] [--max-new-tokens 64] [--stream-interval 1]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from gradio_client import Client
@@ -82,7 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     crowds = [int(v) for v in args.visitors.split(",")]
     print(machine())
-    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as folder, \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as visitors_process:
         served = serve_tiny(Path(folder), classify=False, lm_flags=("--stream-interval", str(args.stream_interval)))
         try:
             settings = dict(lm=str(served.lm), rm=str(served.rm), n=args.n, temperature=0.7, top_p=1.0,
@@ -94,10 +98,12 @@ def main() -> None:
                 engine = Engine(str(served.lm), str(served.rm), "fp32", "cpu", rm_kind=KIND, backend=backend, **urls)
                 demo = build_demo(engine, turns_at_once=args.turns_at_once if backend == "vllm" else 1)
                 _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
+                # The visitors run in a process of their own, as on their own machines: here they share the cores
+                # with the app, but not its interpreter lock.
                 try:
-                    visit(url, settings, 1, 1)  # warm-up: models loaded or connected, first passes done
+                    visitors_process.submit(visit, url, settings, 1, 1).result()  # warm-up: models loaded, passes done
                     for visitors in crowds:
-                        latencies, total = visit(url, settings, visitors, args.turns)
+                        latencies, total = visitors_process.submit(visit, url, settings, visitors, args.turns).result()
                         rows[backend, visitors] = (statistics.median(latencies), percentile(latencies, 95), total)
                         print(f"{backend:5} {visitors} visitor(s): p50 {rows[backend, visitors][0]:.2f} s, "
                               f"p95 {rows[backend, visitors][1]:.2f} s, all {total:.1f} s", flush=True)
