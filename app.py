@@ -109,7 +109,7 @@ def allowed_models(args: argparse.Namespace, engine: Engine) -> dict[str, tuple[
 def turns_at_once(args: argparse.Namespace) -> int:
     """How many visitors' turns run at the same time: one on an in-process device, many when a server batches."""
     if args.turns_at_once < 0:
-        raise ValueError(f"--turns-at-once must be at least 1, not {args.turns_at_once}.")
+        raise ValueError(f"--turns-at-once must be at least 1 (or 0 for the default), not {args.turns_at_once}.")
     return args.turns_at_once or (SERVED_TURNS_AT_ONCE if args.backend != "local" else 1)
 
 

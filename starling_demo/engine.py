@@ -117,27 +117,26 @@ class Engine:
         return lm_preset(name) if kind == "lm" else rm_preset(name, self.rm_kind if name == self.rm_name else None)
 
     def lm(self, name: str | None = None) -> LanguageModel:
-        preset, url = self.preset("lm", name or self.lm_name), self.url("lm", name)
-        load = (lambda: backends.connect(self.backend, "lm", preset, url)) if url else \
-            (lambda: load_lm(preset, self.precision, self.device))
         # One LM at a time: a 7B LM is most of a small GPU.
-        return self._model("lm", preset.name, load, keep=1)
+        return self._model("lm", name or self.lm_name, load_lm, keep=1)
 
     def rm(self, name: str | None = None) -> RewardModel:
-        preset, url = self.preset("rm", name or self.rm_name), self.url("rm", name)
-        load = (lambda: backends.connect(self.backend, "rm", preset, url)) if url else \
-            (lambda: load_rm(preset, self.precision, self.device))
-        return self._model("rm", preset.name, load, keep=self.max_rms)
+        return self._model("rm", name or self.rm_name, load_rm, keep=self.max_rms)
 
-    def _model(self, kind: str, name: str, load, keep: int):
-        """The loaded model, loading it first if needed; then the oldest of its kind beyond `keep` go.
+    def _model(self, kind: str, name: str, load_here, keep: int):
+        """Model `name` of `kind`, connected to its server or loaded here with `load_here` first if needed; then
+        the oldest of its kind beyond `keep` go.
 
         The new model loads before any is evicted, so a load that fails (no Hub, gated, out of memory)
         leaves every loaded model in place; turns that use a loaded model never wait for a load.
         """
+        preset, url = self.preset(kind, name), self.url(kind, name)
+        name = preset.name
         loaded = self._models.get((kind, name))
         if loaded is not None:
             return loaded
+        load = (lambda: backends.connect(self.backend, kind, preset, url)) if url else \
+            (lambda: load_here(preset, self.precision, self.device))
         with self._loading:
             if (kind, name) not in self._models:
                 try:
