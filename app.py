@@ -114,14 +114,15 @@ def turns_at_once(args: argparse.Namespace) -> int:
 
 
 def on_zero_gpu(engine: Engine) -> Engine:
-    """Run generation and scoring inside ZeroGPU allocations; `spaces.GPU` is a no-op elsewhere."""
+    """Run generation, scoring and probes inside ZeroGPU allocations; `spaces.GPU` is a no-op elsewhere."""
     if spaces is not None and engine.backend == "local":
         if os.environ.get("SPACES_ZERO_GPU"):
             # A GPU call runs in a forked process: a model first loaded there would be lost when it ends.
             engine.lm()
             engine.rm()
         engine.generate = spaces.GPU(duration=120)(engine.generate)
-        engine.score = spaces.GPU(duration=60)(engine.score)
+        for name in ("score", "probe", "attribute"):
+            setattr(engine, name, spaces.GPU(duration=60)(getattr(engine, name)))
     return engine
 
 

@@ -1,4 +1,5 @@
-"""Command line: render LM prompts, score candidates, generate best-of-N, evaluate or convert a reward model."""
+"""Command line: render LM prompts, score candidates, generate best-of-N, probe what moves the reward, judge
+candidates blind, evaluate or convert a reward model."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +9,16 @@ import sys
 from collections.abc import Iterator
 
 from .backends import BACKENDS, ServerError
+from .edits import EDITS, custom_edit, pick_edits
 from .engine import Engine, Settings
 from .evaluation import report_table
 from .generation import MAX_CANDIDATES
 from .insight import ranking
+from .judging import agreement, parse_ranking, tally
 from .limits import NotUtf8, check_text, max_new_tokens_for, utf8_lines
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
+from .probes import aggregate
 from .scoring import READOUTS, resolve_readout
 from .templates import RM_FORMATS, check_conversation
 
@@ -101,7 +105,20 @@ def parser() -> argparse.ArgumentParser:
     add_model_flags(generate, reward_required=False)
     evaluate = commands.add_parser("eval", help="pairwise accuracy on candidates ranked best first")
     add_model_flags(evaluate, reward_required=True)
-    for command in (score, render, generate, evaluate):
+    probe = commands.add_parser("probe", help="each candidate's reward under a set of edits (and with --attribution "
+                                              "each sentence left out); a last line aggregates per edit")
+    add_model_flags(probe, reward_required=True)
+    probe.add_argument("--edits", help=f"comma-separated edits (default: all): {', '.join(EDITS)}")
+    probe.add_argument("--prefix", default="", help="your own edit: text put before each candidate")
+    probe.add_argument("--suffix", default="", help="your own edit: text put after each candidate")
+    probe.add_argument("--find", default="", help="your own edit: text to replace in each candidate")
+    probe.add_argument("--replace", default="", help="your own edit: what replaces --find")
+    probe.add_argument("--attribution", action="store_true",
+                       help="also each candidate's reward with each sentence, list item or code block left out")
+    judge = commands.add_parser("judge", help="rank each line's candidates yourself (from stdin), then see the "
+                                              "reward model's ranking; a last line tallies the agreement")
+    add_model_flags(judge, reward_required=True)
+    for command in (score, render, generate, evaluate, probe, judge):
         command.add_argument("file", help="JSONL input, one conversation per line")
     convert = commands.add_parser("convert-rm", help="convert a Starling RM to a LlamaForSequenceClassification "
                                                      "checkpoint for vLLM's pooling runner")
@@ -137,7 +154,13 @@ def run(args: argparse.Namespace, out) -> None:
         print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
                           "skipped": result["errors"]}, ensure_ascii=False), file=out)
         return
-    records = read_jsonl(args.file, need_candidates=args.command == "score")
+    records = read_jsonl(args.file, need_candidates=args.command in ("score", "probe", "judge"))
+    if args.command == "probe":
+        edits = pick_edits(args.edits and args.edits.split(","),
+                           custom_edit(args.prefix, args.suffix, args.find, args.replace))
+        return probe_lines(engine, args, records, edits, out)
+    if args.command == "judge":
+        return judge_lines(engine, args, records, out)
     prompts = []
     if args.command in ("render", "generate"):
         settings = (Settings(mode=args.mode, system=args.system, max_new_tokens=0) if args.command == "render" else
@@ -170,11 +193,75 @@ def run(args: argparse.Namespace, out) -> None:
         print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
 
 
+def probe_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[int, dict]], edits: list,
+                out) -> None:
+    """A line per record: each candidate's reward under each edit (and, with --attribution, with each unit left
+    out); then one line with the mean change per edit over all candidates, with its bootstrap interval."""
+    runs = []
+    for _, record in records:
+        options = dict(readout=args.readout, rm_format=args.rm_format)
+        run_ = engine.probe(record["messages"], record["candidates"], edits, **options)
+        for candidate in run_["candidates"]:
+            for edit in candidate["edits"]:
+                del edit["text"], edit["description"]  # the same for every line: in the aggregate line
+        result = record | {"probes": run_["candidates"], "readout": run_["readout"]}
+        if args.attribution:
+            result["attribution"] = [engine.attribute(record["messages"], text, **options)["units"]
+                                     for text in record["candidates"]]
+        print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
+        runs.append(run_)
+    print(json.dumps({"aggregate": aggregate(runs), "lines": len(records),
+                      "candidates": sum(len(run_["candidates"]) for run_ in runs)}, ensure_ascii=False), file=out)
+
+
+def judge_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[int, dict]], out, answers=None,
+                say=None) -> None:
+    """Blind judging in a terminal: each record's candidates are shown (on stderr) without rewards, the person's
+    ranking is read from stdin, and only then are they scored. A line per judged record, then the tally."""
+    answers, say = answers or sys.stdin, say or sys.stderr
+    judgements = []
+    for number, record in records:
+        candidates = record["candidates"]
+        print(f"\n── line {number}: {record['messages'][-1]['content']}", file=say)
+        for k, text in enumerate(candidates, 1):
+            print(f"[{k}] {text}", file=say)
+        while True:
+            print("Your ranking, best first (e.g. 2 1 3; one number: the best only; s skips, q stops): ", end="",
+                  file=say, flush=True)
+            answer = answers.readline()
+            if not answer or answer.strip() in ("q", "s"):
+                break
+            try:
+                order = parse_ranking(answer, len(candidates))
+                break
+            except ValueError as error:
+                print(error, file=say)
+        if not answer or answer.strip() == "q":
+            break
+        if answer.strip() == "s":
+            continue
+        rewards = engine.score(record["messages"], candidates, readout=args.readout, rm_format=args.rm_format).rewards
+        judgement = agreement(order, rewards)
+        judgements.append(judgement)
+        print("The reward model ranks: " + " > ".join(f"{i + 1} ({rewards[i]:.3f})" for i in ranking(rewards)) +
+              f" · same best: {'yes' if judgement['top1'] else 'no'}", file=say)
+        print(json.dumps(record | {"human_ranking": order, "rewards": rewards, "ranking": ranking(rewards),
+                                   "agreement": judgement}, ensure_ascii=False), file=out, flush=True)
+    print(json.dumps({"tally": tally(judgements)}), file=out, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "generate" and not 1 <= args.n <= MAX_CANDIDATES:
         print(f"error: --n must be between 1 and {MAX_CANDIDATES}", file=sys.stderr)
         return 2
+    if args.command == "probe":
+        try:  # the flags' problems, before any model work
+            pick_edits(args.edits and args.edits.split(","), custom_edit(args.prefix, args.suffix, args.find,
+                                                                         args.replace))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         # An argument byte that is not UTF-8 arrives as a lone surrogate.
         check_text("--system", getattr(args, "system", ""), math.inf)

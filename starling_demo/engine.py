@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import backends
+from . import backends, probes
 from .backends import LanguageModel, RewardModel
 from .detokenize import TextStream
 from .device_lock import DeviceLock
@@ -195,6 +195,16 @@ class Engine:
               readout: str | None = None, rm_format: str = "rlhf") -> Scores:
         """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass."""
         return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format)
+
+    def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
+              readout: str | None = None, rm_format: str = "rlhf") -> dict:
+        """Each candidate under each of `edits` (`probes.probe`), in batched passes."""
+        return probes.probe(self.rm(rm), messages, candidates, edits, readout, rm_format)
+
+    def attribute(self, messages: list[dict], candidate: str, rm: str | None = None, readout: str | None = None,
+                  rm_format: str = "rlhf") -> dict:
+        """The reward of `candidate` with each of its sentences left out (`probes.attribute`), in batched passes."""
+        return probes.attribute(self.rm(rm), messages, candidate, readout, rm_format)
 
 
 BYTES_PER_PARAMETER = {"4bit": 0.6, "bf16": 2.0, "fp32": 4.0}  # 4-bit: nf4 weights plus the layers kept in bf16

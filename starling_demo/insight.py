@@ -220,7 +220,8 @@ def nectar_jsonl(turns: list[dict]) -> str:
 
     Identical answers (e.g. every candidate of a greedy turn) are all kept, as a K-wise ranking lists every
     answer, and share a rank (`shared_ranks`), as do equal rewards; each keeps its own reward as scored.
-    The settings' seed is the one the turn used, also when the settings asked for a random one.
+    The settings' seed is the one the turn used, also when the settings asked for a random one. A turn judged
+    blind gives each answer the person's `human_rank` too (None for one they left unranked).
 
     >>> turn = {"messages": [{"role": "user", "content": "Hi"}], "candidates": ["a", "b", "a"],
     ...         "rewards": [0.0, 1.0, 0.01], "lengths": [1, 1, 1], "chosen": 1, "settings": {"seed": None}, "seed": 3}
@@ -232,9 +233,11 @@ def nectar_jsonl(turns: list[dict]) -> str:
     for turn in turns:
         rewards, candidates = turn["rewards"], turn["candidates"]
         ranks = shared_ranks(candidates, rewards)
+        human = turn.get("human") or []
         answers = [
             {"answer": text, "rank": ranks[i], "reward": rewards[i],
              "length": turn["lengths"][i], "chosen": i == turn.get("chosen")}
+            | ({"human_rank": human.index(i) + 1 if i in human else None} if human else {})
             for i, text in enumerate(candidates)
         ]
         settings = dict(turn.get("settings") or {})

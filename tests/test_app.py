@@ -64,6 +64,12 @@ class FakeEngine:
     def score(self):
         return "scored"
 
+    def probe(self):
+        return "probed"
+
+    def attribute(self):
+        return "attributed"
+
 
 def test_zero_gpu_loads_the_models_first_and_wraps_the_gpu_work(monkeypatch):
     durations = []
@@ -75,8 +81,9 @@ def test_zero_gpu_loads_the_models_first_and_wraps_the_gpu_work(monkeypatch):
     monkeypatch.setattr(app, "spaces", types.SimpleNamespace(GPU=gpu))
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     engine = app.on_zero_gpu(FakeEngine())
-    assert engine.loaded == ["lm", "rm"] and len(durations) == 2
+    assert engine.loaded == ["lm", "rm"] and len(durations) == 4
     assert engine.generate() == ("on gpu", "generated") and engine.score() == ("on gpu", "scored")
+    assert engine.probe() == ("on gpu", "probed") and engine.attribute() == ("on gpu", "attributed")
 
 
 def test_without_spaces_nothing_changes(monkeypatch):

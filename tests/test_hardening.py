@@ -10,6 +10,7 @@ from test_ui import assert_skipped, send, session_of
 from starling_demo import engine as engine_module
 from starling_demo import limits
 from starling_demo.ui import analysis, evaluation, models as ui_models
+from starling_demo.ui import choices, view
 from starling_demo.ui import turns as events
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
@@ -20,7 +21,7 @@ NAN, INF = float("nan"), float("inf")
 
 @pytest.fixture(scope="module")
 def turn(engine):
-    return session_of(send(engine, events.new_session(), "Hello there")[-1])
+    return session_of(send(engine, view.new_session(), "Hello there")[-1])
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
 
 
 def test_picking_and_insight_numbers_are_checked(turn):
-    refused(events.use_candidate, turn, NAN, match="There is no candidate nan: pick one of 1 to 4")
+    refused(choices.use_candidate, turn, NAN, match="There is no candidate nan: pick one of 1 to 4")
     with pytest.warns(UserWarning, match="α must be a number from 0 to 5, not nan"):
         assert analysis.insight_json(turn, NAN) == {"__type__": "update"}
 
@@ -102,7 +103,7 @@ def test_a_failed_model_switch_leaves_the_loaded_models_in_place(engine, turn, t
 
 def test_a_server_offers_only_its_allowed_models(tmp_path):
     shared = Engine("tiny", "tiny", "fp32", "cpu", allowed={"lm": ("tiny",), "rm": ("tiny",)})
-    refused(events.chat, shared, events.new_session(), "Hi", *(SETTINGS | {"rm2": "tiny-34b"}).values(),
+    refused(events.chat, shared, view.new_session(), "Hi", *(SETTINGS | {"rm2": "tiny-34b"}).values(),
             match="The reward model 'tiny-34b' is not offered on this server: choose one of tiny")
     with pytest.warns(UserWarning, match="not offered"):
         assert "not offered" in list(ui_models.load_model(shared, "lm", str(tmp_path)))[-1]

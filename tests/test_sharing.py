@@ -135,8 +135,9 @@ def test_a_visitor_who_leaves_mid_evaluation_stops_it(app_url, tmp_path, watched
      "The system prompt is not valid Unicode (a lone surrogate \\ud800 at character 1): remove it."),
 ])
 def test_raw_json_numbers_and_huge_texts_change_nothing(app_url, setting, value, problem):
-    # None: the conversation state, kept server-side; then the settings, then the 8 cards as shown (none here).
-    data = [None, "Hi", *(SETTINGS | {setting: value}).values(), *[""] * MAX_CARDS]
+    # None: the conversation state, kept server-side; then the settings, the 8 cards as shown (none here), and
+    # "Judge first" (off).
+    data = [None, "Hi", *(SETTINGS | {setting: value}).values(), *[""] * MAX_CARDS, False]
     messages = []
     for message in raw_messages(app_url, "chat", data):
         messages.append(message)

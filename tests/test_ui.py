@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import SETTINGS
 
+from starling_demo.ui import choices, view
 from starling_demo.ui import turns as events
 from starling_demo.ui import analysis, evaluation
 from starling_demo.engine import Engine
@@ -51,7 +52,7 @@ def assert_skipped(outputs):
 
 @pytest.fixture(scope="module")
 def first_turn(engine):
-    return send(engine, events.new_session(), "Hello there")
+    return send(engine, view.new_session(), "Hello there")
 
 
 def test_build_demo_names_the_api_endpoints(engine):
@@ -62,7 +63,7 @@ def test_build_demo_names_the_api_endpoints(engine):
 
 def test_send_streams_candidates_then_ranks_them(engine, first_turn, monkeypatch):
     monkeypatch.setattr(events, "FRAME_SECONDS", 0)
-    streamed = [o for o in send(engine, events.new_session(), "Hello there") if "Generating" in o[2]]
+    streamed = [o for o in send(engine, view.new_session(), "Hello there") if "Generating" in o[2]]
     assert len(streamed) >= 5  # with no frame limit, one update per token step
     assert all("★ best" not in badge for o in streamed for badge in o[5:RANKING][1::2])
     assert "Scored 4 candidates" in first_turn[-1][2]
@@ -93,7 +94,7 @@ def test_frames_come_at_a_steady_pace_and_hold_values_not_property_updates(engin
     assert due == [True, False, False, True, False, True]
     # Gradio rebuilds a component for every property update (gr.skip() too) in every frame: a frame holds
     # values only, but for the message box, which must keep what the visitor types meanwhile.
-    frames = list(events.chat(engine, events.new_session(), "Hello", *(SETTINGS | {"max_new_tokens": 40}).values()))
+    frames = list(events.chat(engine, view.new_session(), "Hello", *(SETTINGS | {"max_new_tokens": 40}).values()))
     updates = [i for frame in frames for i, output in enumerate(frame) if isinstance(output, dict)
                and output.get("__type__") == "update"]
     assert set(updates) == {4} and len(frames) < 40  # 40 token steps, fewer frames
@@ -102,7 +103,7 @@ def test_frames_come_at_a_steady_pace_and_hold_values_not_property_updates(engin
 def test_a_first_turn_says_which_model_is_loading_while_it_loads():
     fresh = Engine("tiny", "tiny", "fp32", "cpu")
     statuses, loaded = [], []
-    for outputs in replay(events.chat(fresh, events.new_session(), "Hello", *SETTINGS.values())):
+    for outputs in replay(events.chat(fresh, view.new_session(), "Hello", *SETTINGS.values())):
         statuses.append(outputs[2])
         loaded.append((fresh.is_loaded("lm", "tiny"), fresh.is_loaded("rm", "tiny")))
     lm_loading = next(i for i, s in enumerate(statuses) if s.startswith("Loading language model"))
@@ -115,7 +116,7 @@ def test_a_first_turn_says_which_model_is_loading_while_it_loads():
 def test_use_a_non_best_candidate_continues_with_it(engine, first_turn):
     session, turn = session_of(first_turn[-1]), first_turn[-1][3]
     other = turn["ranking"][-1]
-    outputs = events.use_candidate(session, other + 1)
+    outputs = choices.use_candidate(session, other + 1)
     assert outputs[3]["chosen"] == other and outputs[3]["picked_by"] == "you"
     assert "picked by you" in outputs[1][-1]["content"]
     following = send(engine, session_of(outputs), "And then?")
@@ -142,7 +143,7 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypa
     monkeypatch.setattr(events, "FRAME_SECONDS", 0)  # a frame per token step, so Stop comes after the first
     visitor = SimpleNamespace(session_hash="visitor")
     settings = SETTINGS | {"max_new_tokens": 200}
-    steps = replay(events.chat(engine, events.new_session(), "Tell a long story.", *settings.values(), visitor))
+    steps = replay(events.chat(engine, view.new_session(), "Tell a long story.", *settings.values(), visitor))
     for outputs in steps:
         if outputs[3].get("candidates"):  # the first token step
             events.request_stop(visitor)
@@ -152,7 +153,7 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypa
     badges = final[5:RANKING][1::2][:4]
     assert all("cut short by Stop" in badge for badge in badges)
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
-    assert events.RUNNING == set() and events.STOP_REQUESTS == set()
+    assert view.RUNNING == set() and view.STOP_REQUESTS == set()
 
 
 def test_the_conversation_cannot_change_under_a_running_turn(engine, first_turn):
@@ -160,12 +161,12 @@ def test_the_conversation_cannot_change_under_a_running_turn(engine, first_turn)
     session = session_of(first_turn[-1])
     steps = events.chat(engine, session, "Go on.", *SETTINGS.values(), visitor)
     next(steps)  # the turn has started
-    for action in (lambda: events.undo(session, visitor), lambda: events.clear(session, visitor),
-                   lambda: events.use_candidate(session, 2, visitor)):
+    for action in (lambda: choices.undo(session, visitor), lambda: choices.clear(session, visitor),
+                   lambda: choices.use_candidate(session, 2, visitor)):
         with pytest.warns(UserWarning, match="still being generated or scored"):
             assert_skipped(action())
     assert "Scored 4 candidates" in list(steps)[-1][2]
-    assert events.undo(session, visitor)[0] == {"turns": []}  # once it is over, the actions work again
+    assert choices.undo(session, visitor)[0] == {"turns": []}  # once it is over, the actions work again
 
 
 def test_undo_while_candidates_are_rescored_is_refused(engine, first_turn, monkeypatch):
@@ -173,7 +174,7 @@ def test_undo_while_candidates_are_rescored_is_refused(engine, first_turn, monke
     score = engine.score
 
     def score_then_undo(*args, **kwargs):
-        refused.append(events.undo(session, visitor))  # the visitor presses Undo while the RM runs
+        refused.append(choices.undo(session, visitor))  # the visitor presses Undo while the RM runs
         return score(*args, **kwargs)
 
     monkeypatch.setattr(engine, "score", score_then_undo)
@@ -184,7 +185,7 @@ def test_undo_while_candidates_are_rescored_is_refused(engine, first_turn, monke
 
 
 def test_the_message_box_is_emptied_once_and_refilled_on_failure(engine, first_turn, monkeypatch):
-    frames = list(events.chat(engine, events.new_session(), "Hello", *SETTINGS.values()))  # as sent
+    frames = list(events.chat(engine, view.new_session(), "Hello", *SETTINGS.values()))  # as sent
     boxes = [o[4] for o in frames]
     assert boxes.count("") == 1 and all(box == {"__type__": "update"} for box in boxes if box != "")
 
@@ -206,17 +207,17 @@ def test_a_second_reward_model_that_fails_leaves_the_turn_scored(engine, monkeyp
 
     monkeypatch.setattr(engine, "rm", rm)
     with pytest.warns(UserWarning, match="Not compared with tiny-34b: Starling-RM-34B is gated"):
-        outputs = send(engine, events.new_session(), "Hello", rm2="tiny-34b")
+        outputs = send(engine, view.new_session(), "Hello", rm2="tiny-34b")
     assert "Scored 4 candidates" in outputs[-1][2] and outputs[-1][3]["rewards2"] is None
 
 
 def test_undo_regenerate_and_clear(engine, first_turn):
     session = session_of(first_turn[-1])
-    assert events.undo(session)[0] == {"turns": []}
+    assert choices.undo(session)[0] == {"turns": []}
     again = list(replay(events.regenerate(engine, session, *(SETTINGS | {"seed": "8"}).values())))
     turns = again[-1][0]["turns"]
     assert len(turns) == 1 and turns[0]["messages"][-1]["content"] == "Hello there" and turns[0]["seed"] == 8
-    assert events.clear(session)[0] == {"turns": []}
+    assert choices.clear(session)[0] == {"turns": []}
 
 
 @pytest.mark.parametrize("message, seed, problem", [("   ", "7", "empty"), ("x" * 20_001, "7", "shorten it"),
@@ -250,10 +251,10 @@ def test_load_error_warns_and_keeps_the_conversation(first_turn):
 
 
 def test_actions_without_a_turn_warn(engine):
-    empty = events.new_session()
+    empty = view.new_session()
     with pytest.warns(UserWarning, match="send a message first|Send a message first|Nothing to undo"):
-        for outputs in (events.rescore(engine, empty, *SCORE_SETTINGS, None), events.use_candidate(empty, 1),
-                        events.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS, None)):
+        for outputs in (events.rescore(engine, empty, *SCORE_SETTINGS, None), choices.use_candidate(empty, 1),
+                        choices.undo(empty), events.add_candidate(engine, empty, "mine", *SCORE_SETTINGS, None)):
             assert_skipped(outputs)
     with pytest.warns(UserWarning, match="Nothing to export"):
         analysis.export_pairs(empty)
@@ -283,7 +284,7 @@ def test_panels_and_exports_describe_the_turn(engine, first_turn):
 
 
 def test_second_reward_model_is_compared(engine):
-    outputs = send(engine, events.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
+    outputs = send(engine, view.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
     turn = outputs[-1][3]
     assert turn["rm2"] == "tiny-34b" and len(turn["rewards2"]) == 4
     assert "Kendall" in analysis.panels(outputs[-1][0], None, 0.5)[7]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import html
 import shutil
 import tempfile
 import time
@@ -11,6 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import insight
+from ..judging import judged_pairs_jsonl
+from .blind import JUDGE_FIRST, NOT_JUDGED, hidden
 from ..limits import ALPHA_RANGE, check_number
 from .render import (comparison_rows, comparison_text, length_bias_text, length_frame,
                      model_inputs_text, plackett_luce_text, reward_read_note,
@@ -18,7 +21,6 @@ from .render import (comparison_rows, comparison_text, length_bias_text, length_
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
-NOT_SCORED_HTML = f"<p class='muted'>{NOT_SCORED.strip('*')}</p>"  # for the HTML panels
 EXPORTS = Path(tempfile.mkdtemp(prefix="starling-exports-"))  # one folder per process, removed when it exits
 atexit.register(shutil.rmtree, EXPORTS, ignore_errors=True)
 
@@ -28,15 +30,25 @@ NO_TRACE_HTML = ("<p class='muted'>This reward model's server gives no per-token
 
 
 def scored_turn(session: dict) -> dict | None:
+    """The latest turn if its rewards may be shown: scored, and judged if it was scored blind."""
     turn = session["turns"][-1] if session["turns"] else None
-    return turn if turn and turn.get("rewards") else None
+    return turn if turn and turn.get("rewards") and not hidden(turn) else None
+
+
+def waiting(session: dict) -> str:
+    """What a panel says while `scored_turn` is None (Markdown)."""
+    return f"*{JUDGE_FIRST}*" if session["turns"] and hidden(session["turns"][-1]) else NOT_SCORED
+
+
+def waiting_html(session: dict) -> str:
+    return f"<p class='muted'>{html.escape(waiting(session).strip('*'))}</p>"
 
 
 def trace_panel(session: dict, number: str | None) -> list:
     """Token-level values of one candidate: highlighted text and a line chart."""
     turn = scored_turn(session)
     if not turn:
-        return [NOT_SCORED_HTML, None]
+        return [waiting_html(session), None]
     choices = [str(i + 1) for i in range(len(turn["candidates"]))]
     k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
     tokens, values = turn["tokens"][k], turn["traces"][k]
@@ -48,7 +60,7 @@ def trace_panel(session: dict, number: str | None) -> list:
 def bias_panel(session: dict, alpha: float) -> list:
     turn = scored_turn(session)
     if not turn:
-        return [NOT_SCORED, None]
+        return [waiting(session), None]
     try:
         alpha = check_number("α", alpha, *ALPHA_RANGE)
     except ValueError as error:
@@ -75,7 +87,7 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
                                                                         "settings to compare rankings.*"
         compare_rows = comparison_rows(turn) if turn.get("rewards2") else []
     else:
-        wins, luce, compare, compare_rows = NOT_SCORED_HTML, "", NOT_SCORED, []
+        wins, luce, compare, compare_rows = waiting_html(session), "", waiting(session), []
     lm_text, rm_text = model_inputs_text(session["turns"][-1]) if session["turns"] else ("", "")
     return [gr.update(choices=choices, value=number),
             *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
@@ -91,18 +103,25 @@ def insight_json(session: dict, alpha: float):
         gr.Warning(str(error))
         return gr.skip()
     if not turn:
-        gr.Warning("Nothing to explain yet: send a message and let its candidates be scored first.")
+        blind = session["turns"] and hidden(session["turns"][-1])
+        gr.Warning(JUDGE_FIRST if blind else "Nothing to explain yet: send a message and let its candidates be "
+                                             "scored first.")
         return gr.skip()
     return insight.turn_insight(turn, alpha)
 
 
+EXPORTERS = {"pairs": insight.pairs_jsonl, "nectar": insight.nectar_jsonl, "judged": judged_pairs_jsonl}
+
+
 def export_file(session: dict, kind: str):
-    """Write the session's turns as JSONL (`pairs` or `nectar`) and return the file path."""
-    turns = [t for t in session["turns"] if t.get("rewards")]
+    """Write the session's turns as JSONL (a kind of EXPORTERS) and return the file path. A turn still hidden
+    for blind judging is left out; "judged" takes the judged turns only."""
+    turns = [t for t in session["turns"] if t.get("rewards") and not hidden(t) and (kind != "judged" or t.get("human"))]
     if not turns:
-        gr.Warning("Nothing to export yet: send a message and let its candidates be scored first.")
+        gr.Warning(NOT_JUDGED.strip("*") if kind == "judged" else
+                   "Nothing to export yet: send a message and let its candidates be scored first.")
         return gr.skip()
-    text = insight.pairs_jsonl(turns) if kind == "pairs" else insight.nectar_jsonl(turns)
+    text = EXPORTERS[kind](turns)
     for old in EXPORTS.iterdir():  # Gradio copied each into its own cache (cleaned by delete_cache) when it was sent
         if time.time() - old.stat().st_mtime > 60:
             shutil.rmtree(old, ignore_errors=True)
@@ -119,3 +138,8 @@ def export_pairs(session: dict):
 def export_nectar(session: dict):
     """Nectar-style K-wise rankings of this session, one record per turn, as JSONL."""
     return export_file(session, "nectar")
+
+
+def export_judged(session: dict):
+    """The pairs you ranked in blind judging, chosen/rejected by you with the RM's rewards, as JSONL."""
+    return export_file(session, "judged")

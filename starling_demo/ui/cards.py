@@ -38,11 +38,17 @@ def card_badge(turn: dict, i: int) -> str:
         rank = insight.ranking(rewards).index(i) + 1
         head.append(f"rank {rank} of {len(rewards)} · reward <b>{rewards[i]:.3f}</b>")
         marks += ["<span class='best-mark'>★ best</span>"] if rank == 1 else []
+    elif turn.get("hidden"):
+        head.append(f"{turn['lengths'][i]} RM tokens · scored")
     else:
         done = {"stop": "done", "length": "done (token limit)"}.get(state, "generating…")
         head.append(f"{turn.get('token_counts', [0] * MAX_CARDS)[i]} LM tokens · {done}")
     if rewards and turn.get("chosen") == i:
         marks.append("<span class='chosen-mark' title='the conversation continues with this reply'>✔ chosen</span>")
+    if turn.get("hidden"):
+        marks.append("<span class='hidden-mark'>🙈 reward hidden until you judge</span>")
+    elif turn.get("human") and i in turn["human"]:
+        marks.append(f"your rank {turn['human'].index(i) + 1}")
     if wrote in ORIGINS:
         marks.append(f"<span class='origin-mark'>{ORIGINS[wrote]}</span>")
     elif rewards and state in CUT:  # only the LM's own, unedited reply was cut

@@ -10,8 +10,11 @@ from ..engine import Engine
 from ..limits import max_new_tokens_for
 from ..presets import LM_PRESETS, RM_PRESETS
 from ..templates import RM_FORMATS
+from ..edits import EDITS
 from .analysis import COMPARE_HEADERS
+from .blind import NOT_JUDGED, TALLY_HEADERS
 from .cards import MAX_CARDS
+from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .render import REPORT_HEADERS, ranking_html
 
 INTRO = ("**Starling-LM** writes N replies, a **Starling reward model** ranks them, the best continues the chat "
@@ -101,7 +104,10 @@ def candidate_card(i: int) -> SimpleNamespace:
 
 def candidates_section() -> SimpleNamespace:
     """The decision: status, the ranked rewards, the cards two by two, and a reply of your own."""
-    status = gr.Markdown("Send a message to generate candidates.", elem_id="status")
+    with gr.Row(equal_height=True, elem_id="status-row"):
+        status = gr.Markdown("Send a message to generate candidates.", elem_id="status")
+        blind = gr.Checkbox(False, label="🙈 Judge first", elem_id="blind", container=False, scale=0, min_width=130,
+                            info=None)
     ranking = gr.HTML(ranking_html(None), elem_id="ranking", js_on_load=None)
     cards = []
     with gr.Row(elem_classes="cards"):
@@ -112,7 +118,12 @@ def candidates_section() -> SimpleNamespace:
                          max_lines=6, scale=4, elem_id="own", container=False)
         add = gr.Button("Add & score", size="sm", elem_id="add", min_width=90)
         score = gr.Button("Score all cards", size="sm", elem_id="score", min_width=90)
-    return SimpleNamespace(status=status, ranking=ranking, cards=cards, own=own, add=add, score=score)
+    with gr.Row(equal_height=True, visible=False, elem_id="judge-row") as judge_row:
+        judge_order = gr.Dropdown([], value=[], multiselect=True, scale=4, elem_id="judge-order",
+                                  label="Your ranking: click the candidates, best first (the best alone will do)")
+        reveal = gr.Button("Reveal the RM's ranking", variant="primary", scale=1, elem_id="reveal")
+    return SimpleNamespace(status=status, ranking=ranking, cards=cards, own=own, add=add, score=score, blind=blind,
+                           judge_row=judge_row, judge_order=judge_order, reveal=reveal)
 
 
 def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
@@ -126,6 +137,9 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             trace_view = gr.HTML(elem_id="trace", js_on_load=None)
             trace_plot = gr.LinePlot(x="token", y="value", height=220, label="Value along the reply",
                                      x_axis_format="d")
+            gr.Markdown(ATTRIBUTION_NOTE)
+            attribute = gr.Button("Leave each sentence out", size="sm", elem_id="attribute")
+            attribution = gr.HTML(NO_ATTRIBUTION, elem_id="attribution", js_on_load=None)
         with gr.Tab("Win probabilities", elem_id="tab-wins"):
             gr.Markdown("P(row beats column) = sigmoid(r_row − r_col), the Bradley-Terry preference the RM implies.")
             wins = gr.HTML(elem_id="wins", js_on_load=None)
@@ -139,6 +153,17 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
         with gr.Tab("Compare RMs", elem_id="tab-compare"):
             compare_text = gr.Markdown(elem_id="compare")
             compare_table = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="compare-table")
+        with gr.Tab("Probes", elem_id="tab-probes"):
+            probes = probes_tab()
+        with gr.Tab("Blind judging", elem_id="tab-judging"):
+            gr.Markdown("Tick **Judge first** above the candidates: each turn's rewards stay hidden until you rank its "
+                        "candidates (or pick the best); then the RM's ranking is revealed beside yours. Pairs count "
+                        "each candidate you ranked above another or above one you left unranked; Kendall τ needs a "
+                        "complete ranking.")
+            tally_text = gr.Markdown(NOT_JUDGED, elem_id="tally")
+            tally_table = gr.Dataframe(headers=TALLY_HEADERS, interactive=False, elem_id="tally-table")
+            judged_button = gr.Button("Export your judgements (chosen/rejected by you, with the RM's rewards)",
+                                      elem_id="export-judged")
         with gr.Tab("Export", elem_id="tab-export"):
             gr.Markdown("JSONL of this session's turns: preference pairs (best vs each other candidate) or "
                         "Nectar-style K-wise rankings, one record per turn.")
@@ -156,7 +181,30 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
     return SimpleNamespace(trace_pick=trace_pick, trace_view=trace_view, trace_plot=trace_plot, wins=wins, luce=luce,
                            alpha=alpha, bias_text=bias_text, bias_plot=bias_plot, compare_text=compare_text,
                            compare_table=compare_table, pairs_button=pairs_button, nectar_button=nectar_button,
-                           export=export, lm_input=lm_input, rm_input=rm_input), evaluation
+                           export=export, lm_input=lm_input, rm_input=rm_input, attribute=attribute,
+                           attribution=attribution, probes=probes, tally_text=tally_text, tally_table=tally_table,
+                           judged_button=judged_button), evaluation
+
+
+def probes_tab() -> SimpleNamespace:
+    """A candidate (or all) under the probe edits and your own, and the session's mean change per edit."""
+    gr.Markdown(PROBE_NOTE)
+    with gr.Row():
+        pick = gr.Radio([], label="Candidate", elem_id="probe-pick", scale=2)
+        run = gr.Button("Run probes", variant="primary", elem_id="run-probes", scale=1)
+    edits = gr.CheckboxGroup(EDIT_CHOICES, value=list(EDITS), label="Edits", elem_id="probe-edits")
+    with gr.Accordion("Your own edit", open=False, elem_id="own-edit"):
+        with gr.Row():
+            prefix = gr.Textbox(label="Put before the reply", elem_id="edit-prefix")
+            suffix = gr.Textbox(label="Put after the reply", elem_id="edit-suffix")
+        with gr.Row():
+            find = gr.Textbox(label="Find (plain text)", elem_id="edit-find")
+            replace = gr.Textbox(label="Replace with", elem_id="edit-replace")
+    view = gr.HTML(NO_PROBES, elem_id="probe-view", js_on_load=None)
+    gr.Markdown("#### Over the session")
+    summary = gr.HTML(NO_AGGREGATE, elem_id="probe-aggregate", js_on_load=None)
+    return SimpleNamespace(pick=pick, run=run, edits=edits, prefix=prefix, suffix=suffix, find=find, replace=replace,
+                           view=view, summary=summary)
 
 
 def evaluation_section() -> SimpleNamespace:

@@ -9,13 +9,17 @@ import gradio as gr
 
 from ..engine import Engine
 from . import layout
-from .analysis import bias_panel, export_nectar, export_pairs, insight_json, panels, trace_panel
+from .analysis import bias_panel, export_judged, export_nectar, export_pairs, insight_json, panels, trace_panel
+from .blind import judge_panel, judging_json
 from .evaluation import evaluate_file
 from .models import load_model, max_tokens_range
+from .probing import attribute_candidate, probe_candidates, probe_panels
 from .server import limit_jobs_per_visitor, server_kwargs
 from .render import ranking_html
-from .turns import (actions, add_candidate, chat, clear, current_turn, new_session, regenerate, request_stop, rescore,
-                    undo, use_candidate)
+from .choices import clear, judge, undo, use_candidate
+from .turns import add_candidate, chat, regenerate, request_stop, rescore
+from .view import actions, current_turn, new_session
+from .blind import shown as shown_turn
 
 CSS_PATH = Path(__file__).resolve().parents[2] / "assets" / "style.css"
 
@@ -50,6 +54,10 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         pick_button = gr.Button(visible=False)
         facts = gr.JSON(label="Insight", visible=False)  # for API callers
         facts_button = gr.Button(visible=False)
+        probe_figures = gr.JSON(label="Probes", visible=False)  # for API callers
+        attribution_figures = gr.JSON(label="Attribution", visible=False)  # for API callers
+        judging_figures = gr.JSON(label="Judging", visible=False)  # for API callers
+        judging_button = gr.Button(visible=False)
 
         s = settings
         card_texts = [card.text for card in decision.cards]
@@ -59,9 +67,11 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         turn_outputs = [session, chat_ui.chatbot, decision.status, summary, chat_ui.message,
                         *[c for card in decision.cards for c in (card.text, card.badge)], decision.ranking]
         action_outputs = [chat_ui.send, chat_ui.regenerate, *[card.use for card in decision.cards]]
+        p = panel.probes
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
-                         panel.rm_input]
+                         panel.rm_input, decision.judge_order, panel.tally_text, panel.tally_table, p.pick, p.view,
+                         p.summary, panel.attribution]
         scoring = [s.rm, s.readout, s.rm2]
 
         def bind(handler):
@@ -76,20 +86,24 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group,
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
-        def settle(session: dict, number: str | None, alpha: float) -> list:
+        def analysis(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
+            return panels(session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
+
+        def settle(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
             """The analysis panels, the buttons and the ranking of the turn the session ends with."""
-            return panels(session, number, alpha) + actions(session) + [ranking_html(current_turn(session))]
+            shown = shown_turn(current_turn(session))
+            return analysis(session, number, alpha, probe_pick) + actions(session) + [ranking_html(shown)]
 
         def starting(n: float) -> list:
             """What the page shows the moment a turn is asked for, before the server has started it."""
             pending = ranking_html({"candidates": [], "settings": {"n": n}})
-            return panels(new_session(), None, 0.5) + actions(None, busy=True) + [pending]
+            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending]
 
         def then_panels(event, new_turn: bool = False):
             """After the turn changed: every analysis panel (a new turn shows its best candidate's trace) and the
             buttons. It also runs after a refused or failed event, and so undoes what `starting` did."""
-            pick_trace = gr.State(None) if new_turn else panel.trace_pick
-            return event.then(settle, [session, pick_trace, panel.alpha],
+            picks = [gr.State(None)] * 2 if new_turn else [panel.trace_pick, panel.probes.pick]
+            return event.then(settle, [session, picks[0], panel.alpha, picks[1]],
                               panel_outputs + action_outputs + [decision.ranking], api_visibility="undocumented",
                               show_progress="hidden")
 
@@ -98,12 +112,13 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
               panel_outputs + action_outputs + [decision.ranking], queue=False, api_visibility="private",
               show_progress="hidden")
+        blind = decision.blind
         sending = gr.on([chat_ui.send.click, chat_ui.message.submit], outputs=turn_outputs, api_name="chat",
                         show_progress="hidden",
-                        **in_group("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts]))
+                        **in_group("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts, blind]))
         regenerating = chat_ui.regenerate.click(outputs=turn_outputs, api_name="regenerate", show_progress="hidden",
                                                 **in_group("gpu", regenerate, [session, *turn_settings,
-                                                                                    *card_texts]))
+                                                                               *card_texts, blind]))
         for event in (sending, regenerating):
             then_panels(event, new_turn=True)
         # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs.
@@ -118,6 +133,18 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         for number, card in enumerate(decision.cards, 1):
             then_panels(card.use.click(use_candidate, [session, gr.State(number), *card_texts], turn_outputs,
                                        api_visibility="undocumented"))
+        then_panels(decision.reveal.click(judge, [session, decision.judge_order, *card_texts], turn_outputs,
+                                          api_name="judge"))
+        blind.change(lambda on: gr.update(visible=on), [blind], [decision.judge_row], api_visibility="private",
+                     show_progress="hidden", queue=False)
+        judging_button.click(judging_json, [session], [judging_figures], api_name="judging")
+        panel.judged_button.click(export_judged, [session], [panel.export], api_name="export_judged")
+        p.run.click(outputs=[session, p.view, p.summary, probe_figures], api_name="probe", **in_group(
+            "gpu", probe_candidates, [session, p.pick, p.edits, p.prefix, p.suffix, p.find, p.replace, s.rm, s.readout,
+                                      s.rm_format]))
+        panel.attribute.click(outputs=[session, panel.attribution, attribution_figures], api_name="attribute",
+                              **in_group("gpu", attribute_candidate, [session, panel.trace_pick, s.rm, s.readout,
+                                                                      s.rm_format]))
         then_panels(chat_ui.undo.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
         then_panels(chat_ui.clear.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
         then_panels(chat_ui.chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)

@@ -7,6 +7,7 @@ import re
 import pandas as pd
 
 from .. import insight
+from .blind import hidden_ranking_html, human_rank_cell
 from .colour import readable_text, value_colour, win_colour
 
 REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
@@ -88,6 +89,8 @@ def rank_row(turn: dict, rank: int, i: int, width: float) -> str:
     gap = "—" if rank == 1 else f"{rewards[i] - max(rewards):.3f}"
     cells = [str(rank), label, f"<div class='bar'><span style='width:{width:.1f}%'></span></div>",
              f"{rewards[i]:.3f}", gap, str(int(turn["lengths"][i]))]
+    if turn.get("human"):
+        cells.append(human_rank_cell(turn, i))
     return (f"<tr class='rank-row{' chosen' if chosen else ''}' data-candidate='{i + 1}' "
             f"data-reward='{rewards[i]:.4f}'>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
 
@@ -106,13 +109,15 @@ def ranking_html(turn: dict | None) -> str:
     """
     if not turn:
         return "<p class='muted rank-empty'>Send a message: its candidates are ranked here.</p>"
+    if turn.get("hidden"):
+        return hidden_ranking_html(turn)
     rewards = turn.get("rewards")
     if not rewards:
         n = len(turn.get("candidates") or []) or (turn.get("settings") or {}).get("n", 0)
         noun = "candidate" if n == 1 else "candidates"
         return f"<p class='muted rank-empty'>Generating {n} {noun}… they are ranked here once scored.</p>"
     widths = bar_widths(rewards)
-    head = "".join(f"<th>{name}</th>" for name in RANK_COLUMNS)
+    head = "".join(f"<th>{name}</th>" for name in RANK_COLUMNS + ["your rank"] * bool(turn.get("human")))
     rows = "".join(rank_row(turn, rank, i, widths[i]) for rank, i in enumerate(insight.ranking(rewards), 1))
     return f"<table class='ranking'><tr>{head}</tr>{rows}</table>"
 
@@ -221,11 +226,14 @@ def model_inputs_text(turn: dict) -> tuple[str, str]:
 
 
 def turn_summary(turn: dict | None) -> dict:
-    """The current turn as plain JSON for API users."""
+    """The current turn as plain JSON for API users (pass it through `blind.shown`: a hidden turn has no rewards).
+
+    `human` is the person's ranking of a blind turn (0-based, best first, like `ranking`), `judgement` its
+    agreement with the RM (`judging.agreement`)."""
     if not turn:
         return {}
     keys = ["candidates", "rewards", "lengths", "chosen", "picked_by", "seed", "lm", "rm", "readout",
-            "rm_format", "rm2", "rewards2", "warning", "readout_note"]
+            "rm_format", "rm2", "rewards2", "warning", "readout_note", "blind", "hidden", "human", "judgement"]
     summary = {k: turn.get(k) for k in keys}
     summary["ranking"] = insight.ranking(turn["rewards"]) if turn.get("rewards") else None
     return summary

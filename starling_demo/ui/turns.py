@@ -1,4 +1,4 @@
-"""Event handlers of the chat UI: generate, score, pick and undo turns of a per-session state, via the engine.
+"""Event handlers of the turns, which run the models: generate and score candidates, score edited or own ones.
 
 Handlers take the engine first (the UI binds it) and the session dict `{"turns": [...]}`; they never keep
 models in the session. Recoverable problems raise `gr.Warning` and leave the session as it was.
@@ -13,62 +13,17 @@ import gradio as gr
 
 from .. import insight
 from ..engine import Engine
-from ..limits import check_number
 from ..templates import check_rm_format
-from .cards import MAX_CARDS, card_updates, origins_after_edit, unscored_edit, use_buttons
+from .blind import JUDGE_FIRST, hidden
+from .cards import MAX_CARDS, origins_after_edit, unscored_edit
 from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
-from .render import chat_messages, conversation, ranking_html, turn_summary
+from .render import conversation
+from .view import RUNNING, STOP_REQUESTS, current_turn, running, unchanged, view
 
-# Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
-RUNNING: set[str] = set()
-STOP_REQUESTS: set[str] = set()
-BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
 # A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
 # cost the browser a re-render each, and it fell behind the server (4x slower than the API).
 FRAME_SECONDS = 0.1
-# Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
-# card, then the ranking. All are values, never property updates, which Gradio turns into a new component and
-# config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
-# previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
-OUTPUTS = 5 + 2 * MAX_CARDS + 1
-
-
-def running(request: gr.Request | None) -> bool:
-    """Whether this visitor's turn is running: then other actions on the conversation would be overwritten."""
-    visitor = getattr(request, "session_hash", None)
-    return visitor is not None and visitor in RUNNING
-
-
-def new_session() -> dict:
-    return {"turns": []}
-
-
-def current_turn(session: dict) -> dict | None:
-    return session["turns"][-1] if session["turns"] else None
-
-
-def view(session: dict, status, message=None) -> list:
-    """All outputs of a turn event (see OUTPUTS). The message box is left alone unless `message` is given (a
-    visitor may be typing the next one)."""
-    turn = current_turn(session)
-    return [session, chat_messages(session["turns"]), status, turn_summary(turn),
-            gr.skip() if message is None else message, *card_updates(turn), ranking_html(turn)]
-
-
-def actions(session: dict | None, busy: bool = False) -> list:
-    """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
-    card's saying so (an event of their own, run before and after each turn event, not once per frame)."""
-    return [gr.update(value="Generating…" if busy else "Send", interactive=not busy), gr.update(interactive=not busy),
-            *use_buttons(None if busy else current_turn(session), busy)]
-
-
-def unchanged(warning: str) -> list:
-    """Warn, and leave every output as it is."""
-    gr.Warning(warning)
-    return [gr.skip()] * OUTPUTS
-
-
 # Frames of all visitors together, per second, beyond which each visitor's frames come further apart: every frame
 # costs the server a postprocessing pass over every output, and with many turns at once (a serving backend) that
 # CPU time is better spent generating (benchmarks/RESULTS.md, "Many visitors at once").
@@ -106,7 +61,7 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
         scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format)
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
                 rm_texts=scores.texts, readout=scores.readout, readout_note=scores.note, rm_format=rm_format, rm=rm,
-                rm2=None, rewards2=None)
+                rm2=None, rewards2=None, probes={}, attribution=None)  # of the texts as they were
     if rm2 and rm2 != "none":
         try:
             engine.rm(rm2)
@@ -115,11 +70,15 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
             turn.update(rm2=rm2, rewards2=rewards2)
         except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
             gr.Warning(f"Not compared with {rm2}: {explain(error)}")
+    if hidden(turn):  # the person picks, blind
+        return
     if turn.get("picked_by") != "you" or turn.get("chosen") is None:
         turn.update(chosen=insight.ranking(scores.rewards)[0], picked_by="best")
 
 
 def scored_status(turn: dict) -> str:
+    if hidden(turn):
+        return f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}**; rewards hidden. {JUDGE_FIRST}"
     best = insight.ranking(turn["rewards"])[0]
     text = "RewardBench's text, " if turn.get("rm_format") == "rewardbench" else ""
     note = f" · {turn['readout_note']}" if turn.get("readout_note") else ""
@@ -130,10 +89,11 @@ def scored_status(turn: dict) -> str:
 @named_cards
 def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float, temperature: float,
          top_p: float, max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str,
-         rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None, *cards: str):
+         rm2: str | None, rm_format: str = "rlhf", request: gr.Request = None, *cards: str, blind: bool = False):
     """Send a message: stream N candidates side by side, then score and rank them (also after Stop).
 
-    `cards` are the cards' texts as shown: an edit not yet scored is not dropped silently.
+    `cards` are the cards' texts as shown: an edit not yet scored is not dropped silently. With `blind`, the
+    rewards stay on the server until the person has judged the candidates (`judge`, `use_candidate`).
     """
     try:
         models(engine, lm, rm, rm2)
@@ -142,6 +102,9 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         check_rm_format(rm_format)
     except ValueError as error:
         yield unchanged(str(error))
+        return
+    if hidden(current_turn(session)):
+        yield unchanged(f"The last turn is not judged yet. {JUDGE_FIRST} Then send again.")
         return
     if current_turn(session) and current_turn(session).get("chosen") is None:
         yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
@@ -156,7 +119,7 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     system = settings.system
     messages = ([{"role": "system", "content": system}] if system else []) + conversation(work["turns"])
     messages.append({"role": "user", "content": message})
-    turn = {"messages": messages, "candidates": [], "settings": vars(settings), "lm": lm}
+    turn = {"messages": messages, "candidates": [], "settings": vars(settings), "lm": lm, "blind": bool(blind)}
     visitor = getattr(request, "session_hash", None)
     pace = Pace()
     RUNNING.add(visitor)
@@ -208,7 +171,7 @@ def request_stop(request: gr.Request):
 @named_cards
 def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temperature: float, top_p: float,
                max_new_tokens: float, seed: str | int | None, mode: str, system: str, readout: str, rm2: str | None,
-               rm_format: str = "rlhf", request: gr.Request = None, *cards: str):
+               rm_format: str = "rlhf", request: gr.Request = None, *cards: str, blind: bool = False):
     """Generate the last turn again with the current settings (refused while one of its cards has an edit
     that was not scored)."""
     turn = current_turn(session)
@@ -221,7 +184,7 @@ def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temper
         return
     earlier = {"turns": session["turns"][:-1]}
     settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format)
-    for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request):
+    for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request, blind=blind):
         # A failure before anything changed shows the session as it was, last turn included.
         yield view(session, outputs[2]) if outputs[0] is earlier else outputs
 
@@ -285,38 +248,3 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
     if problem:
         return unchanged(problem) + [gr.skip()]
     return view(work, f"Added candidate {count + 1}. " + scored_status(current_turn(work))) + [""]
-
-
-@named_cards
-def use_candidate(session: dict, number: float, request: gr.Request = None, *cards: str):
-    """Continue the conversation with candidate `number` (1-based) instead of the best one."""
-    if running(request):
-        return unchanged(BUSY)
-    turn = current_turn(session)
-    if not turn or not turn["candidates"]:
-        return unchanged("There are no candidates to pick from yet: send a message first.")
-    edit = unscored_edit(turn, cards, "pick")
-    if edit:
-        return unchanged(edit)
-    count = len(turn["candidates"])
-    try:
-        k = check_number("The candidate number", number, 1, count, whole=True) - 1
-    except ValueError:
-        return unchanged(f"There is no candidate {number}: pick one of 1 to {count}.")
-    work = copy.deepcopy(session)
-    current_turn(work).update(chosen=k, picked_by="you")
-    return view(work, f"Continuing with candidate {k + 1}.")
-
-
-def undo(session: dict, request: gr.Request = None):
-    if running(request):
-        return unchanged(BUSY)
-    if not session["turns"]:
-        return unchanged("Nothing to undo: the conversation is empty.")
-    return view({"turns": session["turns"][:-1]}, "Removed the last turn.")
-
-
-def clear(session: dict, request: gr.Request = None):
-    if running(request):
-        return unchanged(BUSY)
-    return view(new_session(), "Cleared the conversation.", "")

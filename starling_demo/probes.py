@@ -1,0 +1,110 @@
+"""What moves the reward: perturbation probes and sentence attribution, every variant of a candidate scored in
+batched passes that encode the conversation once (`scoring.score`), never one call per variant."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from .edits import Edit, text_of, units, without
+from .scoring import score
+
+PASS_ROWS = 16  # variants per pass: twice a turn's 8 cards, so that a pass needs about a turn's memory
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def variant_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
+                    rm_format: str = "rlhf") -> tuple[list[float], str, str | None]:
+    """Rewards of `texts` as replies to `messages`, PASS_ROWS per batched pass; with the read-out used and its note.
+
+    Each equals `score(rm, messages, [text])` (one pass shares the conversation's encoding, not the numbers).
+    """
+    rewards, readout_used, note = [], readout, None
+    for start in range(0, len(texts), PASS_ROWS):
+        scores = score(rm, messages, texts[start: start + PASS_ROWS], readout, rm_format=rm_format)
+        rewards += scores.rewards
+        readout_used, note = scores.readout, scores.note
+    return rewards, readout_used, note
+
+
+def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], readout: str | None = None,
+          rm_format: str = "rlhf") -> dict:
+    """Each candidate as written and under each edit, scored together: per candidate its reward and, per edit,
+    the variant's reward and `delta` (variant minus candidate). An edit that leaves a candidate as it was is not
+    scored (`changed` False, delta 0).
+    """
+    variants = [[edit.apply(text) for edit in edits] for text in candidates]
+    texts = [row for text, edited in zip(candidates, variants) for row in
+             [text, *dict.fromkeys(v for v in edited if v != text)]]
+    rewards, readout, note = variant_rewards(rm, messages, texts, readout, rm_format)
+    results, at = [], 0
+    for k, (text, edited) in enumerate(zip(candidates, variants)):
+        distinct = [text, *dict.fromkeys(v for v in edited if v != text)]
+        reward_of = dict(zip(distinct, rewards[at: at + len(distinct)]))
+        at += len(distinct)
+        base = reward_of[text]
+        results.append({"candidate": k, "reward": base, "edits": [
+            {"edit": edit.name, "description": edit.description, "text": variant, "changed": variant != text,
+             "reward": reward_of[variant], "delta": reward_of[variant] - base}
+            for edit, variant in zip(edits, edited)]})
+    return {"readout": readout, "readout_note": note, "rm_format": rm_format, "candidates": results}
+
+
+def attribute(rm, messages: list[dict], candidate: str, readout: str | None = None, rm_format: str = "rlhf") -> dict:
+    """The reward of `candidate` with each of its `edits.units` (sentences, list items, code blocks) left out, all
+    in batched passes: per unit its text, span, `reward_without` and `drop` (the reward minus that).
+
+    A positive drop is reward the unit earns: without it the reply scores lower.
+    """
+    parts = units(candidate)
+    rewards, readout, note = variant_rewards(rm, messages, [candidate, *(without(candidate, u) for u in parts)],
+                                             readout, rm_format)
+    base = rewards[0]
+    return {"reward": base, "readout": readout, "readout_note": note, "rm_format": rm_format, "units": [
+        {"start": u.start, "end": u.end, "kind": u.kind, "text": text_of(candidate, u), "reward_without": r,
+         "drop": base - r} for u, r in zip(parts, rewards[1:])]}
+
+
+def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """The mean of `values` and its percentile bootstrap interval (RESAMPLES resamples, seeded: the same values
+    give the same interval); no interval for fewer than 2 values.
+
+    >>> mean_interval([1.0]), mean_interval([2.0, 2.0])
+    ((1.0, None, None), (2.0, 2.0, 2.0))
+    """
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, None, None
+    with warnings.catch_warnings():  # identical values: a degenerate but well-defined interval
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=confidence,
+                                 n_resamples=RESAMPLES, method="percentile", rng=np.random.default_rng(0))
+    low, high = result.confidence_interval
+    return mean, float(low), float(high)
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """Per edit over every probed candidate of `runs` (`probe` results): the mean change in reward with its
+    bootstrap interval, over the candidates the edit changed (`n`), the edit that raises the reward most first.
+
+    >>> run = {"candidates": [{"edits": [{"edit": "repeat", "description": "twice", "changed": True, "delta": d}]}
+    ...                       for d in (1.0, 3.0)]}
+    >>> [(a["edit"], a["mean"], a["n"]) for a in aggregate([run])]
+    [('repeat', 2.0, 2)]
+    """
+    deltas: dict[str, list[float]] = {}
+    descriptions = {}
+    for run in runs:
+        for candidate in run["candidates"]:
+            for edit in candidate["edits"]:
+                descriptions[edit["edit"]] = edit["description"]
+                if edit["changed"]:
+                    deltas.setdefault(edit["edit"], []).append(edit["delta"])
+    rows = []
+    for name, values in deltas.items():
+        mean, low, high = mean_interval(values)
+        rows.append({"edit": name, "description": descriptions[name], "mean": mean, "low": low, "high": high,
+                     "n": len(values)})
+    return sorted(rows, key=lambda row: -row["mean"])

@@ -1,0 +1,100 @@
+"""Blind judging in the UI: what a turn shows while its rewards are hidden, the person's ranking, and the tally."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from .. import insight
+from ..judging import agreement, tally
+
+# Whatever would tell a person the reward model's verdict before they give theirs.
+SECRET = ("rewards", "rewards2", "traces", "chosen", "picked_by", "probes", "attribution")
+JUDGE_FIRST = ("Judge first: rank the candidates (click them in “Your ranking”, best first) or pick the best with "
+               "“Use this reply”; then the reward model's ranking is revealed beside yours.")
+TALLY_HEADERS = ["turn", "your ranking", "RM ranking", "same best", "pairs agreed", "Kendall τ"]
+NOT_JUDGED = "*No turn judged yet: tick “Judge first” above the candidates, send a message, and rank its replies.*"
+
+
+def hidden(turn: dict | None) -> bool:
+    """Whether `turn` was scored blind and its person has not judged it yet: then no reward may reach the page."""
+    return bool(turn and turn.get("blind") and turn.get("rewards") and turn.get("human") is None)
+
+
+def shown(turn: dict | None) -> dict | None:
+    """The turn as the page may see it: without rewards, traces and choice while it is `hidden`.
+
+    >>> shown({"blind": True, "rewards": [1.0], "candidates": ["a"]})
+    {'blind': True, 'candidates': ['a'], 'hidden': True}
+    """
+    if not hidden(turn):
+        return turn
+    return {key: value for key, value in turn.items() if key not in SECRET} | {"hidden": True}
+
+
+def judge_turn(turn: dict, order: list[int]) -> None:
+    """Record the person's ranking (0-based, best first) and its agreement with the RM; their best continues."""
+    turn.update(human=order, judgement=agreement(order, turn["rewards"]), chosen=order[0], picked_by="you")
+
+
+def judged_status(turn: dict) -> str:
+    judgement, rewards = turn["judgement"], turn["rewards"]
+    rm_best = insight.ranking(rewards)[0]
+    pairs = f"{judgement['agreed_pairs']} of {judgement['pairs']} pairs" if judgement["pairs"] else "no pairs"
+    tau = "" if judgement["kendall_tau"] is None else f" · Kendall τ {judgement['kendall_tau']:.2f}"
+    return (f"Revealed: **{turn['rm']}** ranks candidate {rm_best + 1} best (reward {rewards[rm_best]:.3f}); you "
+            f"ranked candidate {turn['human'][0] + 1} best · {'same best' if judgement['top1'] else 'different best'}"
+            f" · it agrees on {pairs}{tau}. Continuing with your best.")
+
+
+def numbers(order: list[int]) -> str:
+    return " > ".join(f"#{i + 1}" for i in order)
+
+
+def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
+    """The session's agreement between the person and the RM (`judging.tally`), and a row per judged turn."""
+    turns = [(k, turn) for k, turn in enumerate(session["turns"], 1) if turn.get("judgement")]
+    rows = [[k, numbers(turn["human"]), numbers(insight.ranking(turn["rewards"])),
+             "yes" if turn["judgement"]["top1"] else "no",
+             f"{turn['judgement']['agreed_pairs']}/{turn['judgement']['pairs']}",
+             "—" if turn["judgement"]["kendall_tau"] is None else round(turn["judgement"]["kendall_tau"], 3)]
+            for k, turn in turns]
+    frame = pd.DataFrame(rows, columns=TALLY_HEADERS)
+    if not turns:
+        return NOT_JUDGED, frame
+    facts = tally([turn["judgement"] for _, turn in turns])
+    tau = ("undefined: no turn was ranked completely" if facts["kendall_tau"] is None else
+           f"**{facts['kendall_tau']:.3f}** (mean over {facts['tau_turns']} fully ranked turns)")
+    pairwise = "no pairs" if facts["pairwise"] is None else f"**{facts['pairwise']:.0%}** of {facts['pairs']} pairs"
+    text = (f"Over **{facts['turns']}** judged turn{'s' * (facts['turns'] != 1)}: the RM picks your best in "
+            f"**{facts['top1']:.0%}**; it orders {pairwise} as you did; Kendall τ {tau}.")
+    return text, frame
+
+
+def human_rank_cell(turn: dict, i: int) -> str:
+    """The person's rank of candidate i for the ranking table: its place in their order, or "—" if unranked."""
+    order = turn.get("human") or []
+    return str(order.index(i) + 1) if i in order else "—"
+
+
+def hidden_ranking_html(turn: dict) -> str:
+    n = len(turn["candidates"])
+    return (f"<p class='muted rank-empty'>🙈 Scored {n} candidates; their rewards stay hidden until you judge. "
+            f"{html.escape(JUDGE_FIRST)}</p>")
+
+
+def judging_json(session: dict) -> dict:
+    """The session's blind judging as JSON (the `/judging` endpoint): the tally and each judged turn, rankings
+    0-based and best first."""
+    turns = [(k, turn) for k, turn in enumerate(session["turns"], 1) if turn.get("judgement")]
+    return {"tally": tally([turn["judgement"] for _, turn in turns]),
+            "turns": [{"turn": k, "human": turn["human"], "ranking": insight.ranking(turn["rewards"]),
+                       "rewards": turn["rewards"], "judgement": turn["judgement"]} for k, turn in turns]}
+
+
+def judge_panel(session: dict) -> list:
+    """The ranking box (its choices the hidden turn's candidates, emptied) and the session's tally."""
+    turn = session["turns"][-1] if session["turns"] else None
+    choices = [str(i + 1) for i in range(len(turn["candidates"]))] if hidden(turn) else []
+    return [gr.update(choices=choices, value=[]), *tally_view(session)]

@@ -1,0 +1,208 @@
+"""The probe panels: a turn's candidates under the probe edits, the session's mean change per edit, and a
+candidate's reward with each sentence left out; their handlers and their HTML."""
+from __future__ import annotations
+
+import copy
+import html
+import time
+
+import gradio as gr
+
+from .. import insight
+from ..edits import EDITS, custom_edit, pick_edits
+from ..engine import Engine
+from ..probes import aggregate
+from ..templates import check_rm_format
+from .analysis import scored_turn, waiting
+from .colour import value_colour
+from .inputs import models
+from .models import PROBLEMS, explain
+from .view import BUSY, RUNNING, current_turn, running
+
+PROBE_NOTE = ("Each edit below changes the candidate, and the reward model scores every variant with the candidate "
+              "in batched passes that encode the conversation once. **Δ** is the variant's reward minus the "
+              "candidate's. Over the session, each edit's mean Δ comes with a 95% bootstrap interval.")
+ATTRIBUTION_NOTE = ("Leave each sentence out: the reward of the reply without it, every variant in batched passes. "
+                    "Green: the reward drops without it (it earns reward); red: the reward rises without it. Code "
+                    "blocks and list items count as one unit each.")
+NO_PROBES = "<p class='muted'>Pick a candidate and the edits, then press “Run probes”.</p>"
+NO_AGGREGATE = "<p class='muted'>Probe some candidates: each edit's mean change over them shows here.</p>"
+NO_ATTRIBUTION = "<p class='muted'>Press “Leave each sentence out” to see which sentences earn the reward.</p>"
+EDIT_CHOICES = [(f"{edit.name}: {edit.description}", edit.name) for edit in EDITS.values()]
+
+
+def delta_cell(delta: float, scale: float, title: str = "") -> str:
+    tip = f" title='{html.escape(title, quote=True)}'" if title else ""
+    return f"<td class='delta' style='background:{value_colour(delta, scale)}'{tip}>{delta:+.3f}</td>"
+
+
+def probe_html(entries: list[dict]) -> str:
+    """The probed candidates' Δ reward per edit, a column per candidate, rows by their mean Δ, highest first.
+
+    >>> entry = {"candidate": 0, "reward": 1.0, "edits": [{"edit": "repeat", "description": "twice", "text": "a a",
+    ...          "changed": True, "reward": 1.5, "delta": 0.5}]}
+    >>> "+0.500" in probe_html([entry]) and "#1 (1.000)" in probe_html([entry])
+    True
+    """
+    names = [edit["edit"] for edit in entries[0]["edits"]]
+    by_name = [{edit["edit"]: edit for edit in entry["edits"]} for entry in entries]
+    scale = max((abs(edit["delta"]) for entry in entries for edit in entry["edits"]), default=0.0) or 1.0
+
+    def mean(name: str) -> float:
+        return sum(edits[name]["delta"] for edits in by_name) / len(by_name)
+
+    head = "".join(f"<th>Δ #{entry['candidate'] + 1} ({entry['reward']:.3f})</th>" for entry in entries)
+    rows = []
+    for name in sorted(names, key=lambda name: -mean(name)):
+        cells = "".join(delta_cell(edits[name]["delta"], scale, f"reward {edits[name]['reward']:.3f}: "
+                                   f"{edits[name]['text'][:300]}") if edits[name]["changed"] else
+                        "<td class='muted' title='the edit leaves this candidate as it was'>no change</td>"
+                        for edits in by_name)
+        rows.append(f"<tr><th>{html.escape(name)}</th><td class='what'>"
+                    f"{html.escape(by_name[0][name]['description'])}</td>{cells}</tr>")
+    return (f"<table class='probes'><tr><th>edit</th><th>what it does</th>{head}</tr>{''.join(rows)}</table>"
+            "<p class='muted'>Hover a cell for the variant's reward and text.</p>")
+
+
+def aggregate_html(rows: list[dict], label: str) -> str:
+    """Each edit's mean Δ over the session's probed candidates with its 95% bootstrap interval, highest first."""
+    if not rows:
+        return NO_AGGREGATE
+    scale = max(abs(row["mean"]) for row in rows) or 1.0
+    body = "".join(
+        f"<tr><th>{html.escape(row['edit'])}</th><td class='what'>{html.escape(row['description'])}</td>"
+        f"{delta_cell(row['mean'], scale)}<td>"
+        + ("—" if row["low"] is None else f"[{row['low']:+.3f}, {row['high']:+.3f}]") + f"</td><td>{row['n']}</td></tr>"
+        for row in rows)
+    return (f"<table class='probes aggregate'><caption>{html.escape(label)}</caption><tr><th>edit</th>"
+            f"<th>what it does</th><th>mean Δ</th><th>95% interval</th><th>candidates</th></tr>{body}</table>")
+
+
+def session_aggregate(session: dict) -> tuple[list[dict], str]:
+    """`probes.aggregate` over the session's probed candidates scored like the latest probe (same RM, read-out
+    and text format: other rewards are not comparable), and a caption saying over what."""
+    entries = [entry for turn in session["turns"] for entry in (turn.get("probes") or {}).values()]
+    if not entries:
+        return [], ""
+    latest = max(entries, key=lambda entry: entry["at"])
+    same = [e for e in entries if (e["rm"], e["readout"], e["rm_format"]) ==
+            (latest["rm"], latest["readout"], latest["rm_format"])]
+    label = (f"Over {len(same)} probed candidate{'s' * (len(same) != 1)} of this session, scored by {latest['rm']} "
+             f"({latest['readout']} read-out, {latest['rm_format']} text); an interval needs 2 or more.")
+    return aggregate([{"candidates": same}]), label
+
+
+def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None, prefix: str,
+                     suffix: str, find: str, replace: str, rm: str, readout: str, rm_format: str = "rlhf",
+                     request: gr.Request = None):
+    """Probe candidate `number` (1-based; "all": every candidate) of the current turn with the edits `names`
+    (None: all of them) and your own edit (prefix/suffix, find/replace). Outputs: the session, the candidates'
+    table, the session's aggregate, and the figures as JSON."""
+    turn = scored_turn(session)
+    try:
+        if not turn:
+            raise ValueError(waiting(session).strip("*"))
+        if running(request):
+            raise ValueError(BUSY)
+        models(engine, rm=rm)
+        check_rm_format(rm_format)
+        edits = pick_edits(names, custom_edit(prefix or "", suffix or "", find or "", replace or ""))
+        if not edits:
+            raise ValueError("Tick at least one edit, or write your own, then run the probes.")
+        count = len(turn["candidates"])
+        picked = list(range(count)) if str(number).strip().lower() == "all" else [candidate_index(number, count)]
+    except ValueError as error:
+        gr.Warning(str(error))
+        return [gr.skip()] * 4
+    visitor = getattr(request, "session_hash", None)
+    RUNNING.add(visitor)
+    try:
+        engine.rm(rm)
+        with engine.lock("rm", rm):
+            run = engine.probe(turn["messages"], [turn["candidates"][k] for k in picked], edits, rm, readout,
+                               rm_format)
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        return [gr.skip()] * 4
+    finally:
+        RUNNING.discard(visitor)
+    work = copy.deepcopy(session)
+    probed = current_turn(work).setdefault("probes", {})
+    for k, entry in zip(picked, run["candidates"]):
+        entry["candidate"] = k
+        probed[str(k)] = entry | {"rm": rm, "readout": run["readout"], "rm_format": rm_format, "at": time.time()}
+    rows, label = session_aggregate(work)
+    figures = {"readout": run["readout"], "readout_note": run["readout_note"], "rm": rm, "rm_format": rm_format,
+               "candidates": run["candidates"], "aggregate": rows}
+    return [work, probe_html(run["candidates"]), aggregate_html(rows, label), figures]
+
+
+def candidate_index(number, count: int) -> int:
+    """0-based index of candidate `number` (1-based, as on the cards); ValueError naming the valid ones."""
+    text = str(number if number is not None else "").strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= count):
+        raise ValueError(f"There is no candidate {text or '(none)'}: pick one of 1 to {count}.")
+    return int(text) - 1
+
+
+def attribution_html(candidate: str, result: dict) -> str:
+    """The reply with each unit on a background coloured by the reward it earns (`drop`); hover for the figures."""
+    units = result["units"]
+    if not units:
+        return "<p class='muted'>This reply has no sentences to leave out.</p>"
+    scale = max(abs(unit["drop"]) for unit in units) or 1.0
+    parts, at = [], 0
+    for unit in units:
+        parts.append(html.escape(candidate[at: unit["start"]]))
+        tip = f"without it: reward {unit['reward_without']:.3f} (drop {unit['drop']:+.3f})"
+        parts.append(f"<span class='unit {unit['kind']}' style='background:{value_colour(unit['drop'], scale)}' "
+                     f"title='{html.escape(tip, quote=True)}'>{html.escape(candidate[unit['start']: unit['end']])}"
+                     "</span>")
+        at = unit["end"]
+    parts.append(html.escape(candidate[at:]))
+    top = max(units, key=lambda unit: unit["drop"])
+    return (f"<div class='attribution'>{''.join(parts)}</div><p class='muted'>Reward {result['reward']:.3f}; the "
+            f"unit that earns the most is “{html.escape(top['text'][:80])}” (drop {top['drop']:+.3f}).</p>")
+
+
+def attribute_candidate(engine: Engine, session: dict, number: str | None, rm: str, readout: str,
+                        rm_format: str = "rlhf", request: gr.Request = None):
+    """The reward of candidate `number` (1-based; default: the best) with each sentence, list item or code block
+    left out. Outputs: the session (which keeps it with the turn), the coloured reply, the figures as JSON."""
+    turn = scored_turn(session)
+    try:
+        if not turn:
+            raise ValueError(waiting(session).strip("*"))
+        if running(request):
+            raise ValueError(BUSY)
+        models(engine, rm=rm)
+        check_rm_format(rm_format)
+        count = len(turn["candidates"])
+        k = insight.ranking(turn["rewards"])[0] if number in (None, "") else candidate_index(number, count)
+    except ValueError as error:
+        gr.Warning(str(error))
+        return [gr.skip()] * 3
+    try:
+        engine.rm(rm)
+        with engine.lock("rm", rm):
+            result = engine.attribute(turn["messages"], turn["candidates"][k], rm, readout, rm_format)
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        return [gr.skip()] * 3
+    work = copy.deepcopy(session)
+    current_turn(work)["attribution"] = result = result | {"candidate": k}
+    return [work, attribution_html(turn["candidates"][k], result), result]
+
+
+def probe_panels(session: dict, pick: str | None = None) -> list:
+    """The probe tab's candidate choice (`pick` kept if the turn has it), table and aggregate, and the attribution,
+    as the session now holds them."""
+    turn = scored_turn(session)
+    choices = ["all", *(str(i + 1) for i in range(len(turn["candidates"])))] if turn else []
+    entries = sorted((turn.get("probes") or {}).values(), key=lambda e: e["candidate"]) if turn else []
+    attribution = turn.get("attribution") if turn else None
+    rows, label = session_aggregate(session)
+    return [gr.update(choices=choices, value=pick if pick in choices else "all" if turn else None),
+            probe_html(entries) if entries else NO_PROBES, aggregate_html(rows, label),
+            attribution_html(turn["candidates"][attribution["candidate"]], attribution) if attribution else
+            NO_ATTRIBUTION]

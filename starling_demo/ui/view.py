@@ -1,0 +1,56 @@
+"""What every turn event sends the page: the outputs in order, the buttons, and which visitors' turns are running.
+
+A turn whose rewards are hidden (blind judging) is shown through `blind.shown`, so none of them leaves the server.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from .blind import shown
+from .cards import MAX_CARDS, card_updates, use_buttons
+from .render import chat_messages, ranking_html, turn_summary
+
+# Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
+RUNNING: set[str] = set()
+STOP_REQUESTS: set[str] = set()
+BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
+# Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
+# card, then the ranking. All are values, never property updates, which Gradio turns into a new component and
+# config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
+# previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
+OUTPUTS = 5 + 2 * MAX_CARDS + 1
+
+
+def running(request: gr.Request | None) -> bool:
+    """Whether this visitor's turn is running: then other actions on the conversation would be overwritten."""
+    visitor = getattr(request, "session_hash", None)
+    return visitor is not None and visitor in RUNNING
+
+
+def new_session() -> dict:
+    return {"turns": []}
+
+
+def current_turn(session: dict) -> dict | None:
+    return session["turns"][-1] if session["turns"] else None
+
+
+def view(session: dict, status, message=None) -> list:
+    """All outputs of a turn event (see OUTPUTS). The message box is left alone unless `message` is given (a
+    visitor may be typing the next one)."""
+    turn = shown(current_turn(session))
+    return [session, chat_messages(session["turns"]), status, turn_summary(turn),
+            gr.skip() if message is None else message, *card_updates(turn), ranking_html(turn)]
+
+
+def actions(session: dict | None, busy: bool = False) -> list:
+    """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
+    card's saying so (an event of their own, run before and after each turn event, not once per frame)."""
+    return [gr.update(value="Generating…" if busy else "Send", interactive=not busy), gr.update(interactive=not busy),
+            *use_buttons(None if busy else current_turn(session), busy)]
+
+
+def unchanged(warning: str) -> list:
+    """Warn, and leave every output as it is."""
+    gr.Warning(warning)
+    return [gr.skip()] * OUTPUTS
