@@ -201,10 +201,10 @@ def probe_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[in
     for _, record in records:
         options = dict(readout=args.readout, rm_format=args.rm_format)
         run_ = engine.probe(record["messages"], record["candidates"], edits, **options)
-        for candidate in run_["candidates"]:
-            for edit in candidate["edits"]:
-                del edit["text"], edit["description"]  # the same for every line: in the aggregate line
-        result = record | {"probes": run_["candidates"], "readout": run_["readout"]}
+        # The variant texts follow from the edits; their descriptions are in the aggregate line.
+        probes = [candidate | {"edits": [{k: v for k, v in edit.items() if k not in ("text", "description")}
+                                         for edit in candidate["edits"]]} for candidate in run_["candidates"]]
+        result = record | {"probes": probes, "readout": run_["readout"]}
         if args.attribution:
             result["attribution"] = [engine.attribute(record["messages"], text, **options)["units"]
                                      for text in record["candidates"]]

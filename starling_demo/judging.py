@@ -77,8 +77,8 @@ def tally(judgements: list[dict]) -> dict:
 
 
 def judged_pairs_jsonl(turns: list[dict]) -> str:
-    """Preference pairs chosen and rejected by the person (each turn's `human` ranking, 0-based, best first), with
-    the reward model's rewards and whether it agrees: a small human-labelled preference set.
+    """Preference pairs chosen and rejected by the person (each turn's `human` ranking, 0-based, best first, is
+    `human_ranking`), with the reward model's rewards and whether it agrees: a small human-labelled preference set.
 
     >>> turn = {"messages": [], "candidates": ["a", "b"], "rewards": [0.0, 1.0], "human": [0], "rm": "R", "lm": "L"}
     >>> json.loads(judged_pairs_jsonl([turn]))["rm_agrees"]
@@ -91,7 +91,7 @@ def judged_pairs_jsonl(turns: list[dict]) -> str:
             continue
         records += [{"messages": turn["messages"], "chosen": candidates[a], "rejected": candidates[b],
                      "chosen_reward": rewards[a], "rejected_reward": rewards[b], "rm_agrees": rewards[a] > rewards[b],
-                     "human_ranking": [i + 1 for i in order], "lm": turn.get("lm"), "rm": turn.get("rm"),
+                     "human_ranking": order, "lm": turn.get("lm"), "rm": turn.get("rm"),
                      "seed": turn.get("seed")}
                     for a, b in ordered_pairs(order, len(candidates)) if candidates[a] != candidates[b]]
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

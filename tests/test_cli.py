@@ -172,3 +172,55 @@ def test_a_reply_longer_than_the_context_is_the_flags_problem(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and err.endswith("error: --max-new-tokens 5000 leaves no room for a prompt in the "
                                                "model's 1,024 positions: use at most 512.\n")
+
+
+def test_probe_prints_each_line_then_the_aggregate(tmp_path, capsys):
+    from starling_demo.edits import EDITS
+    from starling_demo.engine import Engine
+
+    code, out, err = run(capsys, "probe", "--reward-model", "tiny", "--precision", "fp32", "--edits",
+                         "refusal,repeat", "--suffix", " Thanks!", "--attribution", write(tmp_path, GOOD))
+    assert code == 0 and len(out) == 3 and "error" not in err
+    first = out[0]
+    assert first["candidates"] == GOOD[0]["candidates"] and len(first["probes"]) == 3
+    assert [e["edit"] for e in first["probes"][0]["edits"]] == ["repeat", "refusal", "custom"]
+    engine = Engine("tiny", "tiny", "fp32", "cpu")
+    refusal = engine.score(GOOD[0]["messages"], [EDITS["refusal"].apply("Hi there!")]).rewards[0]
+    assert first["probes"][0]["edits"][1]["reward"] == pytest.approx(refusal, abs=1e-4)
+    assert [u["text"] for u in first["attribution"][1]] == ["Go away."]
+    aggregate = out[2]
+    assert aggregate["lines"] == 2 and aggregate["candidates"] == 4
+    refusals = [line["probes"][k]["edits"][1]["delta"] for line in out[:2] for k in range(len(line["probes"]))]
+    row = next(r for r in aggregate["aggregate"] if r["edit"] == "refusal")
+    assert row["n"] == 4 and row["mean"] == pytest.approx(sum(refusals) / 4) and row["low"] <= row["mean"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--edits", "repeat,shout"], "Unknown edit 'shout'"),
+    (["--replace", "x"], "Give the text to find as well as its replacement"),
+])
+def test_probe_flags_are_checked_before_any_work(tmp_path, capsys, argv, message):
+    code, out, err = run(capsys, "probe", "--reward-model", "tiny", *argv, write(tmp_path, GOOD))
+    assert code == 2 and out == [] and message in err
+
+
+def test_probe_and_judge_on_a_malformed_line_deep_in_the_file_print_nothing(tmp_path, capsys):
+    path = write(tmp_path, [GOOD[0]] * 5 + ['{"messages": [{"role": "user", "content": "a"}], "candidates": "b"}'])
+    for command in ("probe", "judge"):
+        code, out, err = run(capsys, command, "--reward-model", "tiny", path)
+        assert code == 1 and out == [] and f"{path}, line 6: 'candidates' must be a non-empty list" in err
+
+
+def test_judge_reads_rankings_then_reveals_and_tallies(tmp_path, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("3 3\n2 1 3\ns\n"))  # a mistake, re-asked; then a skip
+    rows = [GOOD[0], GOOD[0], GOOD[0]]
+    code, out, err = run(capsys, "judge", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, rows))
+    assert code == 0 and len(out) == 2
+    judged, tally = out
+    assert judged["human_ranking"] == [1, 0, 2] and len(judged["rewards"]) == 3
+    assert judged["agreement"]["pairs"] == 3 and "appears twice" in err and "[2] Go away." in err
+    assert err.index("[1] Hi there!") < err.index("The reward model ranks")  # shown before they are scored
+    assert tally["tally"]["turns"] == 1 and tally["tally"]["pairs"] == 3
+    assert tally["tally"]["pairwise"] == judged["agreement"]["pairwise"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from types import MethodType
+from types import MethodType, SimpleNamespace
 
 import gradio as gr
 
@@ -54,10 +54,14 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         pick_button = gr.Button(visible=False)
         facts = gr.JSON(label="Insight", visible=False)  # for API callers
         facts_button = gr.Button(visible=False)
-        probe_figures = gr.JSON(label="Probes", visible=False)  # for API callers
-        attribution_figures = gr.JSON(label="Attribution", visible=False)  # for API callers
-        judging_figures = gr.JSON(label="Judging", visible=False)  # for API callers
-        judging_button = gr.Button(visible=False)
+        # For API callers: the page's candidate and ranking choices check their values against choices that only
+        # the page's own events fill in, so the API takes them as text.
+        api_number = gr.Textbox(visible=False, label="Candidate number (1-based), or all")
+        ranking_text = gr.Textbox(visible=False, label="Your ranking: candidate numbers, best first")
+        api = SimpleNamespace(**{name: gr.Button(visible=False) for name in ("judge", "probe", "attribute", "judging")})
+        probe_figures = gr.JSON(label="Probes", visible=False)
+        attribution_figures = gr.JSON(label="Attribution", visible=False)
+        judging_figures = gr.JSON(label="Judging", visible=False)
 
         s = settings
         card_texts = [card.text for card in decision.cards]
@@ -133,18 +137,24 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         for number, card in enumerate(decision.cards, 1):
             then_panels(card.use.click(use_candidate, [session, gr.State(number), *card_texts], turn_outputs,
                                        api_visibility="undocumented"))
-        then_panels(decision.reveal.click(judge, [session, decision.judge_order, *card_texts], turn_outputs,
-                                          api_name="judge"))
+        for ranking, trigger, visibility in ((ranking_text, api.judge, "public"),
+                                             (decision.judge_order, decision.reveal, "undocumented")):
+            then_panels(trigger.click(judge, [session, ranking, *card_texts], turn_outputs, api_visibility=visibility,
+                                      api_name="judge" if visibility == "public" else None))
         blind.change(lambda on: gr.update(visible=on), [blind], [decision.judge_row], api_visibility="private",
                      show_progress="hidden", queue=False)
-        judging_button.click(judging_json, [session], [judging_figures], api_name="judging")
+        api.judging.click(judging_json, [session], [judging_figures], api_name="judging")
         panel.judged_button.click(export_judged, [session], [panel.export], api_name="export_judged")
-        p.run.click(outputs=[session, p.view, p.summary, probe_figures], api_name="probe", **in_group(
-            "gpu", probe_candidates, [session, p.pick, p.edits, p.prefix, p.suffix, p.find, p.replace, s.rm, s.readout,
-                                      s.rm_format]))
-        panel.attribute.click(outputs=[session, panel.attribution, attribution_figures], api_name="attribute",
-                              **in_group("gpu", attribute_candidate, [session, panel.trace_pick, s.rm, s.readout,
-                                                                      s.rm_format]))
+        probe_inputs = [p.edits, p.prefix, p.suffix, p.find, p.replace, s.rm, s.readout, s.rm_format]
+        for pick, trigger, visibility in ((api_number, api.probe, "public"), (p.pick, p.run, "undocumented")):
+            trigger.click(outputs=[session, p.view, p.summary, probe_figures], api_visibility=visibility,
+                          api_name="probe" if visibility == "public" else None,
+                          **in_group("gpu", probe_candidates, [session, pick, *probe_inputs]))
+        for pick, trigger, visibility in ((api_number, api.attribute, "public"),
+                                          (panel.trace_pick, panel.attribute, "undocumented")):
+            trigger.click(outputs=[session, panel.attribution, attribution_figures], api_visibility=visibility,
+                          api_name="attribute" if visibility == "public" else None,
+                          **in_group("gpu", attribute_candidate, [session, pick, s.rm, s.readout, s.rm_format]))
         then_panels(chat_ui.undo.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
         then_panels(chat_ui.clear.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
         then_panels(chat_ui.chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)

@@ -28,6 +28,7 @@ ATTRIBUTION_NOTE = ("Leave each sentence out: the reward of the reply without it
 NO_PROBES = "<p class='muted'>Pick a candidate and the edits, then press “Run probes”.</p>"
 NO_AGGREGATE = "<p class='muted'>Probe some candidates: each edit's mean change over them shows here.</p>"
 NO_ATTRIBUTION = "<p class='muted'>Press “Leave each sentence out” to see which sentences earn the reward.</p>"
+ALL_EDITS = list(EDITS)
 EDIT_CHOICES = [(f"{edit.name}: {edit.description}", edit.name) for edit in EDITS.values()]
 
 
@@ -92,12 +93,15 @@ def session_aggregate(session: dict) -> tuple[list[dict], str]:
     return aggregate([{"candidates": same}]), label
 
 
-def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None, prefix: str,
-                     suffix: str, find: str, replace: str, rm: str, readout: str, rm_format: str = "rlhf",
-                     request: gr.Request = None):
+def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None = ALL_EDITS,
+                     prefix: str | None = None, suffix: str | None = None, find: str | None = None,
+                     replace: str | None = None, rm: str | None = None,
+                     readout: str | None = None, rm_format: str = "rlhf", request: gr.Request = None):
     """Probe candidate `number` (1-based; "all": every candidate) of the current turn with the edits `names`
-    (None: all of them) and your own edit (prefix/suffix, find/replace). Outputs: the session, the candidates'
-    table, the session's aggregate, and the figures as JSON."""
+    and your own edit (prefix/suffix, find/replace), scored by `rm` (default: the launched one) at `readout`
+    (default: its card's). Outputs: the session, the candidates' table, the session's aggregate, and the figures
+    as JSON."""
+    rm = rm or engine.rm_name
     turn = scored_turn(session)
     try:
         if not turn:
@@ -165,10 +169,12 @@ def attribution_html(candidate: str, result: dict) -> str:
             f"unit that earns the most is “{html.escape(top['text'][:80])}” (drop {top['drop']:+.3f}).</p>")
 
 
-def attribute_candidate(engine: Engine, session: dict, number: str | None, rm: str, readout: str,
-                        rm_format: str = "rlhf", request: gr.Request = None):
+def attribute_candidate(engine: Engine, session: dict, number: str | None = None, rm: str | None = None,
+                        readout: str | None = None, rm_format: str = "rlhf", request: gr.Request = None):
     """The reward of candidate `number` (1-based; default: the best) with each sentence, list item or code block
-    left out. Outputs: the session (which keeps it with the turn), the coloured reply, the figures as JSON."""
+    left out, scored like `probe_candidates`. Outputs: the session (which keeps it with the turn), the coloured
+    reply, the figures as JSON."""
+    rm = rm or engine.rm_name
     turn = scored_turn(session)
     try:
         if not turn:

@@ -1,0 +1,131 @@
+"""Blind judging and probes in the UI: no reward leaves the server before the person's ranking, then the reveal,
+the tally, the exports; probes and attribution through the handlers and the API."""
+import json
+import re
+import uuid
+
+import httpx
+import pytest
+from conftest import SETTINGS
+from gradio_client import Client
+from test_sharing import join
+from test_ui import RANKING, replay
+
+from starling_demo.ui import analysis, choices, probing, view
+from starling_demo.ui import turns as events
+from starling_demo.ui.blind import judging_json
+from starling_demo.ui.cards import MAX_CARDS
+
+STATUS, TURN = 2, 3  # in a handler's outputs (the API's drop the session)
+
+
+def blind_turn(engine, session=None, message="Which bird sings best?"):
+    frames = list(replay(events.chat(engine, session or view.new_session(), message, *SETTINGS.values(),
+                                     blind=True)))
+    return frames
+
+
+def reward_strings(rewards):
+    """How a reward could show on the page or in JSON: full precision, 4 and 3 decimals."""
+    return [s for r in rewards for s in (repr(r), f"{r:.4f}", f"{r:.3f}")]
+
+
+def test_a_blind_turn_shows_no_reward_until_judged(engine):
+    frames = blind_turn(engine)
+    session = frames[-1][0]
+    rewards = session["turns"][-1]["rewards"]
+    assert len(rewards) == 4 and session["turns"][-1].get("chosen") is None
+    secrets = reward_strings(rewards)
+    for frame in frames:  # everything but the session, which Gradio keeps on the server
+        page = json.dumps(frame[1:], ensure_ascii=False)
+        assert not any(secret in page for secret in secrets)
+    last = frames[-1]
+    assert "rewards hidden" in last[STATUS] and last[TURN]["rewards"] is None and last[TURN]["hidden"]
+    assert last[TURN]["ranking"] is None and "stay hidden" in last[RANKING]
+    assert all("reward hidden until you judge" in badge for badge in last[5:RANKING][1::2][:4])
+    panels = analysis.panels(session, None, 0.5)
+    assert not any(secret in json.dumps(str(panels)) for secret in secrets)
+    assert "Judge first" in panels[1]
+    with pytest.warns(UserWarning, match="Judge first"):
+        analysis.insight_json(session, 0.5)
+    with pytest.warns(UserWarning, match="No turn judged yet"):
+        analysis.export_judged(session)
+    with pytest.warns(UserWarning, match="Judge first"):  # probes would reveal the rewards
+        assert probing.probe_candidates(engine, session, "1", None, "", "", "", "", "tiny", "card") == [
+            {"__type__": "update"}] * 4
+    with pytest.warns(UserWarning, match="not judged yet"):
+        list(events.chat(engine, session, "Next?", *SETTINGS.values(), blind=True))
+
+
+def test_judging_reveals_the_rms_ranking_beside_yours(engine):
+    session = blind_turn(engine)[-1][0]
+    rewards = session["turns"][-1]["rewards"]
+    with pytest.warns(UserWarning, match="appears twice"):
+        choices.judge(session, ["2", "2"])
+    revealed = choices.judge(session, ["3", "1"])
+    turn = revealed[0]["turns"][-1]
+    assert turn["human"] == [2, 0] and turn["chosen"] == 2 and turn["picked_by"] == "you"
+    assert revealed[STATUS].startswith("Revealed:") and revealed[TURN]["rewards"] == rewards
+    assert revealed[TURN]["judgement"]["ranked"] == 2 and revealed[TURN]["judgement"]["pairs"] == 5
+    assert "<th>your rank</th>" in revealed[RANKING] and "your rank 1" in revealed[5 + 2 * 2 + 1]
+    with pytest.warns(UserWarning, match="already shown"):
+        choices.judge(revealed[0], ["1"])
+    # A second blind turn, judged by picking the best with "Use this reply".
+    second = blind_turn(engine, revealed[0], "And which one flies fastest?")[-1][0]
+    picked = choices.use_candidate(second, 4)
+    assert picked[0]["turns"][-1]["human"] == [3] and picked[STATUS].startswith("Revealed:")
+    facts = judging_json(picked[0])
+    assert facts["tally"]["turns"] == 2 and [t["turn"] for t in facts["turns"]] == [1, 2]
+    assert facts["tally"]["pairs"] == 5 + 3
+    with open(analysis.export_judged(picked[0]), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == 8 and {r["human_ranking"][0] for r in records} == {2, 3}
+    with open(analysis.export_nectar(picked[0]), encoding="utf-8") as f:
+        nectar = [json.loads(line) for line in f]
+    assert [a["human_rank"] for a in nectar[0]["answers"]] == [2, None, 1, None]
+
+
+def test_the_page_gets_no_reward_before_the_ranking(app_url):
+    """The server's own messages, as the page reads them, for a blind turn and then for its judging."""
+    session = uuid.uuid4().hex
+    data = [None, "Which bird sings best?", *SETTINGS.values(), *[""] * MAX_CARDS, True]
+
+    def messages(api_name, data):
+        join(app_url, api_name, data, session).raise_for_status()
+        with httpx.stream("GET", f"{app_url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line.removeprefix("data:"))
+                    yield message
+                    if message["msg"] == "process_completed":
+                        return
+
+    hidden = list(messages("chat", data))
+    assert hidden[-1]["success"] and "rewards hidden" in hidden[-1]["output"]["data"][2]
+    revealed = list(messages("judge", [None, "2 4 1 3", *[""] * MAX_CARDS]))
+    turn = revealed[-1]["output"]["data"][3]
+    assert turn["human"] == [1, 3, 0, 2] and len(turn["rewards"]) == 4
+    secrets = reward_strings(turn["rewards"])
+    sent = json.dumps(hidden)
+    assert not any(secret in sent for secret in secrets) and re.search(r'"rewards": null', sent)
+    assert any(secret in json.dumps(revealed) for secret in secrets)  # the check can see a reward when one is sent
+
+
+def test_probes_and_attribution_through_the_api(app_url):
+    client = Client(app_url, verbose=False)
+    turn = client.predict("Tell me about starlings.", **SETTINGS, api_name="/chat")[2]
+    table, summary, figures = client.predict("2", ["refusal", "lowercase"], "Sure! ", "", "", "", "tiny",
+                                                "card", "rlhf", api_name="/probe")
+    (probed,) = figures["candidates"]
+    assert probed["candidate"] == 1 and probed["reward"] == pytest.approx(turn["rewards"][1], abs=1e-4)
+    assert [e["edit"] for e in probed["edits"]] == ["refusal", "lowercase", "custom"]
+    assert probed["edits"][2]["text"] == "Sure! " + turn["candidates"][1]
+    assert "table class='probes'" in table and "Over 1 probed candidate" in summary
+    everything = client.predict(number="all", rm="tiny", readout="card", api_name="/probe")[2]  # every edit
+    assert len(everything["candidates"]) == 4 and len(everything["candidates"][0]["edits"]) == 10
+    assert {row["edit"] for row in everything["aggregate"]} >= {"refusal", "repeat"}
+    assert next(r for r in everything["aggregate"] if r["edit"] == "refusal")["n"] == 4
+    coloured, result = client.predict("1", "tiny", "card", "rlhf", api_name="/attribute")
+    assert result["candidate"] == 0 and result["reward"] == pytest.approx(turn["rewards"][0], abs=1e-4)
+    assert coloured.count("class='unit") == len(result["units"])
+    client.close()
