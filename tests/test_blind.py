@@ -129,3 +129,17 @@ def test_probes_and_attribution_through_the_api(app_url):
     assert result["candidate"] == 0 and result["reward"] == pytest.approx(turn["rewards"][0], abs=1e-4)
     assert coloured.count("class='unit") == len(result["units"])
     client.close()
+
+
+def test_the_readme_script_for_blind_judging_and_probes_runs(app_url, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    script = readme.split("Blind judging and probes, as a script:\n\n```python\n")[1].split("```")[0]
+    client = Client(app_url, verbose=False)
+    scope = {"client": client}
+    exec(script, scope)
+    client.close()
+    assert scope["turn"]["human"] == [1, 3, 0, 2] and scope["figures"]["aggregate"]
+    assert len(scope["figures"]["candidates"]) == 4 and scope["attribution"]["candidate"] == 0
+    assert "'turns': 1" in capsys.readouterr().out
