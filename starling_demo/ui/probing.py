@@ -93,6 +93,30 @@ def session_aggregate(session: dict) -> tuple[list[dict], str]:
     return aggregate([{"candidates": same}]), label
 
 
+def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, request: gr.Request | None) -> dict:
+    """The current turn, if it may be probed now with `rm` and `rm_format`; else ValueError saying what to do."""
+    turn = scored_turn(session)
+    if not turn:
+        raise ValueError(waiting(session).strip("*"))
+    if running(request):
+        raise ValueError(BUSY)
+    models(engine, rm=rm)
+    check_rm_format(rm_format)
+    return turn
+
+
+def on_rm(engine: Engine, rm: str, work):
+    """`work()` with reward model `rm` loaded and, in process, its device lock held; None, with a warning saying
+    why, if the model fails."""
+    try:
+        engine.rm(rm)
+        with engine.lock("rm", rm):
+            return work()
+    except PROBLEMS as error:
+        gr.Warning(explain(error))
+        return None
+
+
 def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None = ALL_EDITS,
                      prefix: str | None = None, suffix: str | None = None, find: str | None = None,
                      replace: str | None = None, rm: str | None = None,
@@ -102,14 +126,8 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     (default: its card's). Outputs: the session, the candidates' table, the session's aggregate, and the figures
     as JSON."""
     rm = rm or engine.rm_name
-    turn = scored_turn(session)
     try:
-        if not turn:
-            raise ValueError(waiting(session).strip("*"))
-        if running(request):
-            raise ValueError(BUSY)
-        models(engine, rm=rm)
-        check_rm_format(rm_format)
+        turn = turn_to_probe(engine, session, rm, rm_format, request)
         edits = pick_edits(names, custom_edit(prefix or "", suffix or "", find or "", replace or ""))
         if not edits:
             raise ValueError("Tick at least one edit, or write your own, then run the probes.")
@@ -121,15 +139,12 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
     try:
-        engine.rm(rm)
-        with engine.lock("rm", rm):
-            run = engine.probe(turn["messages"], [turn["candidates"][k] for k in picked], edits, rm, readout,
-                               rm_format)
-    except PROBLEMS as error:
-        gr.Warning(explain(error))
-        return [gr.skip()] * 4
+        run = on_rm(engine, rm, lambda: engine.probe(turn["messages"], [turn["candidates"][k] for k in picked], edits,
+                                                     rm, readout, rm_format))
     finally:
         RUNNING.discard(visitor)
+    if run is None:
+        return [gr.skip()] * 4
     work = copy.deepcopy(session)
     probed = current_turn(work).setdefault("probes", {})
     for k, entry in zip(picked, run["candidates"]):
@@ -175,25 +190,16 @@ def attribute_candidate(engine: Engine, session: dict, number: str | None = None
     left out, scored like `probe_candidates`. Outputs: the session (which keeps it with the turn), the coloured
     reply, the figures as JSON."""
     rm = rm or engine.rm_name
-    turn = scored_turn(session)
     try:
-        if not turn:
-            raise ValueError(waiting(session).strip("*"))
-        if running(request):
-            raise ValueError(BUSY)
-        models(engine, rm=rm)
-        check_rm_format(rm_format)
+        turn = turn_to_probe(engine, session, rm, rm_format, request)
         count = len(turn["candidates"])
         k = insight.ranking(turn["rewards"])[0] if number in (None, "") else candidate_index(number, count)
     except ValueError as error:
         gr.Warning(str(error))
         return [gr.skip()] * 3
-    try:
-        engine.rm(rm)
-        with engine.lock("rm", rm):
-            result = engine.attribute(turn["messages"], turn["candidates"][k], rm, readout, rm_format)
-    except PROBLEMS as error:
-        gr.Warning(explain(error))
+    result = on_rm(engine, rm, lambda: engine.attribute(turn["messages"], turn["candidates"][k], rm, readout,
+                                                        rm_format))
+    if result is None:
         return [gr.skip()] * 3
     work = copy.deepcopy(session)
     current_turn(work)["attribution"] = result = result | {"candidate": k}
