@@ -10,20 +10,39 @@ from scipy import stats
 from .edits import Edit, text_of, units, without
 from .scoring import score
 
-PASS_ROWS = 16  # variants per pass: twice a turn's 8 cards, so that a pass needs about a turn's memory
+# A pass takes up to PASS_ROWS variants (a candidate with the 10 edits: one pass), and fewer when they are long: the
+# conversation is encoded once, so a pass's memory grows with its replies' length, kept within what a turn's 8
+# full-length candidates take when they are scored (8 x 2,048 tokens is at least 32,000 characters).
+PASS_ROWS = 16
+PASS_CHARS = 32_000
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
+def passes(texts: list[str], rows: int = PASS_ROWS, chars: int = PASS_CHARS) -> list[list[str]]:
+    """`texts` in order, split into passes of at most `rows` texts and `chars` characters (one text at least).
+
+    >>> passes(["a" * 5, "b" * 5, "c" * 20, "d"], rows=3, chars=12)
+    [['aaaaa', 'bbbbb'], ['cccccccccccccccccccc'], ['d']]
+    """
+    batches: list[list[str]] = []
+    for text in texts:
+        if batches and len(batches[-1]) < rows and sum(map(len, batches[-1])) + len(text) <= chars:
+            batches[-1].append(text)
+        else:
+            batches.append([text])
+    return batches
+
+
 def variant_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
                     rm_format: str = "rlhf") -> tuple[list[float], str, str | None]:
-    """Rewards of `texts` as replies to `messages`, PASS_ROWS per batched pass; with the read-out used and its note.
+    """Rewards of `texts` as replies to `messages`, in batched `passes`; with the read-out used and its note.
 
-    Each equals `score(rm, messages, [text])` (one pass shares the conversation's encoding, not the numbers).
+    Each equals `score(rm, messages, [text])` (a pass shares the conversation's encoding, not the numbers).
     """
     rewards, readout_used, note = [], readout, None
-    for start in range(0, len(texts), PASS_ROWS):
-        scores = score(rm, messages, texts[start: start + PASS_ROWS], readout, rm_format=rm_format)
+    for batch in passes(texts):
+        scores = score(rm, messages, batch, readout, rm_format=rm_format)
         rewards += scores.rewards
         readout_used, note = scores.readout, scores.note
     return rewards, readout_used, note
