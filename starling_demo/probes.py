@@ -107,23 +107,22 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[
 def aggregate(runs: list[dict]) -> list[dict]:
     """Per edit over every probed candidate of `runs` (`probe` results): the mean change in reward with its
     bootstrap interval, over the candidates the edit changed (`n`), the edit that raises the reward most first.
+    An edit that changed none of them has no row; two own edits ("custom") that differ have a row each.
 
     >>> run = {"candidates": [{"edits": [{"edit": "repeat", "description": "twice", "changed": True, "delta": d}]}
     ...                       for d in (1.0, 3.0)]}
     >>> [(a["edit"], a["mean"], a["n"]) for a in aggregate([run])]
     [('repeat', 2.0, 2)]
     """
-    deltas: dict[str, list[float]] = {}
-    descriptions = {}
+    deltas: dict[tuple[str, str], list[float]] = {}
     for run in runs:
         for candidate in run["candidates"]:
             for edit in candidate["edits"]:
-                descriptions[edit["edit"]] = edit["description"]
-                if edit["changed"]:
-                    deltas.setdefault(edit["edit"], []).append(edit["delta"])
+                if edit["changed"]:  # own edits are told apart by what they do
+                    deltas.setdefault((edit["edit"], edit["description"]), []).append(edit["delta"])
     rows = []
-    for name, values in deltas.items():
+    for (name, description), values in deltas.items():
         mean, low, high = mean_interval(values)
-        rows.append({"edit": name, "description": descriptions[name], "mean": mean, "low": low, "high": high,
+        rows.append({"edit": name, "description": description, "mean": mean, "low": low, "high": high,
                      "n": len(values)})
     return sorted(rows, key=lambda row: -row["mean"])

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import insight
 from ..judging import judged_pairs_jsonl
-from .blind import JUDGE_FIRST, NOT_JUDGED, hidden
+from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, hidden
 from ..limits import ALPHA_RANGE, check_number
 from .render import (comparison_rows, comparison_text, length_bias_text, length_frame,
                      model_inputs_text, plackett_luce_text, reward_read_note,
@@ -37,7 +37,7 @@ def scored_turn(session: dict) -> dict | None:
 
 def waiting(session: dict) -> str:
     """What a panel says while `scored_turn` is None (Markdown)."""
-    return f"*{JUDGE_FIRST}*" if session["turns"] and hidden(session["turns"][-1]) else NOT_SCORED
+    return WAIT_FOR_JUDGING if session["turns"] and hidden(session["turns"][-1]) else NOT_SCORED
 
 
 def waiting_html(session: dict) -> str:

@@ -14,7 +14,8 @@ SECRET = ("rewards", "rewards2", "traces", "chosen", "picked_by", "probes", "att
 JUDGE_FIRST = ("Judge first: rank the candidates (click them in “Your ranking”, best first) or pick the best with "
                "“Use this reply”; then the reward model's ranking is revealed beside yours.")
 TALLY_HEADERS = ["turn", "your ranking", "RM ranking", "same best", "pairs agreed", "Kendall τ"]
-NOT_JUDGED = "*No turn judged yet: tick “Judge first” above the candidates, send a message, and rank its replies.*"
+NOT_JUDGED = "*No turn judged yet: tick “Judge first” beside the status line, send a message, and rank its replies.*"
+WAIT_FOR_JUDGING = "*Judge first: this panel fills in once you have ranked the candidates or picked the best.*"
 
 
 def hidden(turn: dict | None) -> bool:
@@ -80,7 +81,7 @@ def human_rank_cell(turn: dict, i: int) -> str:
 
 def hidden_ranking_html(turn: dict) -> str:
     n = len(turn["candidates"])
-    return (f"<p class='muted rank-empty'>🙈 Scored {n} candidates; their rewards stay hidden until you judge. "
+    return (f"<p class='muted rank-empty'>Scored {n} candidates; their rewards stay hidden until you judge. "
             f"{html.escape(JUDGE_FIRST)}</p>")
 
 
@@ -94,7 +95,8 @@ def judging_json(session: dict) -> dict:
 
 
 def judge_panel(session: dict) -> list:
-    """The ranking box (its choices the hidden turn's candidates, emptied) and the session's tally."""
+    """The ranking row, shown while the turn waits to be judged, its box (choices: the candidates; emptied), and
+    the session's tally."""
     turn = session["turns"][-1] if session["turns"] else None
     choices = [str(i + 1) for i in range(len(turn["candidates"]))] if hidden(turn) else []
-    return [gr.update(choices=choices, value=[]), *tally_view(session)]
+    return [gr.update(visible=hidden(turn)), gr.update(choices=choices, value=[]), *tally_view(session)]

@@ -46,7 +46,7 @@ def card_badge(turn: dict, i: int) -> str:
     if rewards and turn.get("chosen") == i:
         marks.append("<span class='chosen-mark' title='the conversation continues with this reply'>✔ chosen</span>")
     if turn.get("hidden"):
-        marks.append("<span class='hidden-mark'>🙈 reward hidden until you judge</span>")
+        marks.append("<span class='hidden-mark'>reward hidden until you judge</span>")
     elif turn.get("human") and i in turn["human"]:
         marks.append(f"your rank {turn['human'].index(i) + 1}")
     if wrote in ORIGINS:

@@ -106,8 +106,7 @@ def candidates_section() -> SimpleNamespace:
     """The decision: status, the ranked rewards, the cards two by two, and a reply of your own."""
     with gr.Row(equal_height=True, elem_id="status-row"):
         status = gr.Markdown("Send a message to generate candidates.", elem_id="status")
-        blind = gr.Checkbox(False, label="🙈 Judge first", elem_id="blind", container=False, scale=0, min_width=130,
-                            info=None)
+        blind = gr.Checkbox(False, label="Judge first", elem_id="blind", container=False, scale=0, min_width=120)
     ranking = gr.HTML(ranking_html(None), elem_id="ranking", js_on_load=None)
     cards = []
     with gr.Row(elem_classes="cards"):

@@ -74,7 +74,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         p = panel.probes
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
-                         panel.rm_input, decision.judge_order, panel.tally_text, panel.tally_table, p.pick, p.view,
+                         panel.rm_input, decision.judge_row, decision.judge_order, panel.tally_text, panel.tally_table, p.pick, p.view,
                          p.summary, panel.attribution]
         scoring = [s.rm, s.readout, s.rm2]
 
@@ -141,8 +141,6 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                                              (decision.judge_order, decision.reveal, "undocumented")):
             then_panels(trigger.click(judge, [session, ranking, *card_texts], turn_outputs, api_visibility=visibility,
                                       api_name="judge" if visibility == "public" else None))
-        blind.change(lambda on: gr.update(visible=on), [blind], [decision.judge_row], api_visibility="private",
-                     show_progress="hidden", queue=False)
         api.judging.click(judging_json, [session], [judging_figures], api_name="judging")
         panel.judged_button.click(export_judged, [session], [panel.export], api_name="export_judged")
         probe_inputs = [p.edits, p.prefix, p.suffix, p.find, p.replace, s.rm, s.readout, s.rm_format]

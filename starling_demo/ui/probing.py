@@ -13,7 +13,8 @@ from ..edits import EDITS, custom_edit, pick_edits
 from ..engine import Engine
 from ..probes import aggregate
 from ..templates import check_rm_format
-from .analysis import scored_turn, waiting
+from .analysis import scored_turn
+from .blind import JUDGE_FIRST, hidden
 from .colour import value_colour
 from .inputs import models
 from .models import PROBLEMS, explain
@@ -89,7 +90,8 @@ def session_aggregate(session: dict) -> tuple[list[dict], str]:
     same = [e for e in entries if (e["rm"], e["readout"], e["rm_format"]) ==
             (latest["rm"], latest["readout"], latest["rm_format"])]
     label = (f"Over {len(same)} probed candidate{'s' * (len(same) != 1)} of this session, scored by {latest['rm']} "
-             f"({latest['readout']} read-out, {latest['rm_format']} text); an interval needs 2 or more.")
+             f"({latest['readout']} read-out, {latest['rm_format']} text); an interval needs 2 or more; an edit that "
+             "changed none of them is not listed.")
     return aggregate([{"candidates": same}]), label
 
 
@@ -97,7 +99,8 @@ def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, reques
     """The current turn, if it may be probed now with `rm` and `rm_format`; else ValueError saying what to do."""
     turn = scored_turn(session)
     if not turn:
-        raise ValueError(waiting(session).strip("*"))
+        raise ValueError(JUDGE_FIRST if session["turns"] and hidden(session["turns"][-1]) else
+                         "Nothing to probe yet: send a message and let its candidates be scored first.")
     if running(request):
         raise ValueError(BUSY)
     models(engine, rm=rm)

@@ -78,7 +78,8 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
 
 def scored_status(turn: dict) -> str:
     if hidden(turn):
-        return f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}**; rewards hidden. {JUDGE_FIRST}"
+        return (f"Scored {len(turn['candidates'])} candidates with **{turn['rm']}**; rewards hidden until you judge "
+                "(rank them below).")
     best = insight.ranking(turn["rewards"])[0]
     text = "RewardBench's text, " if turn.get("rm_format") == "rewardbench" else ""
     note = f" · {turn['readout_note']}" if turn.get("readout_note") else ""
