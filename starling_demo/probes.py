@@ -34,40 +34,35 @@ def passes(texts: list[str], rows: int = PASS_ROWS, chars: int = PASS_CHARS) -> 
     return batches
 
 
-def variant_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
-                    rm_format: str = "rlhf") -> tuple[list[float], str, str | None]:
-    """Rewards of `texts` as replies to `messages`, in batched `passes`; with the read-out used and its note.
+def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
+                 rm_format: str = "rlhf") -> tuple[dict[str, float], str, str | None]:
+    """The reward of each distinct text of `texts` as a reply to `messages`, with the read-out used and its note.
 
-    Each equals `score(rm, messages, [text])` (a pass shares the conversation's encoding, not the numbers).
+    The texts go shortest first into `passes`, so that a pass pads its rows little (a repeated reply is twice as
+    long as the others: in candidate order, half of a pass was padding). Each reward equals
+    `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
     """
-    rewards, readout_used, note = [], readout, None
-    for batch in passes(texts):
+    reward_of, readout_used, note = {}, readout, None
+    for batch in passes(sorted(dict.fromkeys(texts), key=len)):
         scores = score(rm, messages, batch, readout, rm_format=rm_format)
-        rewards += scores.rewards
+        reward_of.update(zip(batch, scores.rewards))
         readout_used, note = scores.readout, scores.note
-    return rewards, readout_used, note
+    return reward_of, readout_used, note
 
 
 def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], readout: str | None = None,
           rm_format: str = "rlhf") -> dict:
     """Each candidate as written and under each edit, scored together: per candidate its reward and, per edit,
-    the variant's reward and `delta` (variant minus candidate). An edit that leaves a candidate as it was is not
-    scored (`changed` False, delta 0).
+    the variant's reward and `delta` (variant minus candidate). A text is scored once however many edits give it,
+    and an edit that leaves a candidate as it was is `changed` False, delta 0.
     """
     variants = [[edit.apply(text) for edit in edits] for text in candidates]
-    texts = [row for text, edited in zip(candidates, variants) for row in
-             [text, *dict.fromkeys(v for v in edited if v != text)]]
-    rewards, readout, note = variant_rewards(rm, messages, texts, readout, rm_format)
-    results, at = [], 0
-    for k, (text, edited) in enumerate(zip(candidates, variants)):
-        distinct = [text, *dict.fromkeys(v for v in edited if v != text)]
-        reward_of = dict(zip(distinct, rewards[at: at + len(distinct)]))
-        at += len(distinct)
-        base = reward_of[text]
-        results.append({"candidate": k, "reward": base, "edits": [
-            {"edit": edit.name, "description": edit.description, "text": variant, "changed": variant != text,
-             "reward": reward_of[variant], "delta": reward_of[variant] - base}
-            for edit, variant in zip(edits, edited)]})
+    reward_of, readout, note = text_rewards(rm, messages, [*candidates, *(v for row in variants for v in row)],
+                                            readout, rm_format)
+    results = [{"candidate": k, "reward": reward_of[text], "edits": [
+        {"edit": edit.name, "description": edit.description, "text": variant, "changed": variant != text,
+         "reward": reward_of[variant], "delta": reward_of[variant] - reward_of[text]}
+        for edit, variant in zip(edits, edited)]} for k, (text, edited) in enumerate(zip(candidates, variants))]
     return {"readout": readout, "readout_note": note, "rm_format": rm_format, "candidates": results}
 
 
@@ -78,12 +73,12 @@ def attribute(rm, messages: list[dict], candidate: str, readout: str | None = No
     A positive drop is reward the unit earns: without it the reply scores lower.
     """
     parts = units(candidate)
-    rewards, readout, note = variant_rewards(rm, messages, [candidate, *(without(candidate, u) for u in parts)],
-                                             readout, rm_format)
-    base = rewards[0]
+    leaving = [without(candidate, u) for u in parts]
+    reward_of, readout, note = text_rewards(rm, messages, [candidate, *leaving], readout, rm_format)
+    base = reward_of[candidate]
     return {"reward": base, "readout": readout, "readout_note": note, "rm_format": rm_format, "units": [
-        {"start": u.start, "end": u.end, "kind": u.kind, "text": text_of(candidate, u), "reward_without": r,
-         "drop": base - r} for u, r in zip(parts, rewards[1:])]}
+        {"start": u.start, "end": u.end, "kind": u.kind, "text": text_of(candidate, u), "reward_without": reward_of[t],
+         "drop": base - reward_of[t]} for u, t in zip(parts, leaving)]}
 
 
 def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:

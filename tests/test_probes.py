@@ -54,14 +54,15 @@ def test_probes_go_in_a_few_passes_not_one_call_per_variant(monkeypatch):
     engine = Engine("tiny", "tiny", "fp32", "cpu")
     passes = []
     score = probes.score
+    lengths = []
     monkeypatch.setattr(probes, "score", lambda rm, messages, texts, *a, **k: passes.append(len(texts)) or
-                        score(rm, messages, texts, *a, **k))
+                        lengths.extend(map(len, texts)) or score(rm, messages, texts, *a, **k))
     candidates = [f"Reply number {k}. It has two sentences." for k in range(8)]
     run = engine.probe(MESSAGES, candidates, list(EDITS.values()))
-    # Each distinct text once: in a one-line reply, some edits give the same text, and some change nothing.
-    scored = sum(1 + len({e["text"] for e in c["edits"] if e["changed"]}) for c in run["candidates"])
+    # Each distinct text once: some edits give the same text (a refusal is one text for all), some change nothing.
+    scored = len({*candidates, *(e["text"] for c in run["candidates"] for e in c["edits"])})
     assert sum(passes) == scored and len(passes) == -(-scored // probes.PASS_ROWS) and max(passes) <= 16
-    assert scored < 8 * 11
+    assert scored < 8 * 11 and lengths == sorted(lengths)  # shortest first: passes of similar lengths
 
 
 def test_attribution_leaves_each_unit_out(rm):
