@@ -207,3 +207,18 @@ def test_generation_on_vllm_with_the_rm_card_read_out_in_process(served, local):
     assert not mixed.lm().in_process and mixed.rm().in_process and mixed.lock("rm") is mixed.device_lock
     assert scores.readout == "card" and scores.note is None
     assert scores.rewards == local.score(CONVERSATIONS["single"], final.texts).rewards
+
+
+def test_probes_and_attribution_on_vllm_equal_those_in_process(local, remote):
+    from starling_demo.edits import EDITS
+
+    messages = CONVERSATIONS[next(iter(CONVERSATIONS))]
+    reply = "Starlings mimic sounds. They also flock.\n\n- In autumn.\n- At dusk."
+    there = remote.probe(messages, [reply], list(EDITS.values()))
+    here = local.probe(messages, [reply], list(EDITS.values()), readout="last-token")
+    assert there["readout"] == "last-token" and "index 2047" in there["readout_note"]
+    assert [e["reward"] for e in there["candidates"][0]["edits"]] == pytest.approx(
+        [e["reward"] for e in here["candidates"][0]["edits"]], abs=1e-4)
+    units = remote.attribute(messages, reply)["units"]
+    assert [u["reward_without"] for u in units] == pytest.approx(
+        [u["reward_without"] for u in local.attribute(messages, reply, readout="last-token")["units"]], abs=1e-4)
