@@ -153,12 +153,21 @@ def test_probes_of_one_candidate_then_all_with_an_own_edit(page):
     page.screenshot(path=str(SHOTS / "probes-2-all.png"), full_page=True)
 
 
-def test_leaving_each_sentence_out_colours_the_best_reply(page):
+REPLY = "Starlings flock at dusk. Each one follows seven neighbours.\n\n- They turn together.\n- They dodge falcons."
+
+
+def test_leaving_each_sentence_out_colours_each_unit(page):
     send(page, "Explain the murmuration.")
+    page.fill("#card-1 textarea", REPLY)  # an edited card, scored: two sentences and two list items
+    page.click("#score")
+    expect(page.locator("#badge-1")).to_contain_text("edited by you", timeout=WAIT)
     tab(page, "Reward trace")
+    page.locator("#trace-pick").get_by_text("1", exact=True).click()
     page.click("#attribute")
     units = page.locator("#attribution .attribution span.unit")
-    expect(units.first).to_be_visible(timeout=WAIT)
+    expect(units).to_have_count(4, timeout=WAIT)
+    expect(units.nth(2)).to_have_text("- They turn together.\n")
+    expect(units.nth(2)).to_have_class(re.compile(r"\bitem\b"))
     for unit in units.all():
         expect(unit).to_have_attribute("title", re.compile(r"^without it: reward -?\d+\.\d{3} \(drop [+-]\d"))
     page.locator("#attribution").screenshot(path=str(SHOTS / "attribution.png"))

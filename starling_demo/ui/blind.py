@@ -66,7 +66,8 @@ def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
         return NOT_JUDGED, frame
     facts = tally([turn["judgement"] for _, turn in turns])
     tau = ("undefined: no turn was ranked completely" if facts["kendall_tau"] is None else
-           f"**{facts['kendall_tau']:.3f}** (mean over {facts['tau_turns']} fully ranked turns)")
+           f"**{facts['kendall_tau']:.3f}** (mean over {facts['tau_turns']} fully ranked "
+           f"turn{'s' * (facts['tau_turns'] != 1)})")
     pairwise = "no pairs" if facts["pairwise"] is None else f"**{facts['pairwise']:.0%}** of {facts['pairs']} pairs"
     text = (f"Over **{facts['turns']}** judged turn{'s' * (facts['turns'] != 1)}: the RM picks your best in "
             f"**{facts['top1']:.0%}**; it orders {pairwise} as you did; Kendall τ {tau}.")

@@ -155,7 +155,7 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
         with gr.Tab("Probes", elem_id="tab-probes"):
             probes = probes_tab()
         with gr.Tab("Blind judging", elem_id="tab-judging"):
-            gr.Markdown("Tick **Judge first** above the candidates: each turn's rewards stay hidden until you rank its "
+            gr.Markdown("Tick **Judge first** beside the status line: each turn's rewards stay hidden until you rank its "
                         "candidates (or pick the best); then the RM's ranking is revealed beside yours. Pairs count "
                         "each candidate you ranked above another or above one you left unranked; Kendall τ needs a "
                         "complete ranking.")
