@@ -105,6 +105,8 @@ def test_the_ranking_belongs_to_the_turn_on_screen(browser, app_url):
                 {subtree: true, childList: true, characterData: true, attributes: true}); }""")
     page.click("#send")
     page.fill("#msg textarea", "Typed while it runs.")  # kept: the box is emptied once, when the turn starts
+    # The status still says the first turn's "Scored 4 candidates" until the second's first frame arrives.
+    page.wait_for_function("window.seen.some(entry => entry.status.includes('Generating'))", timeout=WAIT)
     expect(page.locator("#status")).to_contain_text("Scored 4 candidates", timeout=WAIT)
     seen = page.evaluate("window.seen")
     running = [entry for entry in seen if "Generating" in entry["status"]]
