@@ -156,9 +156,7 @@ def run(args: argparse.Namespace, out) -> None:
         return
     records = read_jsonl(args.file, need_candidates=args.command in ("score", "probe", "judge"))
     if args.command == "probe":
-        edits = pick_edits(args.edits and args.edits.split(","),
-                           custom_edit(args.prefix, args.suffix, args.find, args.replace))
-        return probe_lines(engine, args, records, edits, out)
+        return probe_lines(engine, args, records, probe_edits(args), out)
     if args.command == "judge":
         return judge_lines(engine, args, records, out)
     prompts = []
@@ -193,6 +191,12 @@ def run(args: argparse.Namespace, out) -> None:
         print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
 
 
+def probe_edits(args: argparse.Namespace) -> list:
+    """The edits `probe` runs: --edits (default all) and the own edit of --prefix/--suffix/--find/--replace."""
+    return pick_edits(args.edits and args.edits.split(","), custom_edit(args.prefix, args.suffix, args.find,
+                                                                        args.replace))
+
+
 def probe_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[int, dict]], edits: list,
                 out) -> None:
     """A line per record: each candidate's reward under each edit (and, with --attribution, with each unit left
@@ -214,37 +218,42 @@ def probe_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[in
                       "candidates": sum(len(run_["candidates"]) for run_ in runs)}, ensure_ascii=False), file=out)
 
 
-def judge_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[int, dict]], out, answers=None,
-                say=None) -> None:
+def ask_ranking(count: int) -> list[int] | str | None:
+    """The person's ranking of `count` candidates, read from stdin and asked again after a mistake: 0-based,
+    best first; "s" to skip the line; None to stop (q, or the end of the input)."""
+    while True:
+        print("Your ranking, best first (e.g. 2 1 3; one number: the best only; s skips, q stops): ", end="",
+              file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer or answer.strip() == "q":
+            return None
+        if answer.strip() == "s":
+            return "s"
+        try:
+            return parse_ranking(answer, count)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+
+
+def judge_lines(engine: Engine, args: argparse.Namespace, records: list[tuple[int, dict]], out) -> None:
     """Blind judging in a terminal: each record's candidates are shown (on stderr) without rewards, the person's
     ranking is read from stdin, and only then are they scored. A line per judged record, then the tally."""
-    answers, say = answers or sys.stdin, say or sys.stderr
     judgements = []
     for number, record in records:
         candidates = record["candidates"]
-        print(f"\n── line {number}: {record['messages'][-1]['content']}", file=say)
+        print(f"\n── line {number}: {record['messages'][-1]['content']}", file=sys.stderr)
         for k, text in enumerate(candidates, 1):
-            print(f"[{k}] {text}", file=say)
-        while True:
-            print("Your ranking, best first (e.g. 2 1 3; one number: the best only; s skips, q stops): ", end="",
-                  file=say, flush=True)
-            answer = answers.readline()
-            if not answer or answer.strip() in ("q", "s"):
-                break
-            try:
-                order = parse_ranking(answer, len(candidates))
-                break
-            except ValueError as error:
-                print(error, file=say)
-        if not answer or answer.strip() == "q":
+            print(f"[{k}] {text}", file=sys.stderr)
+        order = ask_ranking(len(candidates))
+        if order is None:
             break
-        if answer.strip() == "s":
+        if order == "s":
             continue
         rewards = engine.score(record["messages"], candidates, readout=args.readout, rm_format=args.rm_format).rewards
         judgement = agreement(order, rewards)
         judgements.append(judgement)
         print("The reward model ranks: " + " > ".join(f"{i + 1} ({rewards[i]:.3f})" for i in ranking(rewards)) +
-              f" · same best: {'yes' if judgement['top1'] else 'no'}", file=say)
+              f" · same best: {'yes' if judgement['top1'] else 'no'}", file=sys.stderr)
         print(json.dumps(record | {"human_ranking": order, "rewards": rewards, "ranking": ranking(rewards),
                                    "agreement": judgement}, ensure_ascii=False), file=out, flush=True)
     print(json.dumps({"tally": tally(judgements)}), file=out, flush=True)
@@ -257,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "probe":
         try:  # the flags' problems, before any model work
-            pick_edits(args.edits and args.edits.split(","), custom_edit(args.prefix, args.suffix, args.find,
-                                                                         args.replace))
+            probe_edits(args)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

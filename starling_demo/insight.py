@@ -35,6 +35,15 @@ def ranking(rewards: list[float]) -> list[int]:
     return sorted(range(len(rewards)), key=lambda i: -rewards[i])
 
 
+def human_rank(order: list[int] | None, i: int) -> int | None:
+    """Candidate i's 1-based place in a person's ranking `order` (0-based, best first), or None if unranked.
+
+    >>> human_rank([2, 0], 0), human_rank([2, 0], 1)
+    (2, None)
+    """
+    return order.index(i) + 1 if order and i in order else None
+
+
 def plackett_luce_probability(rewards: list[float], order: list[int] | None = None) -> float:
     """Probability of `order` (best first) under Plackett-Luce with scores exp(r).
 
@@ -233,11 +242,11 @@ def nectar_jsonl(turns: list[dict]) -> str:
     for turn in turns:
         rewards, candidates = turn["rewards"], turn["candidates"]
         ranks = shared_ranks(candidates, rewards)
-        human = turn.get("human") or []
+        human = turn.get("human")
         answers = [
             {"answer": text, "rank": ranks[i], "reward": rewards[i],
              "length": turn["lengths"][i], "chosen": i == turn.get("chosen")}
-            | ({"human_rank": human.index(i) + 1 if i in human else None} if human else {})
+            | ({"human_rank": human_rank(human, i)} if human else {})
             for i, text in enumerate(candidates)
         ]
         settings = dict(turn.get("settings") or {})

@@ -13,11 +13,12 @@ import pandas as pd
 
 from .. import insight
 from ..judging import judged_pairs_jsonl
-from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, hidden
 from ..limits import ALPHA_RANGE, check_number
+from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, hidden
 from .render import (comparison_rows, comparison_text, length_bias_text, length_frame,
                      model_inputs_text, plackett_luce_text, reward_read_note,
                      trace_frame, trace_html, win_matrix_html)
+from .view import current_turn
 
 COMPARE_HEADERS = ["candidate", "reward (main RM)", "rank (main)", "reward (second RM)", "rank (second)"]
 NOT_SCORED = "*Send a message: this panel fills in once the candidates are scored.*"
@@ -31,13 +32,13 @@ NO_TRACE_HTML = ("<p class='muted'>This reward model's server gives no per-token
 
 def scored_turn(session: dict) -> dict | None:
     """The latest turn if its rewards may be shown: scored, and judged if it was scored blind."""
-    turn = session["turns"][-1] if session["turns"] else None
+    turn = current_turn(session)
     return turn if turn and turn.get("rewards") and not hidden(turn) else None
 
 
 def waiting(session: dict) -> str:
     """What a panel says while `scored_turn` is None (Markdown)."""
-    return WAIT_FOR_JUDGING if session["turns"] and hidden(session["turns"][-1]) else NOT_SCORED
+    return WAIT_FOR_JUDGING if hidden(current_turn(session)) else NOT_SCORED
 
 
 def waiting_html(session: dict) -> str:
@@ -103,9 +104,8 @@ def insight_json(session: dict, alpha: float):
         gr.Warning(str(error))
         return gr.skip()
     if not turn:
-        blind = session["turns"] and hidden(session["turns"][-1])
-        gr.Warning(JUDGE_FIRST if blind else "Nothing to explain yet: send a message and let its candidates be "
-                                             "scored first.")
+        gr.Warning(JUDGE_FIRST if hidden(current_turn(session)) else "Nothing to explain yet: send a message and "
+                                                                      "let its candidates be scored first.")
         return gr.skip()
     return insight.turn_insight(turn, alpha)
 

@@ -14,7 +14,8 @@ SECRET = ("rewards", "rewards2", "traces", "chosen", "picked_by", "probes", "att
 JUDGE_FIRST = ("Judge first: rank the candidates (click them in “Your ranking”, best first) or pick the best with "
                "“Use this reply”; then the reward model's ranking is revealed beside yours.")
 TALLY_HEADERS = ["turn", "your ranking", "RM ranking", "same best", "pairs agreed", "Kendall τ"]
-NOT_JUDGED = "*No turn judged yet: tick “Judge first” beside the status line, send a message, and rank its replies.*"
+NOT_JUDGED = ("*No turn judged yet: tick “Judge first” beside the status line, send a message, and rank its "
+              "replies.*")
 WAIT_FOR_JUDGING = "*Judge first: this panel fills in once you have ranked the candidates or picked the best.*"
 
 
@@ -54,17 +55,17 @@ def numbers(order: list[int]) -> str:
 
 
 def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
-    """The session's agreement between the person and the RM (`judging.tally`), and a row per judged turn."""
-    turns = [(k, turn) for k, turn in enumerate(session["turns"], 1) if turn.get("judgement")]
-    rows = [[k, numbers(turn["human"]), numbers(insight.ranking(turn["rewards"])),
+    """The session's agreement between the person and the RM (`judging_json`), and a row per judged turn."""
+    judged = judging_json(session)
+    rows = [[turn["turn"], numbers(turn["human"]), numbers(turn["ranking"]),
              "yes" if turn["judgement"]["top1"] else "no",
              f"{turn['judgement']['agreed_pairs']}/{turn['judgement']['pairs']}",
              "—" if turn["judgement"]["kendall_tau"] is None else round(turn["judgement"]["kendall_tau"], 3)]
-            for k, turn in turns]
+            for turn in judged["turns"]]
     frame = pd.DataFrame(rows, columns=TALLY_HEADERS)
-    if not turns:
+    if not rows:
         return NOT_JUDGED, frame
-    facts = tally([turn["judgement"] for _, turn in turns])
+    facts = judged["tally"]
     tau = ("undefined: no turn was ranked completely" if facts["kendall_tau"] is None else
            f"**{facts['kendall_tau']:.3f}** (mean over {facts['tau_turns']} fully ranked "
            f"turn{'s' * (facts['tau_turns'] != 1)})")
@@ -72,12 +73,6 @@ def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
     text = (f"Over **{facts['turns']}** judged turn{'s' * (facts['turns'] != 1)}: the RM picks your best in "
             f"**{facts['top1']:.0%}**; it orders {pairwise} as you did; Kendall τ {tau}.")
     return text, frame
-
-
-def human_rank_cell(turn: dict, i: int) -> str:
-    """The person's rank of candidate i for the ranking table: its place in their order, or "—" if unranked."""
-    order = turn.get("human") or []
-    return str(order.index(i) + 1) if i in order else "—"
 
 
 def hidden_ranking_html(turn: dict) -> str:

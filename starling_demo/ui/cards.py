@@ -47,8 +47,8 @@ def card_badge(turn: dict, i: int) -> str:
         marks.append("<span class='chosen-mark' title='the conversation continues with this reply'>✔ chosen</span>")
     if turn.get("hidden"):
         marks.append("<span class='hidden-mark'>reward hidden until you judge</span>")
-    elif turn.get("human") and i in turn["human"]:
-        marks.append(f"your rank {turn['human'].index(i) + 1}")
+    elif insight.human_rank(turn.get("human"), i):
+        marks.append(f"your rank {insight.human_rank(turn['human'], i)}")
     if wrote in ORIGINS:
         marks.append(f"<span class='origin-mark'>{ORIGINS[wrote]}</span>")
     elif rewards and state in CUT:  # only the LM's own, unedited reply was cut

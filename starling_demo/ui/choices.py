@@ -7,10 +7,9 @@ import copy
 import gradio as gr
 
 from ..judging import parse_ranking
-from ..limits import check_number
 from .blind import hidden, judge_turn, judged_status
 from .cards import unscored_edit
-from .inputs import named_cards
+from .inputs import candidate_index, named_cards
 from .view import BUSY, current_turn, new_session, running, unchanged, view
 
 
@@ -25,11 +24,10 @@ def use_candidate(session: dict, number: float, request: gr.Request = None, *car
     edit = unscored_edit(turn, cards, "pick")
     if edit:
         return unchanged(edit)
-    count = len(turn["candidates"])
     try:
-        k = check_number("The candidate number", number, 1, count, whole=True) - 1
-    except ValueError:
-        return unchanged(f"There is no candidate {number}: pick one of 1 to {count}.")
+        k = candidate_index(number, len(turn["candidates"]))
+    except ValueError as error:
+        return unchanged(str(error))
     work = copy.deepcopy(session)
     if hidden(turn):  # picking the best is the person's verdict
         judge_turn(current_turn(work), [k])

@@ -37,6 +37,18 @@ def models(engine: Engine, lm: str | None = None, rm: str | None = None, rm2: st
             engine.preset(kind, name)
 
 
+def candidate_index(number, count: int) -> int:
+    """0-based index of candidate `number` (1-based, as on the cards, a number or its text) of `count`.
+
+    >>> candidate_index("2", 4)
+    1
+    """
+    try:
+        return check_number("The candidate number", number, 1, count, whole=True) - 1
+    except ValueError:
+        raise ValueError(f"There is no candidate {number}: pick one of 1 to {count}.") from None
+
+
 def seed_number(seed) -> int | None:
     """The seed as an int, or None (blank: a fresh random seed)."""
     text = str(seed if seed is not None else "").strip()

@@ -155,10 +155,10 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
         with gr.Tab("Probes", elem_id="tab-probes"):
             probes = probes_tab()
         with gr.Tab("Blind judging", elem_id="tab-judging"):
-            gr.Markdown("Tick **Judge first** beside the status line: each turn's rewards stay hidden until you rank its "
-                        "candidates (or pick the best); then the RM's ranking is revealed beside yours. Pairs count "
-                        "each candidate you ranked above another or above one you left unranked; Kendall τ needs a "
-                        "complete ranking.")
+            gr.Markdown("Tick **Judge first** beside the status line: each turn's rewards stay hidden until you rank "
+                        "its candidates (or pick the best); then the RM's ranking is revealed beside yours. Pairs "
+                        "count each candidate you ranked above another or above one you left unranked; Kendall τ "
+                        "needs a complete ranking.")
             tally_text = gr.Markdown(NOT_JUDGED, elem_id="tally")
             tally_table = gr.Dataframe(headers=TALLY_HEADERS, interactive=False, elem_id="tally-table")
             judged_button = gr.Button("Export your judgements (chosen/rejected by you, with the RM's rewards)",

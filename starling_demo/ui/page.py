@@ -11,15 +11,15 @@ from ..engine import Engine
 from . import layout
 from .analysis import bias_panel, export_judged, export_nectar, export_pairs, insight_json, panels, trace_panel
 from .blind import judge_panel, judging_json
+from .blind import shown as shown_turn
+from .choices import clear, judge, undo, use_candidate
 from .evaluation import evaluate_file
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
-from .server import limit_jobs_per_visitor, server_kwargs
 from .render import ranking_html
-from .choices import clear, judge, undo, use_candidate
+from .server import limit_jobs_per_visitor, server_kwargs
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
 from .view import actions, current_turn, new_session
-from .blind import shown as shown_turn
 
 CSS_PATH = Path(__file__).resolve().parents[2] / "assets" / "style.css"
 
@@ -74,8 +74,8 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         p = panel.probes
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
-                         panel.rm_input, decision.judge_row, decision.judge_order, panel.tally_text, panel.tally_table, p.pick, p.view,
-                         p.summary, panel.attribution]
+                         panel.rm_input, decision.judge_row, decision.judge_order, panel.tally_text, panel.tally_table,
+                         p.pick, p.view, p.summary, panel.attribution]
         scoring = [s.rm, s.readout, s.rm2]
 
         def bind(handler):

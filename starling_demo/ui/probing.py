@@ -16,7 +16,7 @@ from ..templates import check_rm_format
 from .analysis import scored_turn
 from .blind import JUDGE_FIRST, hidden
 from .colour import value_colour
-from .inputs import models
+from .inputs import candidate_index, models
 from .models import PROBLEMS, explain
 from .view import BUSY, RUNNING, current_turn, running
 
@@ -74,7 +74,8 @@ def aggregate_html(rows: list[dict], label: str) -> str:
     body = "".join(
         f"<tr><th>{html.escape(row['edit'])}</th><td class='what'>{html.escape(row['description'])}</td>"
         f"{delta_cell(row['mean'], scale)}<td>"
-        + ("—" if row["low"] is None else f"[{row['low']:+.3f}, {row['high']:+.3f}]") + f"</td><td>{row['n']}</td></tr>"
+        + ("—" if row["low"] is None else f"[{row['low']:+.3f}, {row['high']:+.3f}]")
+        + f"</td><td>{row['n']}</td></tr>"
         for row in rows)
     return (f"<table class='probes aggregate'><caption>{html.escape(label)}</caption><tr><th>edit</th>"
             f"<th>what it does</th><th>mean Δ</th><th>95% interval</th><th>candidates</th></tr>{body}</table>")
@@ -99,7 +100,7 @@ def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, reques
     """The current turn, if it may be probed now with `rm` and `rm_format`; else ValueError saying what to do."""
     turn = scored_turn(session)
     if not turn:
-        raise ValueError(JUDGE_FIRST if session["turns"] and hidden(session["turns"][-1]) else
+        raise ValueError(JUDGE_FIRST if hidden(current_turn(session)) else
                          "Nothing to probe yet: send a message and let its candidates be scored first.")
     if running(request):
         raise ValueError(BUSY)
@@ -157,14 +158,6 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     figures = {"readout": run["readout"], "readout_note": run["readout_note"], "rm": rm, "rm_format": rm_format,
                "candidates": run["candidates"], "aggregate": rows}
     return [work, probe_html(run["candidates"]), aggregate_html(rows, label), figures]
-
-
-def candidate_index(number, count: int) -> int:
-    """0-based index of candidate `number` (1-based, as on the cards); ValueError naming the valid ones."""
-    text = str(number if number is not None else "").strip()
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= count):
-        raise ValueError(f"There is no candidate {text or '(none)'}: pick one of 1 to {count}.")
-    return int(text) - 1
 
 
 def attribution_html(candidate: str, result: dict) -> str:

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from .. import insight
-from .blind import hidden_ranking_html, human_rank_cell
+from .blind import hidden_ranking_html
 from .colour import readable_text, value_colour, win_colour
 
 REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
@@ -90,7 +90,7 @@ def rank_row(turn: dict, rank: int, i: int, width: float) -> str:
     cells = [str(rank), label, f"<div class='bar'><span style='width:{width:.1f}%'></span></div>",
              f"{rewards[i]:.3f}", gap, str(int(turn["lengths"][i]))]
     if turn.get("human"):
-        cells.append(human_rank_cell(turn, i))
+        cells.append(str(insight.human_rank(turn["human"], i) or "—"))
     return (f"<tr class='rank-row{' chosen' if chosen else ''}' data-candidate='{i + 1}' "
             f"data-reward='{rewards[i]:.4f}'>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
 
