@@ -16,7 +16,7 @@ from .detokenize import TextStream
 from .device_lock import DeviceLock
 from .generation import EOT_ID, Candidates, fit_prompt
 from .limits import max_new_tokens_for
-from .loading import load_lm, load_rm, release_freed_memory
+from .loading import load_lm, load_rm, lm_tokenizer, release_freed_memory, rm_tokenizer
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
 from .templates import Encoded
@@ -74,6 +74,7 @@ class Engine:
     lm_url: str | None = None
     rm_url: str | None = None
     _models: dict = field(default_factory=dict, repr=False)
+    _tokenizers: dict = field(default_factory=dict, repr=False)
     _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
     device_lock: DeviceLock = field(default_factory=DeviceLock, repr=False)
 
@@ -151,6 +152,16 @@ class Engine:
                     release_freed_memory()
             return self._models[(kind, name)]
 
+    def tokenizer(self, kind: str, name: str | None = None):
+        """The tokenizer of model `name` of `kind` (default: the launched one): the loaded model's, or for a model
+        not loaded (or unloaded since it scored a turn) its tokenizer alone, kept."""
+        preset = self.preset(kind, name or (self.lm_name if kind == "lm" else self.rm_name))
+        key = (kind, preset.name)
+        if key not in self._tokenizers:
+            loaded = self._models.get(key)
+            self._tokenizers[key] = loaded.tokenizer if loaded else (lm_tokenizer if kind == "lm" else rm_tokenizer)(preset)
+        return self._tokenizers[key]
+
     def context(self, lm: str | None = None) -> int:
         """Positions of the LM's context: from its config once loaded, else from its preset."""
         name = lm or self.lm_name
@@ -192,9 +203,10 @@ class Engine:
                 yield Generation(texts, [len(ids) for ids in state.ids], state.finished, prompt, seed, warning)
 
     def score(self, messages: list[dict], candidates: list[str], rm: str | None = None,
-              readout: str | None = None, rm_format: str = "rlhf") -> Scores:
-        """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass."""
-        return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format)
+              readout: str | None = None, rm_format: str = "rlhf", traces: bool = False) -> Scores:
+        """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass; with `traces`
+        the value at every reply token too."""
+        return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format, traces=traces)
 
     def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> dict:

@@ -136,11 +136,12 @@ def best_of_n(rewards: list[float], lengths: list[int] | None = None, alpha: flo
     return ranking(scores)[0]
 
 
-def turn_insight(turn: dict, alpha: float = 0.0) -> dict:
-    """Every figure the insight panels show for a scored turn, as plain JSON (the `/insight` endpoint).
+def turn_insight(turn: dict, tokens: list[list[str]], alpha: float = 0.0) -> dict:
+    """Every figure the insight panels show for a scored turn, as plain JSON (the `/insight` endpoint); `tokens` are
+    the texts of each candidate's reply tokens, beside the turn's "traces".
 
-    >>> turn = {"rewards": [0.0, 1.0], "lengths": [1, 300], "tokens": [["a"], ["b"]], "traces": [[0.1], [0.2]]}
-    >>> facts = turn_insight(turn, alpha=1.0)
+    >>> turn = {"rewards": [0.0, 1.0], "lengths": [1, 300], "traces": [[0.1], [0.2]]}
+    >>> facts = turn_insight(turn, [["a"], ["b"]], alpha=1.0)
     >>> facts["ranking"], facts["length_bias"]["longest_wins"], facts["length_penalised_best"]
     ([1, 0], True, 0)
     """
@@ -156,7 +157,7 @@ def turn_insight(turn: dict, alpha: float = 0.0) -> dict:
         "alpha": alpha,
         "length_penalised_rewards": length_penalised(rewards, lengths, alpha),
         "length_penalised_best": best_of_n(rewards, lengths, alpha),
-        "traces": [{"tokens": t, "values": v} for t, v in zip(turn["tokens"], turn["traces"], strict=True)],
+        "traces": [{"tokens": t, "values": v} for t, v in zip(tokens, turn["traces"], strict=True)],
     }
     if turn.get("rewards2"):
         facts["comparison"] = {"rm": turn.get("rm"), "rm2": turn.get("rm2"), "rewards2": turn["rewards2"],

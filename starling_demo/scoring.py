@@ -1,11 +1,12 @@
-"""Reward scoring: all candidates of a turn in one batched pass, read exactly where each model card reads.
+"""Reward scoring: candidates in batched passes, read exactly where each model card reads.
 
 RM-7B-alpha's card pads every input to 2048 tokens and, through a quirk in how it finds the first pad,
 returns the value at index 2047: an unk pad token that attends to every real token. We reproduce that
 number from the real tokens plus one query position (position id 2047, attending to the real tokens
 only), without computing the 2048-token padding. RM-34B reads the last real token.
 
-The conversation the candidates share is encoded once and its KV cache reused for every candidate.
+The conversation a turn's candidates share is encoded once and its KV cache reused for every candidate;
+batch scoring (`batching`) runs several conversations, each with its own shared prefix, in the same passes.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .detokenize import token_texts
-from .templates import common_prefix_length, reward_inputs, reward_template
+from .templates import Encoded, common_prefix_length, reward_inputs, reward_template
 
 READOUTS = ("card", "last-token")
 MIN_SHARED_PREFIX = 16  # below this, one more batched pass costs more than it saves
@@ -26,78 +26,144 @@ class Scores:
     """Rewards of N candidates, in candidate order, with what a person needs to check them."""
 
     rewards: list[float]
-    traces: list[list[float]]  # v_head value at each reply token: the reward if the reply ended there
-    tokens: list[list[str]]  # the reply tokens as text, for the trace
     texts: list[str]  # the exact RM input text of each candidate
     lengths: list[int]  # reply length in RM tokens
     readout: str
+    reply_ids: list[list[int]] = field(default_factory=list)  # the reply's RM ids (`detokenize.token_texts` shows them)
+    # With traces asked for: the v_head value at each reply token, the reward if the reply ended there (empty for a
+    # server that gives no per-token values); None when not asked for.
+    traces: list[list[float]] | None = None
     truncated: list[bool] = field(default_factory=list)
     rm_format: str = "rlhf"
     note: str | None = None  # why the read-out is not the one asked for (a server that cannot compute it)
 
 
-class SharedPrefixCache(DynamicCache):
-    """A batch-1 prefix that every row of the next forward attends to, without N stored copies.
+@dataclass
+class Values:
+    """What a reward model gives for one conversation's rows: the value at each row's last token, at the query
+    position (None without one), and at every token (None unless asked for, or from a server that gives none)."""
 
-    Once frozen, each layer returns the prefix expanded to the batch before the new keys and stores
-    nothing: the N-fold keys exist one layer at a time, not for all layers at once.
+    last: list[float]
+    query: list[float] | None = None
+    per_token: list[list[float]] | None = None
+
+
+def per_group(groups: list[list], last: list[float], query: list[float] | None = None,
+              per_token: list[list[float]] | None = None) -> list[Values]:
+    """Values of the rows of all `groups` together (in order), as one `Values` per group.
+
+    >>> per_group([[[1, 2]], [[3, 4], [5, 6]]], [0.5, 1.0, 2.0])
+    [Values(last=[0.5], query=None, per_token=None), Values(last=[1.0, 2.0], query=None, per_token=None)]
+    """
+    results, i = [], 0
+    for group in groups:
+        j = i + len(group)
+        results.append(Values(last[i:j], query and query[i:j], per_token and per_token[i:j]))
+        i = j
+    return results
+
+
+class SharedPrefixCache(DynamicCache):
+    """Prefixes (a batch of them) that the rows of the next forward attend to, each row its own, without storing
+    a copy per row.
+
+    Once `prefix_of` is set (for each row of the next forward, the index of its prefix), each layer returns its
+    rows' prefixes before the new keys and stores nothing: the row-fold keys exist one layer at a time.
     """
 
-    frozen = False
+    prefix_of: torch.Tensor | None = None
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        if not self.frozen:
+        if self.prefix_of is None:
             return super().update(key_states, value_states, layer_idx, *args, **kwargs)
-        layer, rows = self.layers[layer_idx], key_states.shape[0]
-        return (torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
-                torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2))
+        layer = self.layers[layer_idx]
+        return (torch.cat([self._rows(layer.keys), key_states], dim=-2),
+                torch.cat([self._rows(layer.values), value_states], dim=-2))
+
+    def _rows(self, prefixes: torch.Tensor) -> torch.Tensor:
+        if prefixes.shape[0] == 1:  # one conversation: a view, not copies
+            return prefixes.expand(len(self.prefix_of), -1, -1, -1)
+        return prefixes.index_select(0, self.prefix_of)
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, offset: int, query_position: int | None):
-    """Right-padded ids, attention mask (covering `offset` cached positions) and position ids.
+def shared_prefix_length(rows: list[list[int]], share_prefix: bool = True) -> int:
+    """How many leading ids all `rows` share and run once for them: 0 when fewer than MIN_SHARED_PREFIX (or not
+    `share_prefix`); always leaving each row an id of its own.
 
-    With `query_position`, one extra column holds a pad token at that position id whose own key is
-    masked: it sees exactly the real tokens of its row, as the card's position 2047 does.
+    >>> shared_prefix_length([[1] * 20 + [2], [1] * 20 + [3, 4]]), shared_prefix_length([[1] * 5 + [2], [1] * 5])
+    (20, 0)
     """
-    n, width = len(rows), max(map(len, rows))
-    extra = int(query_position is not None)
-    ids = torch.full((n, width + extra), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, offset + width + extra), dtype=torch.long)
-    mask[:, :offset] = 1
+    shared = min(common_prefix_length(rows[0], row) for row in rows)
+    shared = min(shared, min(map(len, rows)) - 1)
+    return shared if share_prefix and shared >= MIN_SHARED_PREFIX else 0
+
+
+def split_prefixes(groups: list[list[list[int]]], share_prefix: bool = True) -> list[tuple[int, list[list[int]]]]:
+    """Each group as (prefix length, rows) units whose rows share that prefix, every prefix at least one id: a group
+    that shares too little becomes a unit per row, its prefix all but the row's last id.
+
+    >>> [(shared, len(rows)) for shared, rows in split_prefixes([[[1] * 20 + [2], [1] * 20 + [3]], [[5, 6], [7, 8, 9]]])]
+    [(20, 2), (1, 1), (2, 1)]
+    """
+    units = []
+    for rows in groups:
+        shared = shared_prefix_length(rows, share_prefix)
+        units += [(shared, rows)] if shared else [(len(row) - 1, [row]) for row in rows]
+    return units
+
+
+def pad(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and their attention mask, `width` columns (default: the longest row)."""
+    width = width or max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, offset: offset + len(row)] = 1
-    positions = torch.arange(offset, offset + width + extra).repeat(n, 1)
-    if extra:
-        positions[:, -1] = query_position
-    return ids, mask, positions
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
 
 
 @torch.inference_mode()
-def value_rows(model, rows: list[list[int]], pad_id: int, query_position: int | None, share_prefix: bool = True):
-    """v_head values at every real position of each row, and at the query column (or None).
+def value_groups(model, groups: list[list[list[int]]], pad_id: int, query_position: int | None,
+                 per_token: bool = False, share_prefix: bool = True) -> list[Values]:
+    """`Values` of each group (a conversation's candidate rows) in two batched passes, whatever their number.
 
-    Rows that share a prefix of at least MIN_SHARED_PREFIX ids run it once, batch 1, then reuse its
-    KV cache for all rows; otherwise all rows go in one dynamically padded batch.
+    The first pass runs every group's shared prefix (`split_prefixes`), right-padded; the second every row's own
+    ids, attending to its group's prefix in the cache. With `query_position`, the second pass has one extra column
+    holding a pad token at that position id whose own key is masked: it sees exactly the real tokens of its row,
+    as the card's position 2047 does. Every row needs at least 2 ids.
     """
     device = model.device
-    shared = common_prefix_length(rows[0], rows[-1]) if len(rows) > 1 else 0
-    for row in rows[1:-1]:
-        shared = min(shared, common_prefix_length(rows[0], row))
-    shared = min(shared, min(map(len, rows)) - 1)  # every row keeps a token of its own
-    cache, head = None, torch.empty(0, device=device)
-    if not share_prefix or shared < MIN_SHARED_PREFIX:
-        shared = 0
-    else:
-        cache = SharedPrefixCache(config=model.config)
-        head = model(torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True)[0]
-        cache.frozen = True
-    ids, mask, positions = pad_rows([row[shared:] for row in rows], pad_id, shared, query_position)
-    values = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   cache=cache, use_cache=cache is not None)
-    per_row = [torch.cat([head, values[i, : len(row) - shared]]).float().tolist() for i, row in enumerate(rows)]
-    query = values[:, -1].float().tolist() if query_position is not None else None
-    return per_row, query
+    units = split_prefixes(groups, share_prefix)
+    prefixes = [rows[0][:shared] for shared, rows in units]
+    owner = [u for u, (_, rows) in enumerate(units) for _ in rows]
+    rows = [row for _, unit_rows in units for row in unit_rows]
+    suffixes = [row[units[u][0]:] for u, row in zip(owner, rows)]
+
+    cache = SharedPrefixCache(config=model.config)
+    ids, prefix_mask = pad(prefixes, pad_id)
+    head = model(ids.to(device), attention_mask=prefix_mask.to(device), cache=cache, use_cache=True)
+    cache.prefix_of = torch.tensor(owner, device=device)
+
+    extra = int(query_position is not None)
+    width = max(map(len, suffixes)) + extra
+    ids, mask = pad(suffixes, pad_id, width)
+    starts = torch.tensor([shared for shared, _ in units])[owner]
+    positions = starts[:, None] + torch.arange(width)
+    if extra:
+        positions[:, -1] = query_position
+    values = model(ids.to(device), attention_mask=torch.cat([prefix_mask[owner], mask], dim=1).to(device),
+                   position_ids=positions.to(device), cache=cache, use_cache=True)
+
+    lengths = torch.tensor(list(map(len, suffixes)))
+    last = values[torch.arange(len(rows)), (lengths - 1).to(device)].float().tolist()
+    query = values[:, -1].float().tolist() if extra else None
+    full = None
+    if per_token:
+        head, values = head.float().cpu(), values.float().cpu()
+        full = [torch.cat([head[u, : units[u][0]], values[i, : len(s)]]).tolist()
+                for i, (u, s) in enumerate(zip(owner, suffixes))]
+    return per_group(groups, last, query, full)  # a group's rows are consecutive here, in one unit or one per row
 
 
 def resolve_readout(rm, readout: str | None, rm_format: str = "rlhf") -> tuple[str, str | None]:
@@ -115,36 +181,53 @@ def resolve_readout(rm, readout: str | None, rm_format: str = "rlhf") -> tuple[s
                           "index 2047 needs the model in process (--backend local).")
 
 
+def query_position(rm, readout: str) -> int | None:
+    """The position id `Values.query` is read at for `readout` (resolved): the card's index 2047 for RM-7B."""
+    return rm.preset.max_length - 1 if readout == "card" else None
+
+
+def encode(rm, messages: list[dict], candidates: list[str], rm_format: str = "rlhf") -> list[Encoded]:
+    """The RM input of each candidate as a reply to `messages` (which end with a user turn), in `rm_format`."""
+    if not candidates:
+        raise ValueError("No candidates to score.")
+    preset = rm.preset
+    return reward_inputs(rm.tokenizer, reward_template(preset.template, rm_format), messages, candidates,
+                         preset.add_bos, preset.max_length)
+
+
+def scores_of(encoded: list[Encoded], values: Values, max_length: int, readout: str, note: str | None = None,
+              rm_format: str = "rlhf", traces: bool = False) -> Scores:
+    """The `Scores` of `encoded` candidates from their `Values`. At the card's query position a row that fills all
+    `max_length` positions has its last real token there, and is read at it."""
+    rewards = values.last if values.query is None else [
+        end if len(e.ids) >= max_length else q for end, e, q in zip(values.last, encoded, values.query)]
+    per_token = values.per_token
+    return Scores(
+        rewards=rewards,
+        texts=[e.text for e in encoded],
+        lengths=[e.reply_end - e.reply_start for e in encoded],
+        readout=readout,
+        reply_ids=[e.ids[e.reply_start: e.reply_end] for e in encoded],
+        traces=None if not traces else [v[e.reply_start: e.reply_end] for v, e in zip(per_token, encoded)]
+        if per_token else [[] for _ in encoded],
+        truncated=[e.truncated for e in encoded],
+        rm_format=rm_format,
+        note=note,
+    )
+
+
 def score(rm, messages: list[dict], candidates: list[str], readout: str | None = None,
-          share_prefix: bool = True, rm_format: str = "rlhf") -> Scores:
+          share_prefix: bool = True, rm_format: str = "rlhf", traces: bool = False) -> Scores:
     """Score `candidates` as replies to `messages` (which end with a user turn), in one batched pass.
 
     `rm` is a `backends.RewardModel`. `readout` "card" (RM-7B default) is the value the model card's code
     returns; "last-token" reads the last real token (RM-34B's reading, and RewardBench's). `rm_format` "rlhf"
     gives each RM the text it scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at
     the last token unless `readout` says otherwise. A served RM that cannot read at the card's position is
-    read at the last token, and `Scores.note` says so.
+    read at the last token, and `Scores.note` says so. `traces` asks for the value at every reply token too.
     """
-    preset, tokenizer = rm.preset, rm.tokenizer
-    template = reward_template(preset.template, rm_format)
     readout, note = resolve_readout(rm, readout, rm_format)
-    if not candidates:
-        raise ValueError("No candidates to score.")
-    encoded = reward_inputs(tokenizer, template, messages, candidates, preset.add_bos, preset.max_length)
-    rows = [e.ids for e in encoded]
-    query = preset.max_length - 1 if readout == "card" else None
-    per_token, last, at_query = rm.values(rows, tokenizer.unk_token_id, query, share_prefix)
-    rewards = last if at_query is None else [end if len(row) >= preset.max_length else q
-                                             for end, row, q in zip(last, rows, at_query)]
-    return Scores(
-        rewards=rewards,
-        traces=[v[e.reply_start: e.reply_end] for v, e in zip(per_token, encoded)] if per_token else
-        [[] for _ in encoded],
-        tokens=[token_texts(tokenizer, e.ids[e.reply_start: e.reply_end]) for e in encoded],
-        texts=[e.text for e in encoded],
-        lengths=[e.reply_end - e.reply_start for e in encoded],
-        readout=readout,
-        truncated=[e.truncated for e in encoded],
-        rm_format=rm_format,
-        note=note,
-    )
+    encoded = encode(rm, messages, candidates, rm_format)
+    [values] = rm.values([[e.ids for e in encoded]], rm.tokenizer.unk_token_id, query_position(rm, readout),
+                         traces, share_prefix)
+    return scores_of(encoded, values, rm.preset.max_length, readout, note, rm_format, traces)

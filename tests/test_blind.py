@@ -43,11 +43,11 @@ def test_a_blind_turn_shows_no_reward_until_judged(engine):
     assert "rewards hidden" in last[STATUS] and last[TURN]["rewards"] is None and last[TURN]["hidden"]
     assert last[TURN]["ranking"] is None and "stay hidden" in last[RANKING]
     assert all("reward hidden until you judge" in badge for badge in last[5:RANKING][1::2][:4])
-    panels = analysis.panels(session, None, 0.5)
+    panels = analysis.panels(engine, session, None, 0.5)
     assert not any(secret in json.dumps(str(panels)) for secret in secrets)
     assert "Judge first" in panels[1]
     with pytest.warns(UserWarning, match="Judge first"):
-        analysis.insight_json(session, 0.5)
+        analysis.insight_json(engine, session, 0.5)
     with pytest.warns(UserWarning, match="No turn judged yet"):
         analysis.export_judged(session)
     with pytest.warns(UserWarning, match="Judge first"):  # probes would reveal the rewards

@@ -82,7 +82,7 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
 def test_picking_and_insight_numbers_are_checked(turn):
     refused(choices.use_candidate, turn, NAN, match="There is no candidate nan: pick one of 1 to 4")
     with pytest.warns(UserWarning, match="α must be a number from 0 to 5, not nan"):
-        assert analysis.insight_json(turn, NAN) == {"__type__": "update"}
+        assert analysis.insight_json(None, turn, NAN) == {"__type__": "update"}
 
 
 def test_the_max_new_tokens_slider_follows_the_language_model(engine):

@@ -275,9 +275,10 @@ def test_nectar_prompt_with_system():
 
 
 def test_turn_insight_gathers_the_panels_figures():
-    turn = {"rewards": [2.0, 1.0, 0.0], "lengths": [300, 20, 10], "tokens": [["a"], ["b"], ["c"]],
+    turn = {"rewards": [2.0, 1.0, 0.0], "lengths": [300, 20, 10],
             "traces": [[0.3], [0.2], [0.1]], "readout": "card", "rm": "A", "rm2": "B", "rewards2": [0.0, 1.0, 2.0]}
-    facts = turn_insight(turn, alpha=1.0)
+    tokens = [["a"], ["b"], ["c"]]
+    facts = turn_insight(turn, tokens, alpha=1.0)
     assert facts["ranking"] == [0, 1, 2]
     assert facts["win_probabilities"][0][1] == pytest.approx(1 / (1 + math.exp(-1)))
     # Plackett-Luce of 0 > 1 > 2 with exp(r): e^2/(e^2+e+1) * e/(e+1)
@@ -288,4 +289,4 @@ def test_turn_insight_gathers_the_panels_figures():
     assert facts["length_penalised_best"] == 1
     assert facts["traces"][2] == {"tokens": ["c"], "values": [0.1]}
     assert facts["comparison"]["kendall_tau"] == pytest.approx(-1.0) and not facts["comparison"]["top1_agreement"]
-    assert "comparison" not in turn_insight(turn | {"rewards2": None})
+    assert "comparison" not in turn_insight(turn | {"rewards2": None}, tokens)

@@ -5,7 +5,8 @@ import torch
 from card_reference import CardRM7B, CardRM34B, rewardbench_rm7b_text, rm7b_text, rm34b_text
 from starling_demo.loading import load_rm
 from starling_demo.presets import rm_preset
-from starling_demo.scoring import score, value_rows
+from starling_demo.detokenize import token_texts
+from starling_demo.scoring import score, value_groups
 from starling_demo.tiny import tiny_checkpoint
 
 CONVERSATIONS = {
@@ -84,21 +85,45 @@ def test_last_token_readout_reads_the_last_real_token(rm7b):
 
 def test_trace_covers_the_reply_tokens_and_order_does_not_matter(rm7b):
     messages = CONVERSATIONS["single"]
-    scores = score(rm7b, messages, CANDIDATES)
-    assert ["".join(t).strip() for t in scores.tokens] == [c.strip() for c in CANDIDATES]
-    assert [len(t) for t in scores.traces] == scores.lengths == [len(t) for t in scores.tokens]
-    backwards = score(rm7b, messages, CANDIDATES[::-1])
+    scores = score(rm7b, messages, CANDIDATES, traces=True)
+    tokens = [token_texts(rm7b.tokenizer, ids) for ids in scores.reply_ids]
+    assert ["".join(t).strip() for t in tokens] == [c.strip() for c in CANDIDATES]
+    assert [len(t) for t in scores.traces] == scores.lengths == [len(t) for t in tokens]
+    backwards = score(rm7b, messages, CANDIDATES[::-1], traces=True)
     assert backwards.rewards[::-1] == pytest.approx(scores.rewards, abs=1e-5)
     assert backwards.traces[::-1][2] == pytest.approx(scores.traces[2], abs=1e-5)
+    # Traces are worked out only when asked for; the rewards are the same either way.
+    plain = score(rm7b, messages, CANDIDATES)
+    assert plain.traces is None and plain.rewards == pytest.approx(scores.rewards, abs=1e-6)
+    assert plain.reply_ids == scores.reply_ids
 
 
 def test_shared_prefix_values_equal_plain_batching_at_every_position(rm7b):
     rows = [list(range(5, 60)) + [100 + i] * (i + 1) for i in range(4)]
-    shared, q_shared = value_rows(rm7b.model, rows, 0, 2047, share_prefix=True)
-    plain, q_plain = value_rows(rm7b.model, rows, 0, 2047, share_prefix=False)
-    for a, b in zip(shared, plain):
+    [shared] = value_groups(rm7b.model, [rows], 0, 2047, per_token=True, share_prefix=True)
+    [plain] = value_groups(rm7b.model, [rows], 0, 2047, per_token=True, share_prefix=False)
+    for a, b in zip(shared.per_token, plain.per_token):
         assert a == pytest.approx(b, abs=1e-5)
-    assert q_shared == pytest.approx(q_plain, abs=1e-5)
+    assert shared.query == pytest.approx(plain.query, abs=1e-5)
+    assert shared.last == [values[-1] for values in shared.per_token]
+
+
+def test_groups_in_one_pass_equal_each_group_alone(rm7b):
+    """Conversations of different lengths, with and without a shared prefix, batched as one: each row's values
+    equal those of its group scored alone, at every position, and come back in order."""
+    generator = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(3, 32000, (n,), generator=generator).tolist()  # noqa: E731
+    long, short = [1] + ids(300), [1] + ids(20)
+    groups = [[long + ids(5), long + ids(40)], [short + ids(3)], [[1] + ids(7), [1] + ids(90), [1] + ids(2)],
+              [short + ids(60), short + ids(1), short + ids(9)]]
+    together = value_groups(rm7b.model, groups, 0, 2047, per_token=True)
+    for group, batched in zip(groups, together, strict=True):
+        [alone] = value_groups(rm7b.model, [group], 0, 2047, per_token=True)
+        assert [len(v) for v in batched.per_token] == list(map(len, group))
+        for a, b in zip(batched.per_token, alone.per_token):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert batched.last == pytest.approx(alone.last, abs=1e-4)
+        assert batched.query == pytest.approx(alone.query, abs=1e-4)
 
 
 def test_4bit_scores_are_close_to_fp32(rm7b):

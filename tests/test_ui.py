@@ -271,7 +271,7 @@ def test_markup_is_escaped_everywhere():
 
 def test_panels_and_exports_describe_the_turn(engine, first_turn):
     session = session_of(first_turn[-1])
-    outputs = analysis.panels(session, "2", 1.0)
+    outputs = analysis.panels(engine, session, "2", 1.0)
     trace_view, wins, bias, lm_input = outputs[1], outputs[3], outputs[5], outputs[9]
     assert trace_view.count("class='tok'") == first_turn[-1][3]["lengths"][1]
     assert f"Reward <b>{first_turn[-1][3]['rewards'][1]:.3f}</b>, read at index 2047" in trace_view
@@ -289,7 +289,7 @@ def test_second_reward_model_is_compared(engine):
     outputs = send(engine, view.new_session(), "Compare", rm2="tiny-34b", max_new_tokens=4)
     turn = outputs[-1][3]
     assert turn["rm2"] == "tiny-34b" and len(turn["rewards2"]) == 4
-    assert "Kendall" in analysis.panels(outputs[-1][0], None, 0.5)[7]
+    assert "Kendall" in analysis.panels(engine, outputs[-1][0], None, 0.5)[7]
 
 
 def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):

@@ -1,7 +1,7 @@
 """Where the models run: in this process (`local`) or on a serving engine (`vllm`), behind two small interfaces.
 
 A language model streams the token ids of N candidates for a prompt given as ids; a reward model gives the
-value at the tokens of id rows. The engine uses nothing else, so another serving engine (SGLang, a hosted
+value at the tokens of id rows, a batch of conversations at a time. The engine uses nothing else, so another serving engine (SGLang, a hosted
 endpoint) is one more module here with `connect(kind, preset, url)`, not changes across the app.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ..generation import Candidates
 from ..presets import LMPreset, RMPreset
+from ..scoring import Values
 
 BACKENDS = ("local", "vllm")
 
@@ -41,10 +42,11 @@ class RewardModel(Protocol):
     where: str
     readouts: tuple[str, ...]  # the read-outs it can compute ("card" needs a query at position 2047)
 
-    def values(self, rows: list[list[int]], pad_id: int, query_position: int | None, share_prefix: bool = True,
-               ) -> tuple[list[list[float]] | None, list[float], list[float] | None]:
-        """Per-token values of each row (None where the backend gives none), the value at each row's last
-        token, and the value at the query position (None without one)."""
+    def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
+               share_prefix: bool = True) -> list[Values]:
+        """The `scoring.Values` of each group of id rows (a conversation's candidates), in order: the value at each
+        row's last token, at the query position (with one), and with `per_token` at every token where the backend
+        gives them. The groups' rows go through the model together; a group's shared prefix runs once."""
 
 
 def connect(backend: str, kind: str, preset: LMPreset | RMPreset, url: str) -> LanguageModel | RewardModel:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..generation import Candidates, stream_candidates
 from ..presets import LMPreset, RMPreset
-from ..scoring import READOUTS, value_rows
+from ..scoring import READOUTS, value_groups
 
 
 @dataclass
@@ -36,6 +36,6 @@ class Loaded:
                seed: int, stop_ids: frozenset) -> Iterator[Candidates]:
         return stream_candidates(self.model, prompt_ids, n, temperature, top_p, max_new_tokens, seed, stop_ids)
 
-    def values(self, rows: list[list[int]], pad_id: int, query_position: int | None, share_prefix: bool = True):
-        per_token, query = value_rows(self.model, rows, pad_id, query_position, share_prefix)
-        return per_token, [values[-1] for values in per_token], query
+    def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
+               share_prefix: bool = True):
+        return value_groups(self.model, groups, pad_id, query_position, per_token, share_prefix)

@@ -15,6 +15,7 @@ from ..generation import Candidates
 from . import ServerError
 from ..loading import LoadError, lm_tokenizer, rm_tokenizer
 from ..presets import LMPreset, RMPreset
+from ..scoring import Values, per_group
 
 # Connecting may wait for a busy server; a read waits for the next token or a whole scoring pass.
 TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=600.0)
@@ -188,20 +189,25 @@ class VllmRM:
     def where(self) -> str:
         return f"vLLM at {self.server.url}"
 
-    def values(self, rows: list[list[int]], pad_id: int, query_position: int | None, share_prefix: bool = True):
+    def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
+               share_prefix: bool = True) -> list[Values]:
+        """One request for every row of `groups` (the server batches them, and caches shared prefixes itself)."""
         if query_position is not None:
             raise ValueError(f"The vLLM server at {self.server.url} reads the last token only.")
+        rows = [row for group in groups for row in group]
         try:
             if self.per_token:
                 data = self.server.post("/pooling", {"input": rows, "task": "token_classify",
                                                      "use_activation": False})["data"]
-                per_token = [[value for value, in item["data"]] for item in data]
-                return per_token, [values[-1] for values in per_token], None
-            data = self.server.post("/classify", {"input": rows, "use_activation": False})["data"]
-            return None, [item["probs"][0] for item in data], None
+                every = [[value for value, in item["data"]] for item in data]
+                last = [values[-1] for values in every]
+            else:
+                data = self.server.post("/classify", {"input": rows, "use_activation": False})["data"]
+                every, last = None, [item["probs"][0] for item in data]
         except httpx.HTTPError as error:
             raise ServerError(f"The connection to the vLLM server at {self.server.url} failed "
                               f"({type(error).__name__}: {error}): check that it is running.") from None
+        return per_group(groups, last, None, every if per_token else None)
 
 
 def pooling_task(server: Server) -> bool:

@@ -12,6 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import insight
+from ..detokenize import token_texts
+from ..engine import Engine
 from ..judging import judged_pairs_jsonl
 from ..limits import ALPHA_RANGE, check_number
 from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, hidden
@@ -45,14 +47,19 @@ def waiting_html(session: dict) -> str:
     return f"<p class='muted'>{html.escape(waiting(session).strip('*'))}</p>"
 
 
-def trace_panel(session: dict, number: str | None) -> list:
+def reply_tokens(engine: Engine, turn: dict, k: int) -> list[str]:
+    """The text of each RM token of candidate `k`'s reply, for its trace: worked out only for a trace on show."""
+    return token_texts(engine.tokenizer("rm", turn["rm"]), turn["reply_ids"][k])
+
+
+def trace_panel(engine: Engine, session: dict, number: str | None) -> list:
     """Token-level values of one candidate: highlighted text and a line chart."""
     turn = scored_turn(session)
     if not turn:
         return [waiting_html(session), None]
     choices = [str(i + 1) for i in range(len(turn["candidates"]))]
     k = int(number) - 1 if number in choices else insight.ranking(turn["rewards"])[0]
-    tokens, values = turn["tokens"][k], turn["traces"][k]
+    tokens, values = reply_tokens(engine, turn, k), turn["traces"][k]
     trace = trace_html(tokens, values) if values or not tokens else NO_TRACE_HTML
     return [trace + reward_read_note(turn["rewards"][k], turn["readout"], turn.get("readout_note")),
             trace_frame(tokens, values)]
@@ -74,7 +81,7 @@ def bias_panel(session: dict, alpha: float) -> list:
     return [length_bias_text(rewards, lengths, alpha), plot]
 
 
-def panels(session: dict, number: str | None, alpha: float) -> list:
+def panels(engine: Engine, session: dict, number: str | None, alpha: float) -> list:
     """Every analysis output for the current turn, in the order `page.build_demo` lists them (placeholders
     while the turn is not scored)."""
     turn = scored_turn(session)
@@ -91,11 +98,11 @@ def panels(session: dict, number: str | None, alpha: float) -> list:
         wins, luce, compare, compare_rows = waiting_html(session), "", waiting(session), []
     lm_text, rm_text = model_inputs_text(session["turns"][-1]) if session["turns"] else ("", "")
     return [gr.update(choices=choices, value=number),
-            *trace_panel(session, number), wins, luce, *bias_panel(session, alpha),
+            *trace_panel(engine, session, number), wins, luce, *bias_panel(session, alpha),
             compare, pd.DataFrame(compare_rows, columns=COMPARE_HEADERS), lm_text, rm_text]
 
 
-def insight_json(session: dict, alpha: float):
+def insight_json(engine: Engine, session: dict, alpha: float):
     """The current turn's insight as JSON: ranking, win probabilities, Plackett-Luce, length bias, traces."""
     turn = scored_turn(session)
     try:
@@ -107,7 +114,7 @@ def insight_json(session: dict, alpha: float):
         gr.Warning(JUDGE_FIRST if hidden(current_turn(session)) else "Nothing to explain yet: send a message and "
                                                                       "let its candidates be scored first.")
         return gr.skip()
-    return insight.turn_insight(turn, alpha)
+    return insight.turn_insight(turn, [reply_tokens(engine, turn, k) for k in range(len(turn["candidates"]))], alpha)
 
 
 EXPORTERS = {"pairs": insight.pairs_jsonl, "nectar": insight.nectar_jsonl, "judged": judged_pairs_jsonl}

@@ -91,7 +91,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
         def analysis(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
-            return panels(session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
+            return panels(engine, session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
 
         def settle(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
             """The analysis panels, the buttons and the ranking of the turn the session ends with."""
@@ -156,7 +156,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         then_panels(chat_ui.undo.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
         then_panels(chat_ui.clear.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
         then_panels(chat_ui.chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)
-        panel.trace_pick.change(trace_panel, [session, panel.trace_pick], [panel.trace_view, panel.trace_plot],
+        panel.trace_pick.change(bind(trace_panel), [session, panel.trace_pick], [panel.trace_view, panel.trace_plot],
                                 api_visibility="undocumented")
         panel.alpha.change(bias_panel, [session, panel.alpha], [panel.bias_text, panel.bias_plot],
                            api_visibility="undocumented")
@@ -166,7 +166,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                             api_visibility="undocumented", concurrency_id="load", concurrency_limit=1)
         s.lm.change(bind(max_tokens_range), [s.lm, s.max_new_tokens], [s.max_new_tokens], api_visibility="private",
                     show_progress="hidden")
-        facts_button.click(insight_json, [session, panel.alpha], [facts], api_name="insight")
+        facts_button.click(bind(insight_json), [session, panel.alpha], [facts], api_name="insight")
         panel.pairs_button.click(export_pairs, [session], [panel.export], api_name="export_pairs")
         panel.nectar_button.click(export_nectar, [session], [panel.export], api_name="export_nectar")
         # RewardBench reads the last token; the read-out follows the format (and can still be changed).

@@ -58,8 +58,9 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
     engine.rm(rm)
     with engine.lock("rm", rm):
-        scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format)
-    turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, tokens=scores.tokens,
+        scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format, traces=True)
+    # The tokens' texts are worked out only for the trace on show (`analysis.reply_tokens`).
+    turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, reply_ids=scores.reply_ids,
                 rm_texts=scores.texts, readout=scores.readout, readout_note=scores.note, rm_format=rm_format, rm=rm,
                 rm2=None, rewards2=None, probes={}, attribution=None)  # of the texts as they were
     if rm2 and rm2 != "none":
