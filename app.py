@@ -121,7 +121,7 @@ def on_zero_gpu(engine: Engine) -> Engine:
             engine.lm()
             engine.rm()
         engine.generate = spaces.GPU(duration=120)(engine.generate)
-        for name in ("score", "probe", "attribute"):
+        for name in ("score", "values", "probe", "attribute"):
             setattr(engine, name, spaces.GPU(duration=60)(getattr(engine, name)))
     return engine
 

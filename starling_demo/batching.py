@@ -95,19 +95,20 @@ def joined(values: list[Values]) -> Values:
 def score_stream(rm, conversations: Iterable[Conversation], readout: str | None = None, rm_format: str = "rlhf",
                  traces: bool = False, budget: int = BATCH_TOKENS, window: int = WINDOW, share_prefix: bool = True,
                  run: Callable | None = None, lock: Callable = contextlib.nullcontext,
-                 ) -> Iterator[list[Scores | ValueError]]:
+                 ) -> Iterator[tuple[list[Scores | ValueError], int]]:
     """Score each conversation's candidates with reward model `rm`, as `scoring.score` does, many at a time.
 
     Conversations are read `window` at a time; within a window they go through the model in batches of similar
     lengths (`plan`), each under `with lock():` and run by `run` (default `rm.values`; the engine's own, so that
     a ZeroGPU allocation wraps each batch). After each batch this yields the results now complete in input order
-    (often none): a conversation's `Scores`, or the ValueError that says why it cannot be scored. Closing the
-    iterator stops the work after the current batch.
+    (often none), each a conversation's `Scores` or the ValueError that says why it cannot be scored, and how many
+    conversations are scored so far in any order (for progress). Closing the iterator stops the work after the
+    current batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
     query, pad_id, max_length = query_position(rm, readout), rm.tokenizer.unk_token_id, rm.preset.max_length
     run = run or rm.values
-    conversations = iter(conversations)
+    conversations, scored = iter(conversations), 0
     while chunk := list(itertools.islice(conversations, window)):
         results: list[Scores | ValueError | None] = [None] * len(chunk)
         encoded, parts = {}, []
@@ -116,6 +117,7 @@ def score_stream(rm, conversations: Iterable[Conversation], readout: str | None 
                 encoded[i] = encode(rm, messages, candidates, rm_format)
             except ValueError as error:
                 results[i] = error
+                scored += 1
                 continue
             parts += parts_of(i, [e.ids for e in encoded[i]], budget, share_prefix)
         waiting = {i: {} for i in encoded}  # per conversation: its parts' Values by first candidate
@@ -129,8 +131,9 @@ def score_stream(rm, conversations: Iterable[Conversation], readout: str | None 
                     gathered = joined([v for _, v in sorted(waiting.pop(part.index).items())])
                     results[part.index] = scores_of(encoded[part.index], gathered, max_length, readout, note,
                                                     rm_format, traces)
+                    scored += 1
             ready = list(itertools.takewhile(lambda r: r is not None, results[emitted:]))
             emitted += len(ready)
-            yield ready
+            yield ready, scored
         if emitted < len(chunk):  # conversations that could not be encoded, after the last batch
-            yield results[emitted:]
+            yield results[emitted:], scored

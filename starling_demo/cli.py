@@ -3,12 +3,17 @@ candidates blind, evaluate or convert a reward model."""
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import sys
 from collections.abc import Iterator
 
+from tqdm import tqdm
+
 from .backends import BACKENDS, ServerError
+from .batching import BATCH_TOKENS
+from .detokenize import token_texts
 from .edits import EDITS, custom_edit, pick_edits
 from .engine import Engine, Settings
 from .evaluation import report_table
@@ -40,9 +45,8 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
             raise InputError(f"{path}, {error}") from None
 
 
-def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:
-    """Every record of `path` with its line number, validated before any model work, so a bad line stops the run."""
-    records = []
+def jsonl_records(path: str, need_candidates: bool) -> Iterator[tuple[int, dict]]:
+    """Each record of `path` with its line number, validated: InputError names the first bad line."""
     for number, line in read_lines(path):
         if not line.strip():
             continue
@@ -64,8 +68,20 @@ def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:
                 raise InputError("a field is not valid Unicode (it holds a lone surrogate such as \\ud800)") from None
         except (json.JSONDecodeError, ValueError) as error:
             raise InputError(f"{path}, line {number}: {error}") from None
-        records.append((number, record))
-    return records
+        yield number, record
+
+
+def read_jsonl(path: str, need_candidates: bool) -> list[tuple[int, dict]]:
+    """Every record of `path` with its line number, validated before any model work, so a bad line stops the run."""
+    return list(jsonl_records(path, need_candidates))
+
+
+def progress_bar(path: str, what: str):
+    """A progress bar on stderr when it is a terminal (none in a pipe or a log), over the non-blank lines of
+    `path`: counted first, in one pass that keeps nothing (and finds a file that cannot be read, before any model
+    work)."""
+    total = sum(1 for _, line in read_lines(path) if line.strip())
+    return tqdm(total=total, unit=" rows", desc=what, file=sys.stderr, disable=None, dynamic_ncols=True)
 
 
 def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> None:
@@ -83,11 +99,31 @@ def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> N
                              "reproduce RewardBench's numbers)")
 
 
+def add_batch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-tokens", type=positive, default=BATCH_TOKENS,
+                        help="ids, padding included, in one batch of conversations scored together (default "
+                             f"{BATCH_TOKENS}): more is faster on a big GPU and takes more memory")
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m starling_demo", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="score candidates: each line gets 'rewards' in candidate order")
     add_model_flags(score, reward_required=True)
+    add_batch_flags(score)
+    score.add_argument("--traces", action="store_true",
+                       help="each line also gets 'traces': per candidate its reply tokens and the value at each")
     render = commands.add_parser("render", help="print the exact LM prompt text and ids")
     render.add_argument("--lm", default="starling-lm-7b-beta")
     render.add_argument("--mode", choices=["gpt4", "code"], default="gpt4")
@@ -105,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_flags(generate, reward_required=False)
     evaluate = commands.add_parser("eval", help="pairwise accuracy on candidates ranked best first")
     add_model_flags(evaluate, reward_required=True)
+    add_batch_flags(evaluate)
     probe = commands.add_parser("probe", help="each candidate's reward under a set of edits (and with --attribution "
                                               "each sentence left out); a last line aggregates per edit")
     add_model_flags(probe, reward_required=True)
@@ -147,14 +184,17 @@ def run(args: argparse.Namespace, out) -> None:
         from .evaluation import evaluate
 
         # evaluate skips malformed rows by line; the file itself must still be UTF-8 text.
-        text = "".join(line for _, line in read_lines(args.file))
-        result = evaluate(engine, text, readout=args.readout, rm_format=args.rm_format)
+        with progress_bar(args.file, "Scoring") as bar:
+            result = evaluate(engine, read_lines(args.file), readout=args.readout, rm_format=args.rm_format,
+                              budget=args.batch_tokens, progress=lambda done: bar.update(done - bar.n))
         for error in result["errors"]:
             print(f"skipped {error}", file=sys.stderr)
         print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
                           "skipped": result["errors"]}, ensure_ascii=False), file=out)
         return
-    records = read_jsonl(args.file, need_candidates=args.command in ("score", "probe", "judge"))
+    if args.command == "score":
+        return score_lines(engine, args, out)
+    records = read_jsonl(args.file, need_candidates=args.command in ("probe", "judge"))
     if args.command == "probe":
         return probe_lines(engine, args, records, probe_edits(args), out)
     if args.command == "judge":
@@ -178,9 +218,6 @@ def run(args: argparse.Namespace, out) -> None:
     for i, (_, record) in enumerate(records):
         if args.command == "render":
             result = {"text": prompts[i].text, "input_ids": prompts[i].ids}
-        elif args.command == "score":
-            result = record | {"rewards": engine.score(record["messages"], record["candidates"],
-                                                       readout=args.readout, rm_format=args.rm_format).rewards}
         else:
             *_, final = engine.generate(record["messages"], settings)
             result = record | {"candidates": final.texts, "finish_reasons": final.finished, "seed": final.seed}
@@ -189,6 +226,35 @@ def run(args: argparse.Namespace, out) -> None:
                                        rm_format=args.rm_format).rewards
                 result |= {"rewards": rewards, "ranking": ranking(rewards), "best": final.texts[ranking(rewards)[0]]}
         print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
+
+
+def score_lines(engine: Engine, args: argparse.Namespace, out) -> None:
+    """Each record of the file with its "rewards" (and with --traces its "traces"), in file order, from batched
+    passes over the file read as a stream. The file is checked whole first, so a bad line stops the run before
+    any output."""
+    for _ in jsonl_records(args.file, need_candidates=True):
+        pass
+    pending: collections.deque[tuple[int, dict]] = collections.deque()
+
+    def conversations():
+        for number, record in jsonl_records(args.file, need_candidates=True):
+            pending.append((number, record))
+            yield record["messages"], record["candidates"]
+
+    tokenizer = engine.tokenizer("rm") if args.traces else None
+    with progress_bar(args.file, "Scoring") as bar:
+        for ready, done in engine.score_stream(conversations(), readout=args.readout, rm_format=args.rm_format,
+                                               traces=args.traces, budget=args.batch_tokens):
+            for scores in ready:
+                number, record = pending.popleft()
+                if isinstance(scores, ValueError):  # not expected: the file was checked above
+                    raise InputError(f"{args.file}, line {number}: {scores}")
+                result = record | {"rewards": scores.rewards}
+                if args.traces:
+                    result["traces"] = [{"tokens": token_texts(tokenizer, ids), "values": values}
+                                        for ids, values in zip(scores.reply_ids, scores.traces)]
+                print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
+            bar.update(done - bar.n)
 
 
 def probe_edits(args: argparse.Namespace) -> list:

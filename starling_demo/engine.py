@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from . import backends, probes
+from . import backends, batching, probes
 from .backends import LanguageModel, RewardModel
 from .detokenize import TextStream
 from .device_lock import DeviceLock
@@ -207,6 +207,19 @@ class Engine:
         """Rewards of `candidates` as replies to `messages`, in candidate order, from one batched pass; with `traces`
         the value at every reply token too."""
         return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format, traces=traces)
+
+    def score_stream(self, conversations: Iterable[tuple[list[dict], list[str]]], rm: str | None = None,
+                     readout: str | None = None, rm_format: str = "rlhf", traces: bool = False,
+                     budget: int = batching.BATCH_TOKENS, lock: Callable = contextlib.nullcontext):
+        """Many conversations' candidates scored in batched passes, read as a stream (`batching.score_stream`), each
+        batch inside `with lock():` and run by `values`."""
+        return batching.score_stream(self.rm(rm), conversations, readout, rm_format, traces, budget,
+                                     run=lambda *args: self.values(rm, *args), lock=lock)
+
+    def values(self, rm: str | None, groups: list[list[list[int]]], pad_id: int, query_position: int | None,
+               per_token: bool = False, share_prefix: bool = True) -> list:
+        """One batch of `score_stream` on reward model `rm` (`RewardModel.values`): the unit a ZeroGPU call wraps."""
+        return self.rm(rm).values(groups, pad_id, query_position, per_token, share_prefix)
 
     def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> dict:

@@ -1,11 +1,13 @@
 """Batch evaluation: score ranked or chosen/rejected conversations and report pairwise accuracy."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+from .batching import BATCH_TOKENS
 from .engine import Engine
 from .limits import check_text
 from .templates import check_conversation, check_rm_format
@@ -66,35 +68,42 @@ def _parse_row(obj) -> tuple[dict | None, str | None]:
     return {"messages": messages, "candidates": candidates, "subset": subset or NO_SUBSET}, None
 
 
-def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
-    """Parse evaluation JSONL into normalised rows and one error per bad line.
+def eval_rows(lines: Iterable[tuple[int, str]], max_line_chars: int | None = None) -> Iterator[dict]:
+    """Each non-blank line (numbered) as a normalised row, or as {"line", "error"} when it is malformed.
 
-    Each line holds `messages` plus either `candidates` (best first) or
-    `chosen`/`rejected`, and an optional `subset`. A line longer than `max_line_chars` is an error.
+    Each line holds `messages` plus either `candidates` (best first) or `chosen`/`rejected`, and an optional
+    `subset`. A line longer than `max_line_chars` is an error.
 
-    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
-    >>> rows[0]["candidates"], errors
-    (['Hello', 'Go'], ['line 2: expected a JSON object'])
+    >>> list(eval_rows([(1, '{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hi", "rejected": "Go"}'),
+    ...                 (2, "[]")]))
+    [{'line': 1, 'messages': [{'role': 'user', 'content': 'Hi'}], 'candidates': ['Hi', 'Go'], 'subset': 'all'}, \
+{'line': 2, 'error': 'line 2: expected a JSON object'}]
     """
-    rows, errors = [], []
-    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters that splitlines() splits at.
-    for n, line in enumerate(text.split("\n"), 1):
+    for n, line in lines:
         if not line.strip():
             continue
         if max_line_chars is not None and len(line) > max_line_chars:
-            errors.append(f"line {n}: {len(line):,} characters; a row may have at most {max_line_chars:,}")
+            yield {"line": n, "error": f"line {n}: {len(line):,} characters; a row may have at most {max_line_chars:,}"}
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            errors.append(f"line {n}: invalid JSON ({e.msg})")
+            yield {"line": n, "error": f"line {n}: invalid JSON ({e.msg})"}
             continue
         row, error = _parse_row(obj)
-        if error:
-            errors.append(f"line {n}: {error}")
-        else:
-            rows.append({"line": n, **row})
-    return rows, errors
+        yield {"line": n, "error": f"line {n}: {error}"} if error else {"line": n, **row}
+
+
+def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
+    """The rows of an evaluation JSONL text, and one error per malformed line (`eval_rows`).
+
+    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\n[]')
+    >>> rows[0]["candidates"], errors
+    (['Hello', 'Go'], ['line 2: expected a JSON object'])
+    """
+    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters that splitlines() splits at.
+    parsed = list(eval_rows(enumerate(text.split("\n"), 1), max_line_chars))
+    return [row for row in parsed if "error" not in row], [row["error"] for row in parsed if "error" in row]
 
 
 def _mean_accuracy(scores_per_row: list[list[float]], tie: float) -> float | None:
@@ -147,23 +156,67 @@ def report_table(report: dict) -> list[list]:
     return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
 
 
-def score_rows(engine: Engine, rows: list[dict], rm: str | None = None, readout: str | None = None,
-               rm_format: str = "rlhf", chunk: int = 1, turn=contextlib.nullcontext) -> Iterator[int]:
-    """Score `rows` in place (each gains "rewards", or "error"), `chunk` rows inside each `with turn():`.
+def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, readout: str | None = None,
+               rm_format: str = "rlhf", budget: int = BATCH_TOKENS, lock=contextlib.nullcontext,
+               ) -> Iterator[tuple[list[dict], int]]:
+    """Score `rows` (`eval_rows`' rows; an "error" row passes through) in batched passes, `Engine.score_stream`.
 
-    Yields the number of rows done after each chunk: a caller reports progress there, and stopping
-    the iteration stops the work within one chunk. Between chunks the device is free for others.
+    Yields after each batch the rows now done in input order, each with "rewards" and "lengths" or an "error",
+    and how many rows are done in any order: a caller reports progress there, and closing the iterator stops the
+    work within one batch. Each batch runs inside `with lock():`; between batches the device is free for others.
     """
-    for start in range(0, len(rows), chunk):
-        with turn():
-            for row in rows[start:start + chunk]:
-                try:
-                    scores = engine.score(row["messages"], row["candidates"], rm, readout, rm_format)
-                except ValueError as error:  # e.g. turns that do not alternate
-                    row["error"] = f"line {row['line']}: {error}"
-                    continue
+    pending: collections.deque[dict] = collections.deque()  # rows read, not yet given back
+    malformed = 0  # rows read that were malformed to begin with: done as soon as read
+
+    def conversations():
+        nonlocal malformed
+        for row in rows:
+            pending.append(row)
+            if "error" in row:
+                malformed += 1
+            else:
+                yield row["messages"], row["candidates"]
+
+    def malformed_first() -> list[dict]:
+        given = []
+        while pending and "error" in pending[0]:
+            given.append(pending.popleft())
+        return given
+
+    scored = 0
+    for ready, scored in engine.score_stream(conversations(), rm, readout, rm_format, budget=budget, lock=lock):
+        given = []
+        for scores in ready:
+            given += malformed_first()
+            row = pending.popleft()
+            if isinstance(scores, ValueError):  # e.g. turns that do not alternate
+                row["error"] = f"line {row['line']}: {scores}"
+            else:
                 row["rewards"], row["lengths"] = scores.rewards, scores.lengths
-        yield min(start + chunk, len(rows))
+            given.append(row)
+        yield given + malformed_first(), scored + malformed
+    if pending:  # malformed rows after the last well-formed one (or a file of them only)
+        yield list(pending), scored + malformed
+
+
+def evaluate(engine: Engine, lines: Iterable[tuple[int, str]] | str, rm: str | None = None,
+             readout: str | None = None, rm_format: str = "rlhf", budget: int = BATCH_TOKENS,
+             progress=lambda done: None) -> dict:
+    """Score every well-formed row of an evaluation JSONL (numbered lines, or a text), read as a stream; report
+    accuracy per subset beside a length-only baseline.
+
+    Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors" by line and
+    skipped. The result holds "report", "rows" (each scored row's line, subset, rewards and lengths; not its texts,
+    so memory stays small) and "errors". `progress(done)` is called with the rows done after each batch.
+    """
+    check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
+    if isinstance(lines, str):  # lines end at "\n" only: JSON strings may hold U+2028, where splitlines() splits
+        lines = enumerate(lines.split("\n"), 1)
+    kept = []
+    for given, done in score_rows(engine, eval_rows(lines), rm, readout, rm_format, budget):
+        kept += [{k: row[k] for k in ("line", "subset", "rewards", "lengths", "error") if k in row} for row in given]
+        progress(done)
+    return evaluation_result(kept, [])
 
 
 def evaluation_result(rows: list[dict], errors: list[str]) -> dict:
@@ -172,17 +225,3 @@ def evaluation_result(rows: list[dict], errors: list[str]) -> dict:
     errors = errors + [row["error"] for row in rows if "error" in row]
     report = evaluation_report(scored, [row["rewards"] for row in scored], [row["lengths"] for row in scored])
     return {"report": report, "rows": scored, "errors": errors}
-
-
-def evaluate(engine: Engine, text: str, rm: str | None = None, readout: str | None = None,
-             rm_format: str = "rlhf") -> dict:
-    """Score every well-formed row of a JSONL text; report accuracy per subset beside a length-only baseline.
-
-    Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors"
-    by line and skipped. The result holds "report", "rows" (each with its "rewards") and "errors".
-    """
-    check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
-    rows, errors = parse_eval_jsonl(text)
-    for _ in score_rows(engine, rows, rm, readout, rm_format):
-        pass
-    return evaluation_result(rows, errors)

@@ -16,7 +16,9 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an evaluation file
 MAX_REQUEST_BYTES = 2 * 1024 * 1024  # any other request: every text at its limit fits, JSON-escaped
 MAX_EVAL_ROWS = 2_000
 MAX_LINE_CHARS = 200_000  # one row of an evaluation file
-EVAL_CHUNK_ROWS = 8  # rows scored between two chances for other visitors' turns to use the GPU
+# Ids, padding included, in one batch of an evaluation: scored between two chances for other visitors' turns to use
+# the GPU (a turn's 4 candidates of 512 tokens after a 1,000-token conversation take about 3,000).
+EVAL_BATCH_TOKENS = 4096
 # Queued or running jobs of one browser session: a turn and one waiting behind it (a Score pressed while the
 # candidates stream), and one evaluation.
 MAX_JOBS_PER_VISITOR = {"gpu": 2, "eval": 1}

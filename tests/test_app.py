@@ -64,6 +64,9 @@ class FakeEngine:
     def score(self):
         return "scored"
 
+    def values(self):
+        return "batch scored"
+
     def probe(self):
         return "probed"
 
@@ -81,8 +84,9 @@ def test_zero_gpu_loads_the_models_first_and_wraps_the_gpu_work(monkeypatch):
     monkeypatch.setattr(app, "spaces", types.SimpleNamespace(GPU=gpu))
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     engine = app.on_zero_gpu(FakeEngine())
-    assert engine.loaded == ["lm", "rm"] and len(durations) == 4
+    assert engine.loaded == ["lm", "rm"] and len(durations) == 5
     assert engine.generate() == ("on gpu", "generated") and engine.score() == ("on gpu", "scored")
+    assert engine.values() == ("on gpu", "batch scored")
     assert engine.probe() == ("on gpu", "probed") and engine.attribute() == ("on gpu", "attributed")
 
 

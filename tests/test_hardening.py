@@ -150,16 +150,17 @@ def test_a_file_that_is_not_utf8_names_the_line(engine, tmp_path):
         evaluated(engine, str(path))
 
 
-def test_evaluation_scores_in_chunks_and_stops_when_closed(engine, tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(engine, "score",
-                        lambda *args, **kwargs: calls.append(1) or Engine.score(engine, *args, **kwargs))
+def test_evaluation_scores_in_batches_and_stops_when_closed(engine, tmp_path, monkeypatch):
+    batches = []
+    monkeypatch.setattr(evaluation, "EVAL_BATCH_TOKENS", 64)  # a few of these short rows per batch
+    monkeypatch.setattr(engine, "values", lambda rm, groups, *args: batches.append(len(groups)) or
+                        Engine.values(engine, rm, groups, *args))
     run = evaluation.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
                                    progress=lambda *a, **k: None)
-    assert next(run)[2] == f"Scoring with **tiny**: {limits.EVAL_CHUNK_ROWS} of 30 rows…"
-    assert len(calls) == limits.EVAL_CHUNK_ROWS
+    assert next(run)[2] == f"Scoring with **tiny**: {batches[0]} of 30 rows…"
+    assert len(batches) == 1 and 1 < batches[0] < 30
     run.close()  # what Gradio does on cancel or disconnect
-    assert len(calls) == limits.EVAL_CHUNK_ROWS
+    assert len(batches) == 1
 
 
 def test_exports_leave_no_folders_behind(turn):
@@ -181,7 +182,7 @@ def test_readme_states_the_limits():
     values = [f"{limits.MAX_MESSAGE_CHARS:,} characters", f"{limits.MAX_SYSTEM_CHARS:,} characters",
               f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, "
               f"{limits.MAX_LINE_CHARS:,} characters",
-              f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"chunks of {limits.EVAL_CHUNK_ROWS} rows",
+              f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"batches of at most {limits.EVAL_BATCH_TOKENS:,} tokens",
               f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting) and "
               f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation"]
     assert [value for value in values if value not in section] == []

@@ -39,10 +39,9 @@ def watched_scoring(engine, monkeypatch):
     """Counts the evaluation rows scored (ROW's candidates), and notes when the scoring loop is closed."""
     scored, closed, score_rows = [], threading.Event(), evaluation.score_rows
 
-    def counting(messages, candidates, *args, **kwargs):
-        if candidates == [ROW["chosen"], ROW["rejected"]]:
-            scored.append(1)
-        return type(engine).score(engine, messages, candidates, *args, **kwargs)
+    def counting(rm, groups, *args):  # a batch of the evaluation: one group per row
+        scored.extend([1] * len(groups))
+        return type(engine).values(engine, rm, groups, *args)
 
     def watched(*args, **kwargs):
         try:
@@ -50,7 +49,7 @@ def watched_scoring(engine, monkeypatch):
         finally:
             closed.set()
 
-    monkeypatch.setattr(engine, "score", counting)
+    monkeypatch.setattr(engine, "values", counting)
     monkeypatch.setattr(evaluation, "score_rows", watched)
     return scored, closed
 

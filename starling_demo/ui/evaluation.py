@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..engine import Engine
 from ..evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
-from ..limits import EVAL_CHUNK_ROWS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
+from ..limits import EVAL_BATCH_TOKENS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
 from ..templates import check_rm_format
 from .inputs import models
 from .models import PROBLEMS, explain
@@ -41,8 +41,9 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
                   progress=gr.Progress()):
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
 
-    Rows are scored a few at a time, as batch work of the engine's device lock, so visitors' turns go first
-    and wait for at most one chunk; a cancelled or disconnected job stops after its current chunk.
+    Rows are scored in batched passes of at most EVAL_BATCH_TOKENS ids, each as batch work of the engine's device
+    lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected job stops after
+    its current batch.
     """
     empty = pd.DataFrame(columns=REPORT_HEADERS)
     try:
@@ -50,8 +51,8 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
         check_rm_format(rm_format)
         rows, errors = read_upload(path)
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
-        for done in score_rows(engine, rows, rm, readout, rm_format, EVAL_CHUNK_ROWS,
-                               lambda: engine.lock("rm", rm, batch=True)):
+        for _, done in score_rows(engine, rows, rm, readout, rm_format, EVAL_BATCH_TOKENS,
+                                  lambda: engine.lock("rm", rm, batch=True)):
             progress((done, len(rows)), desc="Scoring rows")
             yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
     except PROBLEMS as error:
