@@ -24,13 +24,11 @@ import time
 
 from starling_demo import probes
 from starling_demo.edits import EDITS
-from starling_demo.loading import Loaded, load_tokenizer
-from starling_demo.presets import RM_PRESETS
 from starling_demo.scoring import score
 from starling_demo.templates import reward_inputs, reward_template
-from starling_demo.tiny import tiny_checkpoint
 
-from .common import build, clock, cpu_snapshot, machine, medians, parse_args, report_contention, sync, table
+from .common import (clock, cpu_snapshot, machine, medians, parse_args, report_contention, reward_model, table,
+                     time_forward)
 
 N = 8
 REPLY_TOKENS = (150, 300)
@@ -159,33 +157,13 @@ def rows_of(candidates: list[str]) -> list[str]:
     return rows
 
 
-def time_forward(model, device: str) -> list:
-    """Wrap `model.forward`; the returned [seconds, positions] grows with every call (reset it between runs)."""
-    spent, inner = [0.0, 0], model.forward
-
-    def forward(input_ids, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return inner(input_ids, *args, **kwargs)
-        finally:
-            sync(device)
-            spent[0] += time.perf_counter() - start
-            spent[1] += input_ids.numel()
-
-    model.forward = forward
-    return spent
-
-
 def main() -> None:
     before = cpu_snapshot()
     args = parse_args(__doc__, prompt_tokens=(int, 600, "RM tokens of conversation before the reply"),
                       seed=(int, 0, "seed for the conversation and candidates"))
     cuda = args.device == "cuda"
-    precision = "4bit" if cuda else "fp32"
-    model = build("rm", cuda, precision, args.device)
-    tokenizer = load_tokenizer(tiny_checkpoint("rm-7b"))
-    preset = RM_PRESETS["tiny"]
-    rm = Loaded(model, tokenizer, preset, precision, args.device)
+    rm = reward_model(args.device)
+    model, tokenizer, preset = rm.model, rm.tokenizer, rm.preset
     edits = list(EDITS.values())
     messages, candidates, prompt_len = conversation(tokenizer, reward_template(preset.template), args.prompt_tokens,
                                                     args.seed)

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from starling_demo.loading import Loaded, load_tokenizer
-from starling_demo.presets import RM_PRESETS
-from starling_demo.scoring import score, value_rows
-from starling_demo.tiny import tiny_checkpoint
+from starling_demo.scoring import score, value_groups
 
-from .common import (build, clock, cpu_snapshot, machine, medians, parse_args, random_ids, report_contention, table,
-                     verdict)
+from .common import (clock, cpu_snapshot, machine, medians, parse_args, random_ids, report_contention, reward_model,
+                     table, verdict)
 
 N, REPLY = 8, 200
 MAX_LENGTH, UNK = 2048, 0  # the card pads with unk to 2048 and reads index 2047
@@ -44,8 +41,8 @@ def card_rewards(model, rows: list[list[int]]) -> list[float]:
 
 
 def project_rewards(model, rows: list[list[int]], share_prefix: bool) -> list[float]:
-    """The rewards `score()` returns for the card read-out, through the same `value_rows` call."""
-    return value_rows(model, rows, UNK, MAX_LENGTH - 1, share_prefix=share_prefix)[1]
+    """The rewards `score()` returns for the card read-out, through the same `value_groups` call."""
+    return value_groups(model, [rows], UNK, MAX_LENGTH - 1, share_prefix=share_prefix)[0].query
 
 
 def text_conversation(prompt_len: int, seed: int) -> tuple[list[dict], list[str]]:
@@ -59,9 +56,8 @@ def main() -> None:
     before = cpu_snapshot()
     args = parse_args(__doc__)
     cuda = args.device == "cuda"
-    model = build("rm", cuda, "4bit" if cuda else "fp32", args.device)
-    tokenizer = load_tokenizer(tiny_checkpoint("rm-7b"))
-    loaded = Loaded(model, tokenizer, RM_PRESETS["tiny"], "4bit" if cuda else "fp32", args.device)
+    loaded = reward_model(args.device)
+    model = loaded.model
     print(f"# bench_scoring on {machine()}; RM {'Llama-2-7B shape, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}; "
           f"N={N}, replies ~{REPLY} tokens, median of {args.repeats}")
     rows_out, met = [], []

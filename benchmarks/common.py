@@ -97,6 +97,38 @@ def build(kind: str, true_shape: bool, precision: str, device: str) -> nn.Module
     return model.eval()
 
 
+def time_forward(model, device: str) -> list:
+    """Wrap `model.forward` to count the time in model passes; the returned [seconds, positions] grows with every call (reset it between runs)."""
+    spent, inner = [0.0, 0], model.forward
+
+    def forward(input_ids, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(input_ids, *args, **kwargs)
+        finally:
+            sync(device)
+            spent[0] += time.perf_counter() - start
+            spent[1] += input_ids.numel()
+
+    model.forward = forward
+    return spent
+
+
+def reward_model(device: str):
+    """The benchmarks' reward model as the engine holds one (`backends.local.Loaded`): random weights, the true
+    RM-7B shape in 4-bit on CUDA and the small one in fp32 on CPU, with the real Mistral tokenizer and the tiny
+    RM-7B preset (its template, the card's read-out, 2,048 positions)."""
+    from starling_demo.backends.local import Loaded
+    from starling_demo.loading import load_tokenizer
+    from starling_demo.presets import RM_PRESETS
+    from starling_demo.tiny import tiny_checkpoint
+
+    cuda = device == "cuda"
+    precision = "4bit" if cuda else "fp32"
+    return Loaded(build("rm", cuda, precision, device), load_tokenizer(tiny_checkpoint("rm-7b")), RM_PRESETS["tiny"],
+                  precision, device)
+
+
 def random_ids(n: int, generator: torch.Generator) -> list[int]:
     """`n` random ordinary token ids (past the specials 0-2, inside both vocabularies)."""
     return torch.randint(3, 32000, (n,), generator=generator).tolist()

@@ -6,6 +6,7 @@ import argparse
 import collections
 import json
 import math
+import shutil
 import sys
 from collections.abc import Iterator
 
@@ -81,7 +82,9 @@ def progress_bar(path: str, what: str):
     `path`: counted first, in one pass that keeps nothing (and finds a file that cannot be read, before any model
     work)."""
     total = sum(1 for _, line in read_lines(path) if line.strip())
-    return tqdm(total=total, unit=" rows", desc=what, file=sys.stderr, disable=None, dynamic_ncols=True)
+    # A terminal that reports no size (some containers) gets the usual 80 columns, not a bar of none.
+    return tqdm(total=total, unit=" rows", desc=what, file=sys.stderr, disable=None,
+                ncols=shutil.get_terminal_size().columns)
 
 
 def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> None:

@@ -224,3 +224,134 @@ def test_judge_reads_rankings_then_reveals_and_tallies(tmp_path, capsys, monkeyp
     assert err.index("[1] Hi there!") < err.index("The reward model ranks")  # shown before they are scored
     assert tally["tally"]["turns"] == 1 and tally["tally"]["pairs"] == 3
     assert tally["tally"]["pairwise"] == judged["agreement"]["pairwise"]
+
+
+def many_rows(count=120):
+    """`count` conversations of varied lengths, each with an "id": pairs and 4-candidate rows, a system message in
+    some, a few of them over 2,048 RM tokens."""
+    rows = []
+    for i in range(count):
+        words = ("word " * 2500) if i % 40 == 7 else " ".join(f"w{i}x{k}" for k in range(1 + (i * 7) % 60))
+        messages = [{"role": "user", "content": f"Question {i}: {words}"}]
+        if i % 6 == 2:
+            messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, *messages]
+        if i % 5 == 1:
+            messages = [{"role": "system", "content": f"Be brief ({i})."}, *messages]
+        n = 4 if i % 3 == 0 else 2
+        candidates = [f"Answer {i}.{k}: " + "yes " * ((i + 3 * k) % 25) for k in range(n)]
+        rows.append({"id": i, "messages": messages, "candidates": candidates})
+    return rows
+
+
+def test_score_in_batches_keeps_file_order_and_equals_scoring_each_line_alone(tmp_path, capsys):
+    rows = many_rows()
+    assert sum(len(row["messages"][-1]["content"].split()) > 2000 for row in rows) == 3
+    path = write(tmp_path, rows)
+    code, batched, err = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", path)
+    assert code == 0 and "rows" not in err  # stderr is no terminal here: no progress bar
+    code_alone, alone, _ = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32",
+                               "--batch-tokens", "1", path)
+    assert code_alone == 0 and [o["id"] for o in batched] == [o["id"] for o in alone] == list(range(len(rows)))
+    for out, row in zip(batched, rows):
+        assert out["candidates"] == row["candidates"] and len(out["rewards"]) == len(row["candidates"])
+    for out, one in zip(batched, alone):
+        assert out["rewards"] == pytest.approx(one["rewards"], abs=1e-4)
+    assert "traces" not in batched[0]
+
+
+def test_a_malformed_row_deep_in_the_file(tmp_path, capsys):
+    rows = [{"id": i, "messages": [{"role": "user", "content": f"Question {i} " + "why " * (i % 30)}],
+             "chosen": f"Good answer {i}.", "rejected": f"Bad {i}"} for i in range(120)]
+    rows[99] = {**rows[99], "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                "subset": "bad"}
+    rows[100] = {**rows[100], "subset": "after"}
+    pairs = [{k: v for k, v in row.items() if k not in ("chosen", "rejected")}
+             | {"candidates": [row["chosen"], row["rejected"]]} for row in rows]
+    path = write(tmp_path, pairs)
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", path)
+    assert code == 1 and out == [] and f"error: {path}, line 100: " in err
+    not_a_string = [*pairs[:99], {**pairs[99], "messages": pairs[0]["messages"], "candidates": ["a", 3]}, *pairs[100:]]
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32",
+                         write(tmp_path, not_a_string))
+    assert code == 1 and out == [] and "line 100: 'candidates' must be a non-empty list of strings" in err
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, rows))
+    assert code == 0 and len(out) == 1
+    skipped = out[0]["skipped"]
+    assert len(skipped) == 1 and skipped[0].startswith("line 100: ") and "skipped line 100: " in err
+    report = out[0]["report"]
+    assert "line 101" not in err and report["overall"]["n"] == len(rows) - 1
+    assert set(report["subsets"]) == {"all", "after"} and report["subsets"]["after"]["n"] == 1
+
+
+def test_score_traces_give_each_reply_token_and_its_value(tmp_path, capsys):
+    rows = [{**GOOD[0], "candidates": ["Hi there!", "  Go away.  ", "Hello 😀 — naïve café", "x\ny"]}, GOOD[1]]
+    path = write(tmp_path, rows)
+    code, out, _ = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", "--traces", path)
+    assert code == 0 and len(out) == 2
+    for record, row in zip(out, rows):
+        assert len(record["traces"]) == len(row["candidates"])
+        for trace, candidate in zip(record["traces"], row["candidates"]):
+            assert trace["tokens"] and "".join(trace["tokens"]).strip() == candidate.strip()
+            assert len(trace["values"]) == len(trace["tokens"])
+            assert all(isinstance(v, float) for v in trace["values"])
+    code, plain, _ = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", path)
+    assert code == 0 and all("traces" not in record for record in plain)
+    assert [r["rewards"] for r in plain] == [pytest.approx(r["rewards"], abs=1e-5) for r in out]
+
+
+def test_eval_shows_a_progress_bar_on_a_terminal_only(tmp_path, capsys):
+    import errno
+    import fcntl
+    import os
+    import pathlib
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}"}], "chosen": "Yes.", "rejected": "No"}
+            for i in range(7)]
+    path = write(tmp_path, rows)
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", path)
+    assert code == 0 and out[0]["report"]["overall"]["n"] == 7 and "rows" not in err and "7/7" not in err
+    root = pathlib.Path(__file__).resolve().parent.parent
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "starling_demo", "eval", "--reward-model", "tiny", "--precision", "fp32",
+             "--device", "cpu", path],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)  # the child holds its own copy: EOF (EIO on Linux) comes when it exits
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError as error:
+                if error.errno != errno.EIO:
+                    raise
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    stdout, _ = process.communicate(timeout=120)
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+    assert process.returncode == 0, terminal
+    assert json.loads(stdout)["report"]["overall"]["n"] == 7
+    bars = [text.strip() for text in terminal.replace("\n", "\r").split("\r") if text.startswith("Scoring")]
+    assert bars and bars[-1].startswith("Scoring: 100%") and "| 7/7 [" in bars[-1] and "rows/s]" in bars[-1], terminal
+
+
+@pytest.mark.parametrize("command", ["score", "eval"])
+@pytest.mark.parametrize("value", ["0", "x", "-3", "2.5"])
+def test_batch_tokens_must_be_a_whole_number_of_at_least_one(tmp_path, capsys, command, value):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--reward-model", "tiny", "--batch-tokens", value, write(tmp_path, GOOD)])
+    out, err = capsys.readouterr()
+    assert exit.value.code == 2 and out == "" and "--batch-tokens: must be a whole number of at least 1" in err

@@ -1,0 +1,202 @@
+"""Batch scoring of a JSONL file: RewardBench's loop vs the project row by row vs the project batched, end to end.
+
+(a) RewardBench's Starling pipeline as `run_rm.py` drives it: 16 rows a batch, each candidate position of the batch
+    tokenized together, padded to the longest, read at the token before the first pad (the last real one).
+(b) The project row by row, as before batch scoring: one `score` per row, building every candidate's trace (the
+    per-token values and token texts) as it did on every score.
+(c) The project batched: `evaluation.evaluate` on the file read as a stream (`batching.score_stream`).
+
+Same process, model and file; (a) and (b)/(c) get the same text (RewardBench's format, last-token read-out), so their
+rewards must agree; (c) is also run with the card's read-out. Reports rows per second, the share of the wall time
+spent in model passes, and the peak memory above the loaded model.
+"""
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from starling_demo.backends.local import Loaded
+from starling_demo.detokenize import token_texts
+from starling_demo.engine import Engine
+from starling_demo.evaluation import eval_rows, evaluate
+from starling_demo.limits import utf8_lines
+from starling_demo.scoring import score
+from starling_demo.templates import llama2_chat_parts, render_parts
+
+from .common import (cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table, time_forward,
+                     verdict)
+
+RB_BATCH, MAX_LENGTH = 16, 2048
+PROMPT, REPLY = (50, 1500), (50, 400)  # RM tokens
+WORDS = ("the a model reply answer reward token long short good best people water light house city river "
+         "because however which could would should data value first second number").split()
+
+
+def write_rows(path: Path, rows: int, tokenizer, seed: int = 0) -> None:
+    """`rows` lines: pairs (chosen/rejected) and, every third, a 4-way ranking; prompt and reply lengths drawn
+    uniformly in RM tokens (PROMPT, REPLY), as words of this tokenizer."""
+    rng = random.Random(seed)
+    per_word = len(tokenizer(" ".join(WORDS), add_special_tokens=False)["input_ids"]) / len(WORDS)
+    text = lambda tokens: " ".join(rng.choice(WORDS) for _ in range(round(tokens / per_word)))  # noqa: E731
+    with open(path, "w", encoding="utf-8") as file:
+        for i in range(rows):
+            messages = [{"role": "user", "content": text(rng.randint(*PROMPT))}]
+            replies = [text(rng.randint(*REPLY)) for _ in range(4 if i % 3 == 2 else 2)]
+            row = {"messages": messages, "candidates": replies} if len(replies) == 4 else \
+                {"messages": messages, "chosen": replies[0], "rejected": replies[1]}
+            file.write(json.dumps(row) + "\n")
+
+
+class PeakMemory:
+    """Peak memory above what was in use when entered: CUDA's allocator peak, or this process's resident size
+    sampled every 5 ms on CPU."""
+
+    def __init__(self, device: str):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base = self.peak = rss()
+        self.done = threading.Event()
+
+        def sample():
+            while not self.done.wait(0.005):
+                self.peak = max(self.peak, rss())
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self.done.set()
+            self.thread.join()
+            self.peak = max(self.peak, rss())
+        self.above = self.peak - self.base
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def rows_of(path: Path) -> list[dict]:
+    with open(path, "rb") as file:
+        return list(eval_rows(utf8_lines(file)))
+
+
+@torch.inference_mode()
+def rewardbench(loaded: Loaded, path: Path) -> list[list[float]]:
+    """(a) RewardBench's loop: per batch of 16 rows, the k-th candidates of the batch as one pipeline call.
+
+    As its StarlingPipeline: the tokenizer pads to the longest text of the call (pad = unk) and truncates at 2048;
+    GPTRewardModel reads the value before the first pad id (the last column when there is none).
+    """
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pad_id = tokenizer.unk_token_id
+    rows = rows_of(path)
+    rewards: list[list[float]] = [[] for _ in rows]
+    for start in range(0, len(rows), RB_BATCH):
+        batch = rows[start:start + RB_BATCH]
+        for k in range(max(len(row["candidates"]) for row in batch)):
+            members = [i for i, row in enumerate(batch) if k < len(row["candidates"])]
+            texts = [render_parts(llama2_chat_parts(batch[i]["messages"], batch[i]["candidates"][k])) for i in members]
+            ids = [tokenizer(t, truncation=True, max_length=MAX_LENGTH)["input_ids"] for t in texts]
+            width = max(map(len, ids))
+            input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for j, row in enumerate(ids):
+                input_ids[j, :len(row)], mask[j, :len(row)] = torch.tensor(row), 1
+            values = model(input_ids.to(model.device), attention_mask=mask.to(model.device))
+            for j, i in enumerate(members):
+                pads = (input_ids[j] == pad_id).nonzero()
+                end = pads[0].item() if len(pads) else width
+                rewards[start + i].append(values[j, end - 1].item())
+    return rewards
+
+
+def row_by_row(loaded: Loaded, path: Path) -> list[list[float]]:
+    """(b) The project as it scored files before batch scoring: one `score` per row, every trace built."""
+    rewards = []
+    for row in rows_of(path):
+        scores = score(loaded, row["messages"], row["candidates"], rm_format="rewardbench", traces=True)
+        [token_texts(loaded.tokenizer, ids) for ids in scores.reply_ids]  # what every score did then
+        rewards.append(scores.rewards)
+    return rewards
+
+
+def batched(engine: Engine, path: Path, readout: str, budget: int) -> list[list[float]]:
+    """(c) `evaluation.evaluate` on the file read as a stream, as `python -m starling_demo eval` runs it."""
+    with open(path, "rb") as file:
+        result = evaluate(engine, utf8_lines(file), readout=readout, rm_format="rewardbench", budget=budget)
+    return [row["rewards"] for row in result["rows"]]
+
+
+def main() -> None:
+    before = cpu_snapshot()
+    args = parse_args(__doc__, rows=(int, 2000, "rows in the JSONL file"),
+                      batch_tokens=(int, 8192, "--batch-tokens of the batched run"))
+    cuda = args.device == "cuda"
+    loaded = reward_model(args.device)
+    engine = Engine(lm_name="tiny", rm_name="tiny", precision=loaded.precision, device=args.device)
+    engine._models[("rm", "tiny")] = loaded  # the benchmark's model, in place of a load
+    spent = time_forward(loaded.model, args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "rows.jsonl"
+        write_rows(path, args.rows, loaded.tokenizer)
+        lengths = [len(loaded.tokenizer(render_parts(llama2_chat_parts(r["messages"], c)))["input_ids"])
+                   for r in rows_of(path)[:200] for c in r["candidates"]]
+        print(f"# bench_eval on {machine()}; RM {'Llama-2-7B shape, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}; "
+              f"{args.rows} rows (pairs, and 4-way every third), RM inputs of {min(lengths)}-{max(lengths)} tokens "
+              f"(first 200 rows); --batch-tokens {args.batch_tokens}")
+        runs = {"(a) RewardBench loop, batch 16": lambda: rewardbench(loaded, path),
+                "(b) project, row by row": lambda: row_by_row(loaded, path),
+                "(c) project, batched": lambda: batched(engine, path, "last-token", args.batch_tokens),
+                "(c) project, batched, card read-out": lambda: batched(engine, path, "card", args.batch_tokens)}
+        results, figures = {}, []
+        runs["warm-up"] = lambda: batched(engine, path.with_name("few.jsonl"), "last-token", args.batch_tokens)
+        write_rows(path.with_name("few.jsonl"), 20, loaded.tokenizer, seed=1)
+        runs = {"warm-up": runs.pop("warm-up"), **runs}
+        for name, run in runs.items():
+            spent[:] = [0.0, 0]
+            with PeakMemory(args.device) as memory:
+                sync(args.device)
+                start = time.perf_counter()
+                results[name] = run()
+                sync(args.device)
+                wall = time.perf_counter() - start
+            if name == "warm-up":
+                continue
+            figures.append([name, wall, args.rows / wall, spent[0] / wall, spent[1] / 1e6, memory.above / 2**20])
+            print(f"{name}: {wall:.1f} s, {args.rows / wall:.1f} rows/s, model passes {spent[0] / wall:.0%} of "
+                  f"the wall time over {spent[1] / 1e6:.2f} M positions, peak memory +{memory.above / 2**20:.0f} MiB",
+                  flush=True)
+    a, b, c, card = (results[name] for name in list(runs)[1:])
+    assert len(a) == len(b) == len(c) == args.rows
+    difference = max(abs(x - y) for rows in (b, c) for r, s in zip(a, rows) for x, y in zip(r, s))
+    print(f"max |reward difference| of (b) and (c) against (a): {difference:.2e} "
+          f"(card read-out rows differ from the last token's: {sum(r != s for r, s in zip(c, card))})")
+    if not cuda:
+        assert difference < 1e-4, "the three computations must give the same rewards"
+    print(table(["run", "wall s", "rows/s", "model share", "M positions run", "peak MiB above the model"], figures))
+    (_, wall_a, *_), (_, wall_b, *_), (_, wall_c, _, share_c, *_) = figures[:3]
+    met = [verdict("(c) vs RewardBench's loop (a)", wall_a / wall_c, ">=", 4),
+           verdict("(c) vs row by row (b)", wall_b / wall_c, ">=", 1.5),
+           verdict("model passes' share of (c)", 100 * share_c, ">=", 85, unit="%")]
+    print(f"all eval targets met: {all(met)}")
+    report_contention(before)
+
+
+if __name__ == "__main__":
+    main()
