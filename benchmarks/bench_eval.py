@@ -55,7 +55,7 @@ def write_rows(path: Path, rows: int, tokenizer, seed: int = 0) -> None:
 
 class PeakMemory:
     """Peak memory above what was in use when entered: CUDA's allocator peak, or this process's resident size
-    sampled every 5 ms on CPU."""
+    sampled every 50 ms on CPU (a pass takes longer; sampling more often slowed the passes' threads)."""
 
     def __init__(self, device: str):
         self.device, self.peak = device, 0
@@ -69,7 +69,7 @@ class PeakMemory:
         self.done = threading.Event()
 
         def sample():
-            while not self.done.wait(0.005):
+            while not self.done.wait(0.05):
                 self.peak = max(self.peak, rss())
 
         self.thread = threading.Thread(target=sample, daemon=True)
