@@ -2,8 +2,10 @@
 
 (a) RewardBench's Starling pipeline as `run_rm.py` drives it: 16 rows a batch, each candidate position of the batch
     tokenized together, padded to the longest, read at the token before the first pad (the last real one).
-(b) The project row by row, as before batch scoring: one `score` per row, building every candidate's trace (the
-    per-token values and token texts) as it did on every score.
+(b) The project row by row, as before this issue: one `score` per row, building every candidate's trace (the
+    per-token values and token texts) as it did on every score, its candidates in one padded pass
+    (`scoring.SUFFIX_SPREAD` 0); and (b') row by row with this issue's scoring: no traces, the candidates in passes
+    of similar length.
 (c) The project batched: `evaluation.evaluate` on the file read as a stream (`batching.score_stream`).
 
 Same process, model and file; (a) and (b)/(c) get the same text (RewardBench's format, last-token read-out), so their
@@ -26,6 +28,7 @@ from starling_demo.detokenize import token_texts
 from starling_demo.engine import Engine
 from starling_demo.evaluation import eval_rows, evaluate
 from starling_demo.limits import utf8_lines
+from starling_demo import scoring
 from starling_demo.scoring import score
 from starling_demo.templates import llama2_chat_parts, render_parts
 
@@ -126,13 +129,18 @@ def rewardbench(loaded: Loaded, path: Path) -> list[list[float]]:
     return rewards
 
 
-def row_by_row(loaded: Loaded, path: Path) -> list[list[float]]:
-    """(b) The project as it scored files before batch scoring: one `score` per row, every trace built."""
-    rewards = []
-    for row in rows_of(path):
-        scores = score(loaded, row["messages"], row["candidates"], rm_format="rewardbench", traces=True)
-        [token_texts(loaded.tokenizer, ids) for ids in scores.reply_ids]  # what every score did then
-        rewards.append(scores.rewards)
+def row_by_row(loaded: Loaded, path: Path, before: bool) -> list[list[float]]:
+    """(b) One `score` per row; `before` this issue, every trace built and the candidates in one padded pass."""
+    rewards, spread = [], scoring.SUFFIX_SPREAD
+    scoring.SUFFIX_SPREAD = 0.0 if before else spread
+    try:
+        for row in rows_of(path):
+            scores = score(loaded, row["messages"], row["candidates"], rm_format="rewardbench", traces=before)
+            if before:
+                [token_texts(loaded.tokenizer, ids) for ids in scores.reply_ids]  # what every score did then
+            rewards.append(scores.rewards)
+    finally:
+        scoring.SUFFIX_SPREAD = spread
     return rewards
 
 
@@ -161,7 +169,8 @@ def main() -> None:
               f"{args.rows} rows (pairs, and 4-way every third), RM inputs of {min(lengths)}-{max(lengths)} tokens "
               f"(first 200 rows); --batch-tokens {args.batch_tokens}")
         runs = {"(a) RewardBench loop, batch 16": lambda: rewardbench(loaded, path),
-                "(b) project, row by row": lambda: row_by_row(loaded, path),
+                "(b) project, row by row, as before": lambda: row_by_row(loaded, path, before=True),
+                "(b') project, row by row, this issue's scoring": lambda: row_by_row(loaded, path, before=False),
                 "(c) project, batched": lambda: batched(engine, path, "last-token", args.batch_tokens),
                 "(c) project, batched, card read-out": lambda: batched(engine, path, "card", args.batch_tokens)}
         results, figures = {}, []
@@ -182,15 +191,15 @@ def main() -> None:
             print(f"{name}: {wall:.1f} s, {args.rows / wall:.1f} rows/s, model passes {spent[0] / wall:.0%} of "
                   f"the wall time over {spent[1] / 1e6:.2f} M positions, peak memory +{memory.above / 2**20:.0f} MiB",
                   flush=True)
-    a, b, c, card = (results[name] for name in list(runs)[1:])
-    assert len(a) == len(b) == len(c) == args.rows
-    difference = max(abs(x - y) for rows in (b, c) for r, s in zip(a, rows) for x, y in zip(r, s))
-    print(f"max |reward difference| of (b) and (c) against (a): {difference:.2e} "
+    a, b, b2, c, card = (results[name] for name in list(runs)[1:])
+    assert len(a) == len(b) == len(b2) == len(c) == args.rows
+    difference = max(abs(x - y) for rows in (b, b2, c) for r, s in zip(a, rows) for x, y in zip(r, s))
+    print(f"max |reward difference| of (b), (b') and (c) against (a): {difference:.2e} "
           f"(card read-out rows differ from the last token's: {sum(r != s for r, s in zip(c, card))})")
     if not cuda:
         assert difference < 1e-4, "the three computations must give the same rewards"
     print(table(["run", "wall s", "rows/s", "model share", "M positions run", "peak MiB above the model"], figures))
-    (_, wall_a, *_), (_, wall_b, *_), (_, wall_c, _, share_c, *_) = figures[:3]
+    (_, wall_a, *_), (_, wall_b, *_), _, (_, wall_c, _, share_c, *_) = figures[:4]
     met = [verdict("(c) vs RewardBench's loop (a)", wall_a / wall_c, ">=", 4),
            verdict("(c) vs row by row (b)", wall_b / wall_c, ">=", 1.5),
            verdict("model passes' share of (c)", 100 * share_c, ">=", 85, unit="%")]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from starling_demo.generation import stream_candidates
-from starling_demo.scoring import value_rows
+from starling_demo.scoring import value_groups
 
 from .common import (build, cpu_snapshot, lm_config, machine, module_bytes, parse_args, quantize_4bit, random_ids,
                      report_contention, rm_config, table, verdict)
@@ -88,7 +88,7 @@ def cuda_peak(precision: str) -> list:
     generated = torch.cuda.max_memory_allocated()
     conversation = [1] + random_ids(CONTEXT - NEW - 1, generator)
     rows = [conversation + [min(t, 31999) for t in ids] for ids in state.ids]
-    value_rows(rm, rows, 0, CONTEXT - 1)
+    value_groups(rm, [rows], 0, CONTEXT - 1)
     scored = torch.cuda.max_memory_allocated()
     del lm, rm
     gc.collect()
@@ -105,7 +105,7 @@ def main() -> None:
     else:
         rows = [cuda_peak(p) for p in ("4bit", "bf16")]
         print(f"torch.cuda.max_memory_allocated, LM-7B + RM-7B, N={N} candidates x {CONTEXT} tokens "
-              f"({CONTEXT - NEW} prompt + {NEW} generated), then value_rows on the 8 rows:")
+              f"({CONTEXT - NEW} prompt + {NEW} generated), then value_groups on the 8 rows:")
         print(table(["precision", "weights GiB", "peak after generation GiB", "peak after scoring GiB"], rows))
         verdict("4-bit LM + RM peak", rows[0][3], "<=", TARGET_GIB, " GiB")
     report_contention(before)

@@ -8,8 +8,9 @@ variant of its own: 88 rows, asserted before timing (81 distinct texts: the refu
 the same one, which `probe` scores once per candidate).
 
 - baseline: `score(rm, messages, [text])` once per row, 88 calls, each one pass over its whole row;
-- probe: `probes.probe(rm, messages, candidates, EDITS)`, the project's path: the rows go through `score` 16 at a
-  time (`probes.PASS_ROWS`), each call one batched pass that encodes the shared conversation once.
+- probe: `probes.probe(rm, messages, candidates, EDITS)`, the project's path: the distinct rows are the candidates
+  of one conversation in `batching.score_stream`, which encodes the conversation once per batch of at most
+  `batching.BATCH_TOKENS` ids and runs the replies in passes of similar length.
 
 Both give the same rewards (asserted within 1e-4 on CPU, fp32). The methods take turns within each repeat; medians
 are reported. The model's forward is wrapped with a timer, which gives the share of each method's time spent in
@@ -199,14 +200,13 @@ def main() -> None:
         return run
 
     t = medians({"baseline": timed(baseline), "probe": timed(probe)}, args.repeats, warmup=0)
-    passes = -(-len(rows) // probes.PASS_ROWS)
     out = []
     for name, label, calls in (("baseline", "one `score()` per variant", f"{len(rows)} calls"),
-                               ("probe", f"`probe()`, {probes.PASS_ROWS} rows per pass", f"{passes} calls")):
+                               ("probe", "`probe()`, batched", "1 call")):
         seconds, forward, positions = t[name]
         out.append([label, calls, seconds, len(rows) / seconds, forward, f"{forward / seconds:.0%}",
                     round(1e3 * (seconds - forward)), int(positions), t["baseline"][0] / seconds])
-    print(table(["method", "score() calls", "s", "variants/s", "forward s", "forward share", "outside forward ms",
+    print(table(["method", "calls", "s", "variants/s", "forward s", "forward share", "outside forward ms",
                  "positions run", "speed-up"], out))
     print(f"speed-up one call per variant / probe: {t['baseline'][0] / t['probe'][0]:.2f}x; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -1,5 +1,5 @@
 """What moves the reward: perturbation probes and sentence attribution, every variant of a candidate scored in
-batched passes that encode the conversation once (`scoring.score`), never one call per variant."""
+batched passes that encode the conversation once (`batching.score_stream`), never one call per variant."""
 from __future__ import annotations
 
 import warnings
@@ -8,46 +8,25 @@ import numpy as np
 from scipy import stats
 
 from .edits import Edit, text_of, units, without
-from .scoring import score
+from .batching import score_stream
 
-# A pass takes up to PASS_ROWS variants (a candidate with the 10 edits: one pass), and fewer when they are long: the
-# conversation is encoded once, so a pass's memory grows with its replies' length, kept within what a turn's 8
-# full-length candidates take when they are scored (8 x 2,048 tokens is at least 32,000 characters).
-PASS_ROWS = 16
-PASS_CHARS = 32_000
 CONFIDENCE = 0.95
 RESAMPLES = 2000
-
-
-def passes(texts: list[str], rows: int = PASS_ROWS, chars: int = PASS_CHARS) -> list[list[str]]:
-    """`texts` in order, split into passes of at most `rows` texts and `chars` characters (one text at least).
-
-    >>> passes(["a" * 5, "b" * 5, "c" * 20, "d"], rows=3, chars=12)
-    [['aaaaa', 'bbbbb'], ['cccccccccccccccccccc'], ['d']]
-    """
-    batches: list[list[str]] = []
-    for text in texts:
-        if batches and len(batches[-1]) < rows and sum(map(len, batches[-1])) + len(text) <= chars:
-            batches[-1].append(text)
-        else:
-            batches.append([text])
-    return batches
 
 
 def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
                  rm_format: str = "rlhf") -> tuple[dict[str, float], str, str | None]:
     """The reward of each distinct text of `texts` as a reply to `messages`, with the read-out used and its note.
 
-    The texts go shortest first into `passes`, so that a pass pads its rows little (a repeated reply is twice as
-    long as the others: in candidate order, half of a pass was padding). Each reward equals
+    The distinct texts are the candidates of one conversation in `batching.score_stream`: its encoding runs once per
+    batch of at most BATCH_TOKENS ids, the replies in runs of similar length. Each reward equals
     `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
     """
-    reward_of, readout_used, note = {}, readout, None
-    for batch in passes(sorted(dict.fromkeys(texts), key=len)):
-        scores = score(rm, messages, batch, readout, rm_format=rm_format)
-        reward_of.update(zip(batch, scores.rewards))
-        readout_used, note = scores.readout, scores.note
-    return reward_of, readout_used, note
+    distinct = list(dict.fromkeys(texts))
+    [scores] = [result for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format) for result in ready]
+    if isinstance(scores, ValueError):
+        raise scores
+    return dict(zip(distinct, scores.rewards)), scores.readout, scores.note
 
 
 def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], readout: str | None = None,

@@ -153,7 +153,7 @@ def value_groups(model, groups: list[list[list[int]]], pad_id: int, query_positi
 
     extra = int(query_position is not None)
     last, query, full = [0.0] * len(rows), [0.0] * len(rows), [[]] * len(rows)
-    for run in length_runs(list(map(len, suffixes))):
+    for run in length_runs(list(map(len, suffixes)), SUFFIX_SPREAD):
         owners = [owner[i] for i in run]
         cache.prefix_of = torch.tensor(owners, device=device)
         width = max(len(suffixes[i]) for i in run) + extra

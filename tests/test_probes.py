@@ -52,17 +52,17 @@ def test_rewardbench_text_is_probed_in_its_own_format():
 
 def test_probes_go_in_a_few_passes_not_one_call_per_variant(monkeypatch):
     engine = Engine("tiny", "tiny", "fp32", "cpu")
-    passes = []
-    score = probes.score
-    lengths = []
-    monkeypatch.setattr(probes, "score", lambda rm, messages, texts, *a, **k: passes.append(len(texts)) or
-                        lengths.extend(map(len, texts)) or score(rm, messages, texts, *a, **k))
+    rm, batches, passes = engine.rm(), [], []
+    values, forward = rm.values, rm.model.forward
+    monkeypatch.setattr(rm, "values", lambda groups, *args: batches.append(groups) or values(groups, *args))
+    monkeypatch.setattr(rm.model, "forward", lambda ids, *a, **k: passes.append(ids.shape) or forward(ids, *a, **k))
     candidates = [f"Reply number {k}. It has two sentences." for k in range(8)]
     run = engine.probe(MESSAGES, candidates, list(EDITS.values()))
     # Each distinct text once: some edits give the same text (a refusal is one text for all), some change nothing.
     scored = len({*candidates, *(e["text"] for c in run["candidates"] for e in c["edits"])})
-    assert sum(passes) == scored and len(passes) == -(-scored // probes.PASS_ROWS) and max(passes) <= 16
-    assert scored < 8 * 11 and lengths == sorted(lengths)  # shortest first: passes of similar lengths
+    assert scored < 8 * 11 and len(batches) == 1 and sum(map(len, batches[0])) == scored
+    # The conversation once, then the variants in a few passes of similar length.
+    assert passes[0][0] == 1 and sum(shape[0] for shape in passes[1:]) == scored and len(passes) <= 6
 
 
 def test_attribution_leaves_each_unit_out(rm):

@@ -105,13 +105,13 @@ def test_stop_cancels_the_request_on_the_server(remote, served):
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
 def test_vllm_rewards_equal_the_in_process_last_token_rewards(name, local, remote, served):
     messages = CONVERSATIONS[name]
-    here = local.score(messages, REPLIES, readout="last-token")
-    there = remote.score(messages, REPLIES)  # the preset's card read-out is asked for, and cannot be given
+    here = local.score(messages, REPLIES, readout="last-token", traces=True)
+    there = remote.score(messages, REPLIES, traces=True)  # the preset's card read-out is asked for: not given
     assert there.rewards == pytest.approx(here.rewards, abs=1e-4)
     assert there.readout == "last-token" and "index 2047" in there.note and here.note is None
     assert there.lengths == here.lengths and there.truncated == here.truncated
     assert all(a == pytest.approx(b, abs=1e-4) for a, b in zip(there.traces, here.traces))
-    classify = vllm_engine(served, rm_url=served.classify_server.url).score(messages, REPLIES)
+    classify = vllm_engine(served, rm_url=served.classify_server.url).score(messages, REPLIES, traces=True)
     assert classify.rewards == pytest.approx(here.rewards, abs=1e-4) and classify.traces == [[]] * 3
     if name == "long":
         assert all(here.truncated)
@@ -183,14 +183,21 @@ def test_eight_visitors_at_once_keep_their_own_conversations(served):
 
 def test_the_cli_scores_and_generates_on_vllm(served, local, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
-    path.write_text(json.dumps({"messages": CONVERSATIONS["multi"], "candidates": REPLIES}) + "\n")
+    path.write_text("".join(json.dumps({"messages": messages, "candidates": REPLIES[:k]}) + "\n"
+                            for k, messages in enumerate(CONVERSATIONS.values(), 1)))
     model = ["--reward-model", str(served.rm), "--reward-kind", KIND, "--precision", "fp32", "--device", "cpu",
              "--backend", "vllm", "--rm-url", served.rm_server.url]
-    assert main(["score", *model, str(path)]) == 0
+    # Every line in one batch, one request to the server; each line's rewards and traces as in process, in order.
+    assert main(["score", *model, "--traces", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["rewards"] == pytest.approx(
-        local.score(CONVERSATIONS["multi"], REPLIES, readout="last-token").rewards, abs=1e-4)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["messages"] for line in lines] == list(CONVERSATIONS.values())
+    for k, (line, messages) in enumerate(zip(lines, CONVERSATIONS.values()), 1):
+        here = local.score(messages, REPLIES[:k], readout="last-token", traces=True)
+        assert line["rewards"] == pytest.approx(here.rewards, abs=1e-4)
+        assert [trace["values"] for trace in line["traces"]] == [pytest.approx(t, abs=1e-4) for t in here.traces]
     assert "note: " in err and "reads the last token" in err  # where the CLI shows the read-out
+    path.write_text(json.dumps({"messages": CONVERSATIONS["multi"], "candidates": REPLIES}) + "\n")
     assert main(["generate", "--lm", str(served.lm), "--lm-url", served.lm_server.url, "--n", "2",
                  "--max-new-tokens", "6", "--seed", "4", *model, str(path)]) == 0
     record = json.loads(capsys.readouterr().out)
