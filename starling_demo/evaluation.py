@@ -97,7 +97,7 @@ def eval_rows(lines: Iterable[tuple[int, str]], max_line_chars: int | None = Non
 def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
     """The rows of an evaluation JSONL text, and one error per malformed line (`eval_rows`).
 
-    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\n[]')
+    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
     >>> rows[0]["candidates"], errors
     (['Hello', 'Go'], ['line 2: expected a JSON object'])
     """
