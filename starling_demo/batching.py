@@ -6,6 +6,7 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .scoring import Scores, Values, encode, query_position, resolve_readout, scores_of, split_prefixes
 
@@ -92,34 +93,39 @@ def joined(values: list[Values]) -> Values:
     return Values(pick("last"), pick("query"), pick("per_token"))
 
 
-def score_stream(rm, conversations: Iterable[Conversation], readout: str | None = None, rm_format: str = "rlhf",
-                 traces: bool = False, budget: int = BATCH_TOKENS, window: int = WINDOW, share_prefix: bool = True,
+def score_stream(rm, items: Iterable, readout: str | None = None, rm_format: str = "rlhf", traces: bool = False,
+                 budget: int = BATCH_TOKENS, window: int = WINDOW, share_prefix: bool = True,
                  run: Callable | None = None, lock: Callable = contextlib.nullcontext,
-                 ) -> Iterator[tuple[list[Scores | ValueError], int]]:
-    """Score each conversation's candidates with reward model `rm`, as `scoring.score` does, many at a time.
+                 conversation: Callable[[Any], Conversation | None] = lambda item: item,
+                 ) -> Iterator[tuple[list[tuple[Any, Scores | ValueError | None]], int]]:
+    """Score each item's conversation (`conversation(item)`; default: the item is one) with reward model `rm`, as
+    `scoring.score` does, many at a time.
 
-    Conversations are read `window` at a time; within a window they go through the model in batches of similar
-    lengths (`plan`), each under `with lock():` and run by `run` (default `rm.values`; the engine's own, so that
-    a ZeroGPU allocation wraps each batch). After each batch this yields the results now complete in input order
-    (often none), each a conversation's `Scores` or the ValueError that says why it cannot be scored, and how many
-    conversations are scored so far in any order (for progress). Closing the iterator stops the work after the
-    current batch.
+    Items are read `window` at a time; within a window their conversations go through the model in batches of
+    similar lengths (`plan`), each under `with lock():` and run by `run` (default `rm.values`; the engine's own, so
+    that a ZeroGPU allocation wraps each batch). After each batch this yields the items now done, in input order
+    (often none), each with its `Scores`, the ValueError that says why it cannot be scored, or None where
+    `conversation` gave None (it passes through); and how many items are done so far in any order (for progress).
+    Closing the iterator stops the work after the current batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
     query, pad_id, max_length = query_position(rm, readout), rm.tokenizer.unk_token_id, rm.preset.max_length
     run = run or rm.values
-    conversations, scored = iter(conversations), 0
-    while chunk := list(itertools.islice(conversations, window)):
-        results: list[Scores | ValueError | None] = [None] * len(chunk)
+    items, done = iter(items), 0
+    while chunk := list(itertools.islice(items, window)):
+        results: list[tuple | None] = [None] * len(chunk)  # (item, result) once done
         encoded, parts = {}, []
-        for i, (messages, candidates) in enumerate(chunk):
+        for i, item in enumerate(chunk):
             try:
-                encoded[i] = encode(rm, messages, candidates, rm_format)
+                pair = conversation(item)
+                result = None if pair is None else encode(rm, *pair, rm_format)
             except ValueError as error:
-                results[i] = error
-                scored += 1
-                continue
-            parts += parts_of(i, [e.ids for e in encoded[i]], budget, share_prefix)
+                result = error
+            if isinstance(result, list):
+                encoded[i] = result
+                parts += parts_of(i, [e.ids for e in result], budget, share_prefix)
+            else:
+                results[i], done = (item, result), done + 1
         waiting = {i: {} for i in encoded}  # per conversation: its parts' Values by first candidate
         emitted = 0
         for batch in plan(parts, budget):
@@ -129,11 +135,11 @@ def score_stream(rm, conversations: Iterable[Conversation], readout: str | None 
                 waiting[part.index][part.start] = value
                 if sum(len(v.last) for v in waiting[part.index].values()) == len(encoded[part.index]):
                     gathered = joined([v for _, v in sorted(waiting.pop(part.index).items())])
-                    results[part.index] = scores_of(encoded[part.index], gathered, max_length, readout, note,
-                                                    rm_format, traces)
-                    scored += 1
+                    results[part.index] = (chunk[part.index], scores_of(encoded[part.index], gathered, max_length,
+                                                                        readout, note, rm_format, traces))
+                    done += 1
             ready = list(itertools.takewhile(lambda r: r is not None, results[emitted:]))
             emitted += len(ready)
-            yield ready, scored
-        if emitted < len(chunk):  # conversations that could not be encoded, after the last batch
-            yield results[emitted:], scored
+            yield ready, done
+        if emitted < len(chunk):  # items not scored (passed through, or not encodable) after the last batch
+            yield results[emitted:], done

@@ -3,7 +3,6 @@ candidates blind, evaluate or convert a reward model."""
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
 import sys
@@ -176,19 +175,12 @@ def score_lines(engine: Engine, args: argparse.Namespace, out) -> None:
     any output."""
     for _ in jsonl_records(args.file, need_candidates=True):
         pass
-    pending: collections.deque[tuple[int, dict]] = collections.deque()
-
-    def conversations():
-        for number, record in jsonl_records(args.file, need_candidates=True):
-            pending.append((number, record))
-            yield record["messages"], record["candidates"]
-
     tokenizer = engine.tokenizer("rm") if args.traces else None
     with progress_bar(args.file, "Scoring") as bar:
-        for ready, done in engine.score_stream(conversations(), readout=args.readout, rm_format=args.rm_format,
-                                               traces=args.traces, budget=args.batch_tokens):
-            for scores in ready:
-                number, record = pending.popleft()
+        for ready, done in engine.score_stream(jsonl_records(args.file, need_candidates=True), readout=args.readout,
+                                               rm_format=args.rm_format, traces=args.traces, budget=args.batch_tokens,
+                                               conversation=lambda line: (line[1]["messages"], line[1]["candidates"])):
+            for (number, record), scores in ready:
                 if isinstance(scores, ValueError):  # not expected: the file was checked above
                     raise InputError(f"{args.file}, line {number}: {scores}")
                 result = record | {"rewards": scores.rewards}

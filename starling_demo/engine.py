@@ -159,7 +159,8 @@ class Engine:
         key = (kind, preset.name)
         if key not in self._tokenizers:
             loaded = self._models.get(key)
-            self._tokenizers[key] = loaded.tokenizer if loaded else (lm_tokenizer if kind == "lm" else rm_tokenizer)(preset)
+            load_alone = lm_tokenizer if kind == "lm" else rm_tokenizer
+            self._tokenizers[key] = loaded.tokenizer if loaded else load_alone(preset)
         return self._tokenizers[key]
 
     def context(self, lm: str | None = None) -> int:
@@ -208,13 +209,13 @@ class Engine:
         the value at every reply token too."""
         return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format, traces=traces)
 
-    def score_stream(self, conversations: Iterable[tuple[list[dict], list[str]]], rm: str | None = None,
-                     readout: str | None = None, rm_format: str = "rlhf", traces: bool = False,
-                     budget: int = batching.BATCH_TOKENS, lock: Callable = contextlib.nullcontext):
-        """Many conversations' candidates scored in batched passes, read as a stream (`batching.score_stream`), each
+    def score_stream(self, items: Iterable, rm: str | None = None, readout: str | None = None,
+                     rm_format: str = "rlhf", traces: bool = False, budget: int = batching.BATCH_TOKENS,
+                     lock: Callable = contextlib.nullcontext, conversation: Callable = lambda item: item):
+        """Many items' conversations scored in batched passes, read as a stream (`batching.score_stream`), each
         batch inside `with lock():` and run by `values`."""
-        return batching.score_stream(self.rm(rm), conversations, readout, rm_format, traces, budget,
-                                     run=lambda *args: self.values(rm, *args), lock=lock)
+        return batching.score_stream(self.rm(rm), items, readout, rm_format, traces, budget,
+                                     run=lambda *args: self.values(rm, *args), lock=lock, conversation=conversation)
 
     def values(self, rm: str | None, groups: list[list[list[int]]], pad_id: int, query_position: int | None,
                per_token: bool = False, share_prefix: bool = True) -> list:

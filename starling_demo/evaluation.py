@@ -1,7 +1,6 @@
 """Batch evaluation: score ranked or chosen/rejected conversations and report pairwise accuracy."""
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import math
@@ -165,44 +164,21 @@ def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, read
     and how many rows are done in any order: a caller reports progress there, and closing the iterator stops the
     work within one batch. Each batch runs inside `with lock():`; between batches the device is free for others.
     """
-    pending: collections.deque[dict] = collections.deque()  # rows read, not yet given back
-    malformed = 0  # rows read that were malformed to begin with: done as soon as read
-
-    def conversations():
-        nonlocal malformed
-        for row in rows:
-            pending.append(row)
-            if "error" in row:
-                malformed += 1
-            else:
-                yield row["messages"], row["candidates"]
-
-    def malformed_first() -> list[dict]:
-        given = []
-        while pending and "error" in pending[0]:
-            given.append(pending.popleft())
-        return given
-
-    scored = 0
-    for ready, scored in engine.score_stream(conversations(), rm, readout, rm_format, budget=budget, lock=lock):
-        given = []
-        for scores in ready:
-            given += malformed_first()
-            row = pending.popleft()
+    conversation = lambda row: None if "error" in row else (row["messages"], row["candidates"])  # noqa: E731
+    for ready, done in engine.score_stream(rows, rm, readout, rm_format, budget=budget, lock=lock,
+                                           conversation=conversation):
+        for row, scores in ready:
             if isinstance(scores, ValueError):  # e.g. turns that do not alternate
                 row["error"] = f"line {row['line']}: {scores}"
-            else:
+            elif scores is not None:
                 row["rewards"], row["lengths"] = scores.rewards, scores.lengths
-            given.append(row)
-        yield given + malformed_first(), scored + malformed
-    if pending:  # malformed rows after the last well-formed one (or a file of them only)
-        yield list(pending), scored + malformed
+        yield [row for row, _ in ready], done
 
 
-def evaluate(engine: Engine, lines: Iterable[tuple[int, str]] | str, rm: str | None = None,
+def evaluate(engine: Engine, lines: Iterable[tuple[int, str]], rm: str | None = None,
              readout: str | None = None, rm_format: str = "rlhf", budget: int = BATCH_TOKENS,
              progress=lambda done: None) -> dict:
-    """Score every well-formed row of an evaluation JSONL (numbered lines, or a text), read as a stream; report
+    """Score every well-formed row of an evaluation JSONL (numbered lines), read as a stream; report
     accuracy per subset beside a length-only baseline.
 
     Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors" by line and
@@ -210,8 +186,6 @@ def evaluate(engine: Engine, lines: Iterable[tuple[int, str]] | str, rm: str | N
     so memory stays small) and "errors". `progress(done)` is called with the rows done after each batch.
     """
     check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
-    if isinstance(lines, str):  # lines end at "\n" only: JSON strings may hold U+2028, where splitlines() splits
-        lines = enumerate(lines.split("\n"), 1)
     kept = []
     for given, done in score_rows(engine, eval_rows(lines), rm, readout, rm_format, budget):
         kept += [{k: row[k] for k in ("line", "subset", "rewards", "lengths", "error") if k in row} for row in given]

@@ -23,7 +23,7 @@ def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None
     `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
     """
     distinct = list(dict.fromkeys(texts))
-    [scores] = [result for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format) for result in ready]
+    [(_, scores)] = [pair for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format) for pair in ready]
     if isinstance(scores, ValueError):
         raise scores
     return dict(zip(distinct, scores.rewards)), scores.readout, scores.note

@@ -132,10 +132,9 @@ def value_groups(model, groups: list[list[list[int]]], pad_id: int, query_positi
     """`Values` of each group (a conversation's candidate rows) from batched passes, whatever their number.
 
     The first pass runs every group's shared prefix (`split_prefixes`), right-padded; then every row's own ids,
-    attending to its group's prefix in the cache, in runs of similar length (`length_runs`). With
-    `query_position`, the rows of those passes have one extra column
-    holding a pad token at that position id whose own key is masked: it sees exactly the real tokens of its row,
-    as the card's position 2047 does. Every row needs at least 2 ids.
+    attending to its group's prefix in the cache, in runs of similar length (`length_runs`). With `query_position`,
+    each of those rows has one extra column holding a pad token at that position id whose own key is masked: it sees
+    exactly the real tokens of its row, as the card's position 2047 does. Every row needs at least 2 ids.
     """
     device = model.device
     units = split_prefixes(groups, share_prefix)
@@ -222,15 +221,18 @@ def scores_of(encoded: list[Encoded], values: Values, max_length: int, readout: 
     `max_length` positions has its last real token there, and is read at it."""
     rewards = values.last if values.query is None else [
         end if len(e.ids) >= max_length else q for end, e, q in zip(values.last, encoded, values.query)]
-    per_token = values.per_token
+    spans = [(e.reply_start, e.reply_end) for e in encoded]
+    reply_values = None
+    if traces:  # a server without per-token values gives empty traces
+        reply_values = [v[start:end] for v, (start, end) in zip(values.per_token, spans)] if values.per_token else \
+            [[] for _ in encoded]
     return Scores(
         rewards=rewards,
         texts=[e.text for e in encoded],
-        lengths=[e.reply_end - e.reply_start for e in encoded],
+        lengths=[end - start for start, end in spans],
         readout=readout,
-        reply_ids=[e.ids[e.reply_start: e.reply_end] for e in encoded],
-        traces=None if not traces else [v[e.reply_start: e.reply_end] for v, e in zip(per_token, encoded)]
-        if per_token else [[] for _ in encoded],
+        reply_ids=[e.ids[start:end] for e, (start, end) in zip(encoded, spans)],
+        traces=reply_values,
         truncated=[e.truncated for e in encoded],
         rm_format=rm_format,
         note=note,
@@ -239,7 +241,7 @@ def scores_of(encoded: list[Encoded], values: Values, max_length: int, readout: 
 
 def score(rm, messages: list[dict], candidates: list[str], readout: str | None = None,
           share_prefix: bool = True, rm_format: str = "rlhf", traces: bool = False) -> Scores:
-    """Score `candidates` as replies to `messages` (which end with a user turn), in one batched pass.
+    """Score `candidates` as replies to `messages` (which end with a user turn), in batched passes.
 
     `rm` is a `backends.RewardModel`. `readout` "card" (RM-7B default) is the value the model card's code
     returns; "last-token" reads the last real token (RM-34B's reading, and RewardBench's). `rm_format` "rlhf"

@@ -49,7 +49,7 @@ def test_batched_equals_each_conversation_alone_in_order(rm, readout):
     data = conversations()
     batches, seen = [], []
     run = lambda groups, *args: batches.append(groups) or rm.values(groups, *args)  # noqa: E731
-    results = [r for ready, _ in score_stream(rm, data, readout, run=run, budget=3000, window=10) for r in ready]
+    results = [r for ready, _ in score_stream(rm, data, readout, run=run, budget=3000, window=10) for _, r in ready]
     assert len(results) == len(data)
     assert any(len(groups) > 1 for groups in batches)  # conversations did share passes
     for (messages, candidates), result in zip(data, results, strict=True):
@@ -67,7 +67,7 @@ def test_batched_equals_each_conversation_alone_in_order(rm, readout):
 
 def test_traces_when_asked_equal_those_of_one_conversation(rm):
     data = [c for c in conversations(seed=1, count=8) if c[0] is not MALFORMED]
-    results = [r for ready, _ in score_stream(rm, data, traces=True, budget=2000) for r in ready]
+    results = [r for ready, _ in score_stream(rm, data, traces=True, budget=2000) for _, r in ready]
     for (messages, candidates), result in zip(data, results, strict=True):
         alone = score(rm, messages, candidates, traces=True)
         assert [len(t) for t in result.traces] == alone.lengths
@@ -87,7 +87,7 @@ def test_batches_keep_to_the_budget_and_a_conversation_over_it_is_split(rm):
         return rm.values(groups, *args)
 
     budget = 1200
-    results = [r for ready, _ in score_stream(rm, data, run=run, budget=budget) for r in ready]
+    results = [r for ready, _ in score_stream(rm, data, run=run, budget=budget) for _, r in ready]
     assert score(rm, *big).rewards == pytest.approx(results[-1].rewards, abs=1e-4)
     parts = batching.parts_of(0, [e.ids for e in batching.encode(rm, *big)], budget)
     assert len(parts) > 1 and all(batching.cost([p]) <= budget for p in parts)
