@@ -40,6 +40,32 @@ def run_generate(model, prompt: list[int], n: int, new_tokens: int, device: str)
     return time.perf_counter() - start
 
 
+def profile_decode(model, prompt: list[int], n: int, steps: int = 8) -> None:
+    """Where a decode step's time goes: GPU kernel time per step against wall time per step, and the top kernels.
+
+    A step far slower than its kernels is bound by the host launching them (Python and per-op overhead)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    stream = stream_candidates(model, prompt, n, TEMPERATURE, 1.0, 3 * steps, seed=0, stop_ids=frozenset())
+    for _ in range(steps):  # the prefill and a few steps first: only decode steps are profiled
+        next(stream)
+    sync("cuda")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(stream)
+        sync("cuda")
+        wall = (time.perf_counter() - start) / steps
+    events = prof.key_averages()
+    # Only the kernels themselves: an op's own row repeats its kernels' device time.
+    kernels = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3 / steps
+    launches = sum(e.count for e in events if e.key.startswith("cudaLaunchKernel")) / steps
+    print(f"profile N={n}: {1e3 * wall:.2f} ms wall per decode step, {kernels:.2f} ms of GPU kernels "
+          f"({kernels / (1e3 * wall):.0%} busy), {launches:.0f} kernel launches per step")
+    print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
+
+
 def bandwidth(device: str, given: float) -> float:
     """`given` B/s, or when it is 0, a measured device-to-device copy of 2 GiB (read + write bytes)."""
     if given > 0:
@@ -83,6 +109,8 @@ def main() -> None:
             step = (p_total - p_ttft) / (t - 1)
             print(f"N={n}: decode step {1e3 * step:.2f} ms, weight-bandwidth bound {1e3 * bound:.2f} ms "
                   f"({weights / 2**30:.2f} GiB/step): {bound / step:.0%} of the bound")
+        for n in (1, 8):
+            profile_decode(model, prompt, n)
     print(f"all generation targets met: {all(met)}")
     report_contention(before)
 

@@ -1,0 +1,106 @@
+"""The app's turn end to end (N=4 candidates of 256 new tokens, streamed, then scored) and the rewards' batch invariance.
+
+On CUDA the LM and RM have the true 7B shapes in 4-bit, as the app loads them; on CPU the small benchmark shapes.
+Batch invariance: each of 8 candidates scored alone and among the 7 others (shared prefix and plain batching), in
+4-bit and bf16 on CUDA (fp32 on CPU, where they must agree to 1e-4): RewardBench users see rewards move with the
+batch size, and this says by how much they move here.
+"""
+from __future__ import annotations
+
+import gc
+import time
+
+import torch
+
+from starling_demo.backends.local import Loaded
+from starling_demo.engine import Engine, Settings
+from starling_demo.loading import load_tokenizer
+from starling_demo.presets import LM_PRESETS
+from starling_demo.scoring import value_groups
+from starling_demo.tiny import tiny_checkpoint
+
+from .bench_scoring import MAX_LENGTH, UNK, conversation, text_conversation
+from .common import build, cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table
+
+N, NEW_TOKENS, PROMPT_WORDS = 4, 256, 400
+
+
+def engine_of(device: str) -> Engine:
+    """An Engine holding the benchmark's random LM and RM in place of loads (the `tiny` presets' templates)."""
+    cuda = device == "cuda"
+    precision = "4bit" if cuda else "fp32"
+    lm = Loaded(build("lm", cuda, precision, device), load_tokenizer(tiny_checkpoint("lm")), LM_PRESETS["tiny"],
+                precision, device)
+    engine = Engine(lm_name="tiny", rm_name="tiny", precision=precision, device=device)
+    engine._models.update({("lm", "tiny"): lm, ("rm", "tiny"): reward_model(device)})
+    return engine
+
+
+def turn(engine: Engine, messages: list[dict], seed: int, device: str) -> list[float]:
+    """[first update, generation, scoring, whole turn] seconds and [new tokens] of one turn as the UI runs it."""
+    settings = Settings(n=N, max_new_tokens=NEW_TOKENS, seed=seed)
+    sync(device)
+    start = time.perf_counter()
+    first = None
+    for update in engine.generate(messages, settings):
+        if first is None:
+            first = time.perf_counter() - start
+    sync(device)
+    generated = time.perf_counter() - start
+    scores = engine.score(messages, update.texts)
+    sync(device)
+    total = time.perf_counter() - start
+    assert len(scores.rewards) == N
+    return [first, generated, total - generated, total, sum(update.token_counts)]
+
+
+@torch.inference_mode()
+def invariance(model) -> list[float]:
+    """Largest |reward alone - reward among 8| over 8 candidates of a 1,500-token conversation, with the shared
+    prefix and with plain batching, at the last token and at the card's position 2047; then, for scale, the
+    spread (max - min) of the 8 rewards at the last token."""
+    rows = conversation(1500, seed=1500)
+    differences = []
+    for share in (True, False):
+        together = value_groups(model, [rows], UNK, MAX_LENGTH - 1, share_prefix=share)[0]
+        alone = [value_groups(model, [[row]], UNK, MAX_LENGTH - 1, share_prefix=share)[0] for row in rows]
+        differences += [max(abs(a.last[0] - t) for a, t in zip(alone, together.last)),
+                        max(abs(a.query[0] - t) for a, t in zip(alone, together.query))]
+    return differences + [max(together.last) - min(together.last)]
+
+
+def main() -> None:
+    before = cpu_snapshot()
+    args = parse_args(__doc__)
+    device, cuda = args.device, args.device == "cuda"
+    print(f"# bench_turn on {machine()}; {'true 7B shapes, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}")
+    engine = engine_of(device)
+    messages, _ = text_conversation(PROMPT_WORDS, seed=0)
+    prompt = len(engine.prompt(messages, Settings(n=N, max_new_tokens=NEW_TOKENS))[0].ids)
+    turns = [turn(engine, messages, seed, device) for seed in range(1 + args.repeats)][1:]
+    first, generated, scoring, total, tokens = (sorted(column)[len(column) // 2] for column in zip(*turns))
+    print(f"turn: prompt {prompt} LM tokens, N={N} x {NEW_TOKENS} new tokens (stop tokens may end one early), "
+          f"median of {args.repeats} after a warm-up")
+    print(table(["first update ms", "generation s", "scoring ms", "turn s", "new tokens", "tokens/s (N together)"],
+                [[1e3 * first, generated, 1e3 * scoring, total, tokens, tokens / generated]]))
+    del engine
+    gc.collect()
+    rows = []
+    for precision in ("4bit", "bf16") if cuda else ("fp32",):
+        model = build("rm", cuda, precision, device)
+        rows.append([precision, *invariance(model)])
+        del model
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    print("batch invariance: max |reward scored alone - scored among 8| over 8 candidates (1,500-token prompt, "
+          "~200-token replies)")
+    print(table(["precision", "shared prefix, last token", "shared prefix, card 2047", "plain, last token",
+                 "plain, card 2047", "spread of the 8 rewards"], rows))
+    if not cuda:
+        assert max(rows[0][1:5]) < 1e-4, "fp32 rewards must not depend on the batch"
+    report_contention(before)
+
+
+if __name__ == "__main__":
+    main()
