@@ -8,7 +8,7 @@ import math
 import sys
 
 from .backends import BACKENDS, ServerError
-from .batching import BATCH_TOKENS
+from .batching import BATCH_TOKENS, MAX_BATCH_TOKENS
 from .detokenize import token_texts
 from .edits import EDITS, custom_edit, pick_edits
 from .engine import Engine, Settings
@@ -41,9 +41,10 @@ def add_model_flags(parser: argparse.ArgumentParser, reward_required: bool) -> N
 
 
 def add_batch_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-tokens", type=positive, default=BATCH_TOKENS,
+    parser.add_argument("--batch-tokens", type=positive,
                         help="ids, padding included, in one batch of conversations scored together (default "
-                             f"{BATCH_TOKENS}): more is faster on a big GPU and takes more memory")
+                             f"{BATCH_TOKENS:,}; on a GPU as many as half its free memory holds, up to "
+                             f"{MAX_BATCH_TOKENS:,}): more is faster on a GPU and takes more memory")
 
 
 def positive(text: str) -> int:

@@ -210,7 +210,7 @@ class Engine:
         return score(self.rm(rm), messages, candidates, readout, rm_format=rm_format, traces=traces)
 
     def score_stream(self, items: Iterable, rm: str | None = None, readout: str | None = None,
-                     rm_format: str = "rlhf", traces: bool = False, budget: int = batching.BATCH_TOKENS,
+                     rm_format: str = "rlhf", traces: bool = False, budget: int | None = None,
                      lock: Callable = contextlib.nullcontext, conversation: Callable = lambda item: item):
         """Many items' conversations scored in batched passes, read as a stream (`batching.score_stream`), each
         batch inside `with lock():` and run by `values`."""

@@ -6,7 +6,6 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 
-from .batching import BATCH_TOKENS
 from .engine import Engine
 from .limits import check_text
 from .templates import check_conversation, check_rm_format
@@ -156,7 +155,7 @@ def report_table(report: dict) -> list[list]:
 
 
 def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, readout: str | None = None,
-               rm_format: str = "rlhf", budget: int = BATCH_TOKENS, lock=contextlib.nullcontext,
+               rm_format: str = "rlhf", budget: int | None = None, lock=contextlib.nullcontext,
                ) -> Iterator[tuple[list[dict], int]]:
     """Score `rows` (`eval_rows`' rows; an "error" row passes through) in batched passes, `Engine.score_stream`.
 
@@ -176,7 +175,7 @@ def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, read
 
 
 def evaluate(engine: Engine, lines: Iterable[tuple[int, str]], rm: str | None = None,
-             readout: str | None = None, rm_format: str = "rlhf", budget: int = BATCH_TOKENS,
+             readout: str | None = None, rm_format: str = "rlhf", budget: int | None = None,
              progress=lambda done: None) -> dict:
     """Score every well-formed row of an evaluation JSONL (numbered lines), read as a stream; report
     accuracy per subset beside a length-only baseline.

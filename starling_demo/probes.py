@@ -19,7 +19,7 @@ def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None
     """The reward of each distinct text of `texts` as a reply to `messages`, with the read-out used and its note.
 
     The distinct texts are the candidates of one conversation in `batching.score_stream`: its encoding runs once per
-    batch of at most BATCH_TOKENS ids, the replies in runs of similar length. Each reward equals
+    batch of at most the model's `batch_tokens()` ids, the replies in runs of similar length. Each reward equals
     `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
     """
     distinct = list(dict.fromkeys(texts))

@@ -115,3 +115,37 @@ def test_the_input_is_read_a_window_at_a_time(rm):
     assert len(read) <= 8 and 0 < scored <= 8  # the rest of the file is not read yet
     counts = [scored for _, scored in stream]
     assert counts == sorted(counts) and counts[-1] == len(read) == 33
+
+
+def test_the_default_budget_is_the_models_own(rm, monkeypatch):
+    data = [c for c in conversations(seed=5, count=10) if c[0] is not MALFORMED]
+    encoded = [batching.encode(rm, m, c) for m, c in data]
+    runs = []
+
+    def run(groups, *args):
+        runs.append(groups)
+        return rm.values(groups, *args)
+
+    monkeypatch.setattr(type(rm), "batch_tokens", lambda self: 1200)
+    [r for ready, _ in score_stream(rm, data, run=run) for _, r in ready]
+    planned = plan([p for i, e in enumerate(encoded) for p in batching.parts_of(i, [x.ids for x in e], 1200)], 1200)
+    assert len(runs) == len(planned) > len(plan([p for i, e in enumerate(encoded)
+                                                 for p in batching.parts_of(i, [x.ids for x in e], 8192)]))
+
+
+def test_a_local_model_batches_8192_ids_on_a_cpu_and_by_free_memory_on_a_gpu(rm, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import LlamaConfig
+
+    from starling_demo.backends.local import Loaded
+
+    assert rm.batch_tokens() == batching.BATCH_TOKENS == 8192
+    # RM-7B's shape: 32 layers x 32 KV heads x 128 dims, K and V in bf16: 0.5 MiB an id.
+    config = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
+    gpu = Loaded(SimpleNamespace(device=torch.device("cuda", 0), config=config), rm.tokenizer, rm.preset, "4bit",
+                 "cuda")
+    for free, budget in [(7 * 2**30, 8192), (24 * 2**30, 24576), (120 * 2**30, 32768)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 141 * 2**30))
+        assert gpu.batch_tokens() == budget

@@ -4,8 +4,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from ..batching import BATCH_TOKENS, gpu_budget
 from ..generation import Candidates, stream_candidates
 from ..presets import LMPreset, RMPreset
 from ..scoring import READOUTS, value_groups
@@ -39,3 +41,13 @@ class Loaded:
     def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
                share_prefix: bool = True):
         return value_groups(self.model, groups, pad_id, query_position, per_token, share_prefix)
+
+    def batch_tokens(self) -> int:
+        """Ids in one batch of many conversations scored together (`batching.score_stream`): BATCH_TOKENS, or on
+        a GPU as many as half its free memory holds in bf16 keys and values (`batching.gpu_budget`)."""
+        if self.model.device.type != "cuda":
+            return BATCH_TOKENS
+        config = self.model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_id = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 2
+        return gpu_budget(torch.cuda.mem_get_info(self.model.device)[0], per_id)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from ..batching import BATCH_TOKENS
 from ..generation import Candidates
 from . import ServerError
 from ..loading import LoadError, lm_tokenizer, rm_tokenizer
@@ -208,6 +209,10 @@ class VllmRM:
             raise ServerError(f"The connection to the vLLM server at {self.server.url} failed "
                               f"({type(error).__name__}: {error}): check that it is running.") from None
         return per_group(groups, last, None, every if per_token else None)
+
+    def batch_tokens(self) -> int:
+        """Ids in one request of many conversations: the server splits its work to fit its own memory."""
+        return BATCH_TOKENS
 
 
 def pooling_task(server: Server) -> bool:
