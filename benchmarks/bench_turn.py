@@ -20,7 +20,7 @@ from starling_demo.scoring import value_groups
 from starling_demo.tiny import tiny_checkpoint
 
 from .bench_scoring import MAX_LENGTH, UNK, conversation, text_conversation
-from .common import build, cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table
+from .common import build, clock, cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table
 
 N, NEW_TOKENS, PROMPT_WORDS = 4, 256, 400
 
@@ -37,7 +37,9 @@ def engine_of(device: str) -> Engine:
 
 
 def turn(engine: Engine, messages: list[dict], seed: int, device: str) -> list[float]:
-    """[first update, generation, scoring, whole turn] seconds and [new tokens] of one turn as the UI runs it."""
+    """[first update, generation, scoring, whole turn] seconds and [new tokens] of one turn as the UI runs it; then
+    [scoring again] seconds: the same candidates once more, whose shapes have all run before (a turn's replies have
+    new lengths every time, so set-up that depends on the shape shows as the difference)."""
     settings = Settings(n=N, max_new_tokens=NEW_TOKENS, seed=seed)
     sync(device)
     start = time.perf_counter()
@@ -51,7 +53,8 @@ def turn(engine: Engine, messages: list[dict], seed: int, device: str) -> list[f
     sync(device)
     total = time.perf_counter() - start
     assert len(scores.rewards) == N
-    return [first, generated, total - generated, total, sum(update.token_counts)]
+    again = clock(lambda: engine.score(messages, update.texts), device)
+    return [first, generated, total - generated, total, sum(update.token_counts), again]
 
 
 @torch.inference_mode()
@@ -71,18 +74,22 @@ def invariance(model) -> list[float]:
 
 def main() -> None:
     before = cpu_snapshot()
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, no_cudnn_attention=(
+        bool, False, "turn off cuDNN's attention (a suspect in the scoring of new shapes on a GPU)"))
     device, cuda = args.device, args.device == "cuda"
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     print(f"# bench_turn on {machine()}; {'true 7B shapes, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}")
     engine = engine_of(device)
     messages, _ = text_conversation(PROMPT_WORDS, seed=0)
     prompt = len(engine.prompt(messages, Settings(n=N, max_new_tokens=NEW_TOKENS))[0].ids)
     turns = [turn(engine, messages, seed, device) for seed in range(1 + args.repeats)][1:]
-    first, generated, scoring, total, tokens = (sorted(column)[len(column) // 2] for column in zip(*turns))
+    first, generated, scoring, total, tokens, again = (sorted(column)[len(column) // 2] for column in zip(*turns))
     print(f"turn: prompt {prompt} LM tokens, N={N} x {NEW_TOKENS} new tokens (stop tokens may end one early), "
           f"median of {args.repeats} after a warm-up")
-    print(table(["first update ms", "generation s", "scoring ms", "turn s", "new tokens", "tokens/s (N together)"],
-                [[1e3 * first, generated, 1e3 * scoring, total, tokens, tokens / generated]]))
+    print(table(["first update ms", "generation s", "scoring ms", "turn s", "new tokens", "tokens/s (N together)",
+                 "scoring again ms"], [[1e3 * first, generated, 1e3 * scoring, total, tokens, tokens / generated,
+                                        1e3 * again]]))
     del engine
     gc.collect()
     rows = []

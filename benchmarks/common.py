@@ -29,13 +29,17 @@ H100_BANDWIDTH = 3.35e12  # B/s, H100 SXM HBM3
 
 
 def parse_args(description: str, **extra) -> argparse.Namespace:
-    """--device cpu|cuda and --repeats, plus `extra` flags given as name=(type, default, help)."""
+    """--device cpu|cuda and --repeats, plus `extra` flags given as name=(type, default, help); type bool: a switch."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: small random models (hidden 256, 4 layers, real vocab); cuda: true 7B shapes, 4-bit")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up; medians are reported")
     for name, (kind, default, text) in extra.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=text)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a visible CUDA GPU")
