@@ -119,10 +119,11 @@ def score_stream(rm, items: Iterable, readout: str | None = None, rm_format: str
     `scoring.score` does, many at a time.
 
     Items are read `window` at a time; within a window their conversations go through the model in batches of
-    similar lengths (`plan`) of at most `budget` ids (default: the model's `batch_tokens()`), each under `with lock():` and run by `run` (default `rm.values`; the engine's own, so
-    that a ZeroGPU allocation wraps each batch). After each batch this yields the items now done, in input order
-    (often none), each with its `Scores`, the ValueError that says why it cannot be scored, or None where
-    `conversation` gave None (it passes through); and how many items are done so far in any order (for progress).
+    similar lengths (`plan`) of at most `budget` ids (default: the model's `batch_tokens()`), each under
+    `with lock():` and run by `run` (default `rm.values`; the engine's own, so that a ZeroGPU allocation wraps each
+    batch). After each batch this yields the items now done, in input order (often none), each with its `Scores`,
+    the ValueError that says why it cannot be scored, or None where `conversation` gave None (it passes through);
+    and how many items are done so far in any order (for progress).
     Closing the iterator stops the work after the current batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
