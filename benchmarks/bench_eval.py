@@ -32,7 +32,7 @@ from starling_demo import scoring
 from starling_demo.scoring import score
 from starling_demo.templates import llama2_chat_parts, render_parts
 
-from .common import (cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table, time_forward,
+from .common import (cpu_snapshot, engine_of, machine, parse_args, report_contention, sync, table, time_forward,
                      verdict)
 
 RB_BATCH, MAX_LENGTH = 16, 2048
@@ -154,11 +154,12 @@ def batched(engine: Engine, path: Path, readout: str, budget: int) -> list[list[
 def main() -> None:
     before = cpu_snapshot()
     args = parse_args(__doc__, rows=(int, 2000, "rows in the JSONL file"),
-                      batch_tokens=(int, 8192, "--batch-tokens of the batched run"))
+                      batch_tokens=(int, None, "--batch-tokens of the batched run (default: the CLI's, "
+                                                "`Loaded.batch_tokens`)"))
     cuda = args.device == "cuda"
-    loaded = reward_model(args.device)
-    engine = Engine(lm_name="tiny", rm_name="tiny", precision=loaded.precision, device=args.device)
-    engine._models[("rm", "tiny")] = loaded  # the benchmark's model, in place of a load
+    engine = engine_of(args.device)
+    loaded = engine.rm()
+    args.batch_tokens = args.batch_tokens or loaded.batch_tokens()
     spent = time_forward(loaded.model, args.device)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "rows.jsonl"

@@ -12,28 +12,13 @@ import time
 
 import torch
 
-from starling_demo.backends.local import Loaded
 from starling_demo.engine import Engine, Settings
-from starling_demo.loading import load_tokenizer
-from starling_demo.presets import LM_PRESETS
 from starling_demo.scoring import value_groups
-from starling_demo.tiny import tiny_checkpoint
 
 from .bench_scoring import MAX_LENGTH, UNK, conversation, text_conversation
-from .common import build, clock, cpu_snapshot, machine, parse_args, report_contention, reward_model, sync, table
+from .common import build, clock, cpu_snapshot, engine_of, machine, parse_args, report_contention, sync, table
 
 N, NEW_TOKENS, PROMPT_WORDS = 4, 256, 400
-
-
-def engine_of(device: str) -> Engine:
-    """An Engine holding the benchmark's random LM and RM in place of loads (the `tiny` presets' templates)."""
-    cuda = device == "cuda"
-    precision = "4bit" if cuda else "fp32"
-    lm = Loaded(build("lm", cuda, precision, device), load_tokenizer(tiny_checkpoint("lm")), LM_PRESETS["tiny"],
-                precision, device)
-    engine = Engine(lm_name="tiny", rm_name="tiny", precision=precision, device=device)
-    engine._models.update({("lm", "tiny"): lm, ("rm", "tiny"): reward_model(device)})
-    return engine
 
 
 def turn(engine: Engine, messages: list[dict], seed: int, device: str) -> list[float]:
@@ -80,7 +65,7 @@ def main() -> None:
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     print(f"# bench_turn on {machine()}; {'true 7B shapes, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}")
-    engine = engine_of(device)
+    engine = engine_of(device, with_lm=True)
     messages, _ = text_conversation(PROMPT_WORDS, seed=0)
     prompt = len(engine.prompt(messages, Settings(n=N, max_new_tokens=NEW_TOKENS))[0].ids)
     turns = [turn(engine, messages, seed, device) for seed in range(1 + args.repeats)][1:]

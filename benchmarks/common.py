@@ -133,6 +133,25 @@ def reward_model(device: str):
                   precision, device)
 
 
+def engine_of(device: str, with_lm: bool = False):
+    """An Engine holding the benchmarks' random RM (`reward_model`) and, `with_lm`, a random LM, in place of loads
+    (the `tiny` presets' templates)."""
+    from starling_demo.backends.local import Loaded
+    from starling_demo.engine import Engine
+    from starling_demo.loading import load_tokenizer
+    from starling_demo.presets import LM_PRESETS
+    from starling_demo.tiny import tiny_checkpoint
+
+    rm = reward_model(device)
+    engine = Engine(lm_name="tiny", rm_name="tiny", precision=rm.precision, device=device)
+    engine._models[("rm", "tiny")] = rm
+    if with_lm:
+        engine._models[("lm", "tiny")] = Loaded(build("lm", device == "cuda", rm.precision, device),
+                                                 load_tokenizer(tiny_checkpoint("lm")), LM_PRESETS["tiny"],
+                                                 rm.precision, device)
+    return engine
+
+
 def random_ids(n: int, generator: torch.Generator) -> list[int]:
     """`n` random ordinary token ids (past the specials 0-2, inside both vocabularies)."""
     return torch.randint(3, 32000, (n,), generator=generator).tolist()
