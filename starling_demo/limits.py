@@ -28,6 +28,19 @@ TOP_P_RANGE = (0.05, 1.0)
 ALPHA_RANGE = (0.0, 5.0)
 
 
+def shown_as_text(text: str) -> bool:
+    """Whether `text` is valid Unicode, which a page can show (a lone surrogate is not).
+
+    >>> shown_as_text("ok"), shown_as_text("ok " + chr(0xD800))
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(what: str, text: str, limit: int) -> str:
     """`text` when it is valid Unicode of at most `limit` characters; else ValueError saying what to do.
 

@@ -52,12 +52,16 @@ def tab(page, name):
 
 
 def rank_blind(page, order):
-    """Click the candidates into the "Your ranking" box in `order` (best first); check the box keeps that order."""
-    box = page.locator("#judge-order")
+    """Press the cards' "Rank next" in `order` (best first), with a wrong click undone on the way; check the
+    "Your ranking" box and the cards' chips keep that order."""
+    wrong = next(str(k) for k in range(1, 5) if str(k) != order[0])
+    page.locator(f"#candidate-{wrong} [data-action=rank]").click()
+    page.locator("#judge-row [data-action=unrank-last]").click()
     for number in order:
-        box.locator("input").click()
-        page.get_by_role("option", name=number, exact=True).click()
-    expect(box.locator(".token")).to_have_text(order)
+        page.locator(f"#candidate-{number} [data-action=rank]").click()
+    expect(page.locator("#judge-order input")).to_have_value(" ".join(order))
+    for place, number in enumerate(order, 1):
+        expect(page.locator(f"#badge-{number} .judge-chip")).to_have_text(f"your #{place}")
 
 
 def test_blind_turn_hides_every_reward_until_judged_then_tallies(page):
@@ -158,6 +162,7 @@ REPLY = "Starlings flock at dusk. Each one follows seven neighbours.\n\n- They t
 
 def test_leaving_each_sentence_out_colours_each_unit(page):
     send(page, "Explain the murmuration.")
+    page.locator("#candidate-1 [data-action=edit]").click()
     page.fill("#card-1 textarea", REPLY)  # an edited card, scored: two sentences and two list items
     page.click("#score")
     expect(page.locator("#badge-1")).to_contain_text("edited by you", timeout=WAIT)

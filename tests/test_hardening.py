@@ -34,13 +34,14 @@ def no_model_work(engine, monkeypatch):
     monkeypatch.setattr(engine, "score", refuse)
 
 
-def refused(handler, *args, match):
-    """Run `handler` to its end; it must warn `match` once and leave every output alone."""
+def refused(handler, *args, match, message=None):
+    """Run `handler` to its end; it must warn `match` once and leave every output alone (but give `message` back
+    to the message box)."""
     with pytest.warns(UserWarning, match=match) as warned:
         result = handler(*args)
         outputs = list(result) if not isinstance(result, list) else [result]
     assert len(outputs) == 1 and len([w for w in warned if w.category is UserWarning]) == 1
-    assert_skipped(outputs[0])
+    assert_skipped(outputs[0], message)
 
 
 @pytest.mark.parametrize("setting, value, match", [
@@ -61,13 +62,15 @@ def refused(handler, *args, match):
 ])
 def test_bad_settings_get_one_sentence_before_any_model_work(engine, turn, no_model_work, setting, value, match):
     settings = SETTINGS | {setting: value}
-    refused(events.chat, engine, turn, "Hi", *settings.values(), match=match)
+    refused(events.chat, engine, turn, "Hi", *settings.values(), match=match, message="Hi")
 
 
 @pytest.mark.parametrize("message, match", [("Hi \ud800 there", "The message is not valid Unicode"),
                                             ("x" * 20_001, "The message has 20,001 characters")])
 def test_bad_messages_are_refused_before_any_model_work(engine, turn, no_model_work, message, match):
-    refused(events.chat, engine, turn, message, *SETTINGS.values(), match=match)
+    # A message with a lone surrogate cannot be shown: it is not given back.
+    refused(events.chat, engine, turn, message, *SETTINGS.values(), match=match,
+            message=message if message.isascii() else None)
 
 
 def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
@@ -103,7 +106,7 @@ def test_a_failed_model_switch_leaves_the_loaded_models_in_place(engine, turn, t
 
 def test_a_server_offers_only_its_allowed_models(tmp_path):
     shared = Engine("tiny", "tiny", "fp32", "cpu", allowed={"lm": ("tiny",), "rm": ("tiny",)})
-    refused(events.chat, shared, view.new_session(), "Hi", *(SETTINGS | {"rm2": "tiny-34b"}).values(),
+    refused(events.chat, shared, view.new_session(), "Hi", *(SETTINGS | {"rm2": "tiny-34b"}).values(), message="Hi",
             match="The reward model 'tiny-34b' is not offered on this server: choose one of tiny")
     with pytest.warns(UserWarning, match="not offered"):
         assert "not offered" in list(ui_models.load_model(shared, "lm", str(tmp_path)))[-1]

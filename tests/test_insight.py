@@ -1,5 +1,7 @@
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from starling_demo.insight import (
     plackett_luce_probability,
     ranking,
     spearman,
+    tie_margin,
     top1_agreement,
     turn_insight,
     win_probabilities,
@@ -290,3 +293,32 @@ def test_turn_insight_gathers_the_panels_figures():
     assert facts["traces"][2] == {"tokens": ["c"], "values": [0.1]}
     assert facts["comparison"]["kendall_tau"] == pytest.approx(-1.0) and not facts["comparison"]["top1_agreement"]
     assert "comparison" not in turn_insight(turn | {"rewards2": None}, tokens)
+
+
+@pytest.mark.parametrize("device, precision, margin, says", [
+    ("cuda", "4bit", 0.189, "measured in 4-bit on a GPU"),
+    ("cuda:1", "bf16", 0.116, "measured in bf16 on a GPU"),
+    ("cpu", "fp32", 0.0005, "half the last shown digit; on CPU in fp32 a reward changes with its batch by at most "
+                            "4.2e-7 ("),
+    ("cuda", "fp16", 0.189, "not measured for fp16 on a GPU"),
+    ("cuda", "fp32", 0.189, "not measured for fp32 on a GPU"),
+    ("cpu", "4bit", 0.189, "not measured for 4-bit on CPU"),
+    ("mps", "fp32", 0.189, "not measured for fp32 on MPS"),
+    ("vllm", "bf16", 0.189, "not measured for bf16 on a served model"),
+    ("http://rm:8000/v1", "4bit", 0.189, "not measured for 4-bit on a served model"),
+])
+def test_tie_margin_follows_the_measured_batch_noise(device, precision, margin, says):
+    value, note = tie_margin(device, precision)
+    assert value == margin
+    assert note.startswith(f"{margin:g}: ") and says in note
+    assert note.endswith("benchmarks/RESULTS.md, batch invariance).")
+
+
+def test_tie_margins_are_the_largest_differences_in_the_batch_invariance_table():
+    results = (Path(__file__).parent.parent / "benchmarks" / "RESULTS.md").read_text()
+    table = results[results.index("Batch invariance: each of 8 candidates"):]
+    rows = {m.group(1): max(float(x) for x in m.group(2).split(" | "))
+            for m in re.finditer(r"^\| (4-bit|bf16|fp32 \(CPU, small model\)) \| ([^|]+(?: \| [^|]+){3}) \|",
+                                 table, re.M)}
+    assert tie_margin("cuda", "4bit")[0] == rows["4-bit"] and tie_margin("cuda", "bf16")[0] == rows["bf16"]
+    assert rows["fp32 (CPU, small model)"] == 4.2e-7 < tie_margin("cpu", "fp32")[0] == 0.0005

@@ -48,7 +48,7 @@ def test_the_decision_fits_one_screen_and_text_is_readable(browser, app_url, sch
     page = visitor(browser, app_url, "laptop", scheme)
     send(page, "Which bird sings best?")
     height = SIZES["laptop"][1]
-    for selector in ["#ranking table", "#msg", "#send", "#own", "#score", *[f"#card-{i}" for i in range(1, 5)],
+    for selector in ["#ranking table", "#msg", "#send", "#own", "#score", *[f"#candidate-{i}" for i in range(1, 5)],
                      *[f"#use-{i}" for i in range(1, 5)]]:
         assert box(page, selector)["y"] + box(page, selector)["height"] <= height, f"{selector} is below the screen"
     expect(page.locator("#ranking tr.rank-row")).to_have_count(4)
@@ -58,8 +58,9 @@ def test_the_decision_fits_one_screen_and_text_is_readable(browser, app_url, sch
     chosen = page.locator(".card", has=page.locator(".chosen-mark"))
     expect(chosen).to_have_count(1)
     assert chosen.evaluate("e => getComputedStyle(e).borderTopWidth") == "2px"
-    expect(chosen.locator("button")).to_be_disabled()
-    expect(chosen.locator("button")).to_have_text("✔ Continuing with this")
+    use = chosen.locator("button[id^=use-]")
+    expect(use).to_be_disabled()
+    expect(use).to_have_text("✔ Continuing")
     expect(page.locator(".card button:visible:not([disabled])", has_text="Use this reply")).to_have_count(3)
     page.get_by_role("tab", name="Win probabilities").click()
     expect(page.locator("#wins td.self")).to_have_count(4)
@@ -76,7 +77,7 @@ def test_every_size_and_scheme_in_screenshots(browser, app_url, size, scheme):
     page = visitor(browser, app_url, size, scheme)
     send(page, "Tell me about starlings.")
     if size == "phone":  # the message box, then the ranked candidates; every analysis tab in sight
-        assert box(page, "#msg")["y"] < box(page, "#ranking")["y"] < box(page, "#card-1")["y"]
+        assert box(page, "#msg")["y"] < box(page, "#ranking")["y"] < box(page, "#candidate-1")["y"]
         tabs = page.locator("#analysis [role=tab]")
         expect(tabs).to_have_count(9)
         for tab in tabs.all():
@@ -94,7 +95,7 @@ def test_the_ranking_belongs_to_the_turn_on_screen(browser, app_url):
     tokens.fill("300")
     tokens.press("Enter")
     send(page, "First.")
-    expect(page.locator("button", has_text="✔ Continuing with this")).to_have_count(1)  # the turn has settled
+    expect(page.locator("button", has_text="✔ Continuing")).to_have_count(1)  # the turn has settled
     first = page.locator("#ranking table").inner_text()
     page.fill("#msg textarea", "Second.")
     # From the click on, log what the status, the ranking and Send show at every change of the page.
@@ -125,6 +126,7 @@ def test_the_ranking_belongs_to_the_turn_on_screen(browser, app_url):
 def test_edits_are_never_dropped_silently_and_badges_say_who_wrote_what(browser, app_url):
     page = visitor(browser, app_url)
     send(page, "Say something.")
+    page.locator("#candidate-2 [data-action=edit]").click()
     page.fill("#card-2 textarea", "An edit I have not scored.")
     page.fill("#msg textarea", "Next message.")
     page.click("#send")

@@ -1,11 +1,12 @@
 """Pure rendering helpers: colour contrast, the win matrix, the ranked reward table and the cards' badges."""
 import itertools
+import math
 import re
 
 import pytest
 
 from starling_demo.ui.colour import contrast_ratio, readable_text, relative_luminance, win_colour
-from starling_demo.ui.render import bar_widths, ranking_html, win_matrix_html
+from starling_demo.ui.render import axis_step, bar_axis, bar_widths, ranking_html, win_matrix_html
 
 CELL = re.compile(r"<td style='background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})'>([0-9.]+)</td>")
 
@@ -67,27 +68,94 @@ def rows_of(html):
     return re.findall(r"<tr class='([^']*)' data-candidate='(\d+)' data-reward='([^']*)'>(.*?)</tr>", html)
 
 
+def text(cell):
+    """A cell's text without its tags."""
+    return re.sub(r"<[^>]+>", "", cell)
+
+
+def cells_of(html):
+    return [[text(c) for c in re.findall(r"<td>(.*?)</td>", body)] for *_, body in rows_of(html)]
+
+
+def caption_of(html):
+    """The caption's words, after the cards' toolbar that shares its line."""
+    return re.search(r"<caption>.*?</span>(.*?)</caption>", html).group(1)
+
+
+def widths_of(html):
+    return [float(w) for w in re.findall(r"width:([0-9.]+)%", html)]
+
+
 def test_ranking_html_lists_candidates_best_first():
     html = ranking_html(TURN)
-    assert html.startswith("<table class='ranking'>")
-    head = re.findall(r"<th>(.*?)</th>", html)
-    assert head == ["rank", "candidate", "reward bar", "reward", "gap to best", "RM tokens"]
+    assert html.startswith("<table class='ranking'><caption>")
+    head = [text(name) for name in re.findall(r"<th>(.*?)</th>", html)]
+    assert head == ["rank", "candidate", "-3reward bar0", "reward", "gap to best", "RM tokens"]
     rows = rows_of(html)
     assert [k for _, k, _, _ in rows] == ["2", "4", "3", "1"]
     assert [r for _, _, r, _ in rows] == ["-0.5000", "-1.2500", "-2.0000", "-3.0000"]
-    cells = [re.findall(r"<td>(.*?)</td>", body) for *_, body in rows]
+    cells = cells_of(html)
     assert [c[0] for c in cells] == ["1", "2", "3", "4"]
     assert [c[3] for c in cells] == ["-0.500", "-1.250", "-2.000", "-3.000"]
-    assert [c[4] for c in cells] == ["—", "-0.750", "-1.500", "-2.500"]
-    assert [c[5] for c in cells] == ["40", "21", "7", "12"]
+    assert [c[4].split(" · ")[0] for c in cells] == ["—", "-0.750", "-1.500", "-2.500"]
+    assert [c[5] for c in cells] == ["40", "21", "7", "12"]  # the 6th column stays the RM token count
 
 
-def test_ranking_bars_start_at_the_lowest_reward():
-    widths = [float(w) for w in re.findall(r"width:([0-9.]+)%", ranking_html(TURN))]
-    assert widths == [100.0, pytest.approx(4 + 96 * 1.75 / 2.5, abs=0.05), pytest.approx(4 + 96 * 1 / 2.5), 4.0]
-    assert widths == sorted(widths, reverse=True)  # all rewards negative, and still the best bar is longest
-    assert bar_widths([2.0, 2.0, 2.0]) == [100.0] * 3
-    assert bar_widths([5.0]) == [100.0]
+def test_ranking_bars_measure_the_reward_on_a_stated_axis():
+    html = ranking_html(TURN)
+    # 0 is near these (all negative) rewards, so the axis runs from -3 to 0 and a bar is r + 3 of 3.
+    assert "<div class='axis'><span>-3</span><span>reward bar</span><span>0</span></div>" in html
+    assert caption_of(html) == "Bars: reward, linear from -3 to 0."
+    assert widths_of(html) == [83.3, 58.3, 33.3, 0.0]
+    close = ranking_html(TURN | {"rewards": [0.717, 0.653, 0.70, 0.69]})
+    assert "linear from 0 to 1." in caption_of(close)
+    assert widths_of(close) == [71.7, 70.0, 69.0, 65.3]  # 0.064 apart draws 6.4 points apart, not 100% vs 4%
+
+
+@pytest.mark.parametrize("rewards", [[0.717, 0.653], [-3.0, -0.5, -2.0, -1.25], [10.2, 10.5, 10.45], [-8.0, 12.0],
+                                     [2.5, 3.1], [-0.3, -0.2], [5.0], [0.0], [1.5, 6.0, 2.0], [-41.3, -40.9]])
+def test_bars_differ_as_much_as_the_rewards_do(rewards):
+    low, high = bar_axis(rewards)
+    assert low <= min(rewards) and max(rewards) <= high and high - low >= 1.0
+    if min(rewards) <= 0 <= max(rewards):
+        assert low <= 0 <= high
+    step = axis_step(high - low)
+    assert low / step == pytest.approx(round(low / step)) and high / step == pytest.approx(round(high / step))
+    widths = bar_widths(rewards, (low, high))
+    assert all(0 <= w <= 100 for w in widths)
+    for (ra, wa), (rb, wb) in itertools.combinations(zip(rewards, widths), 2):
+        assert (wa - wb) / 100 * (high - low) == pytest.approx(ra - rb, abs=1e-3)
+
+
+TIED = TURN | {"rewards": [0.10, 0.717, 0.70, 0.53], "chosen": 1, "tie_margin": 0.189,
+               "tie_note": "0.189: <b>measured</b> in 4-bit & on a GPU (benchmarks/RESULTS.md)."}
+
+
+def test_ranking_marks_candidates_within_the_tie_margin_of_the_best():
+    html = ranking_html(TIED)
+    rows = rows_of(html)
+    assert [k for _, k, _, _ in rows] == ["2", "3", "4", "1"]
+    assert [c for c, *_ in rows] == ["rank-row chosen", "rank-row tie", "rank-row tie", "rank-row"]
+    gaps = [c[4] for c in cells_of(html)]
+    assert gaps[0] == "—" and "≈ tie" in gaps[1] and "≈ tie" in gaps[2] and "≈ tie" not in gaps[3]
+    assert html.count("≈ tie") == 3  # the two rows' marks and the caption
+    assert caption_of(html).endswith("<summary>≈ tie: within 0.189 of the best (why?)</summary>0.189: "
+                                     "&lt;b&gt;measured&lt;/b&gt; in 4-bit &amp; on a GPU (benchmarks/RESULTS.md)."
+                                     "</details>")
+    assert "<b>" not in html
+    # The margin is strict, and without one (the turn stores none) nothing is a tie, equal rewards included.
+    assert "tie" not in rows_of(ranking_html(TIED | {"tie_margin": 0.017}))[1][0]
+    plain = ranking_html(TIED | {"tie_margin": None, "tie_note": None, "rewards": [1.0, 1.0, 0.9, 0.0]})
+    assert "≈ tie" not in plain and "class='rank-row tie'" not in plain and "None" not in plain
+
+
+def test_ranking_shows_p_best_wins_beside_each_gap():
+    html = ranking_html(TIED)
+    ps = [re.search(r"P\(best wins\) ([0-9.]+)", c[4]) for c in cells_of(html)]
+    assert ps[0] is None  # the best row shows "—"
+    expected = [1 / (1 + math.exp(-(0.717 - r))) for r in (0.70, 0.53, 0.10)]
+    assert [m.group(1) for m in ps[1:]] == [f"{p:.2f}" for p in expected] == ["0.50", "0.55", "0.65"]
+    assert cells_of(html)[1][4].startswith("-0.017 · P(best wins) 0.50")
 
 
 def test_ranking_marks_the_chosen_own_and_edited_candidates():

@@ -11,7 +11,7 @@ from ..judging import agreement, tally
 
 # Whatever would tell a person the reward model's verdict before they give theirs.
 SECRET = ("rewards", "rewards2", "traces", "chosen", "picked_by", "probes", "attribution")
-JUDGE_FIRST = ("Judge first: rank the candidates (click them in “Your ranking”, best first) or pick the best with "
+JUDGE_FIRST = ("Judge first: rank the candidates (press “Rank next” on each card, best first) or pick the best with "
                "“Use this reply”; then the reward model's ranking is revealed beside yours.")
 TALLY_HEADERS = ["turn", "your ranking", "RM ranking", "same best", "pairs agreed", "Kendall τ"]
 NOT_JUDGED = ("*No turn judged yet: tick “Judge first” beside the status line, send a message, and rank its "
@@ -91,8 +91,6 @@ def judging_json(session: dict) -> dict:
 
 
 def judge_panel(session: dict) -> list:
-    """The ranking row, shown while the turn waits to be judged, its box (choices: the candidates; emptied), and
-    the session's tally."""
+    """The ranking row, shown while the turn waits to be judged, its box (emptied), and the session's tally."""
     turn = session["turns"][-1] if session["turns"] else None
-    choices = [str(i + 1) for i in range(len(turn["candidates"]))] if hidden(turn) else []
-    return [gr.update(visible=hidden(turn)), gr.update(choices=choices, value=[]), *tally_view(session)]
+    return [gr.update(visible=hidden(turn)), "", *tally_view(session)]

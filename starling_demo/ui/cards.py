@@ -1,13 +1,23 @@
-"""The candidate cards of the latest turn: their badges (rank, reward, origin), choice buttons, and edits not yet scored."""
+"""The candidate cards of the latest turn: their badges (rank, reward, origin), rendered replies, choice buttons,
+and edits not yet scored."""
 from __future__ import annotations
 
 import gradio as gr
 
 from .. import insight
+from .render import markdown_safe
 
 MAX_CARDS = 8
 ORIGINS = {"edited": "✎ edited by you", "yours": "✍ your candidate"}
 CUT = {"length": "cut at max new tokens", None: "cut short by Stop"}  # why an LM reply ended early
+# Buttons that change only how the page shows a card (assets/page.js): full height or a few lines, text or editor;
+# and while a blind turn waits, the person's ranking, one click per card.
+EXPAND = ("<button type='button' class='card-tool' data-action='expand' title='The whole reply, or a few lines of it'>"
+          "<span class='when-collapsed'>Expand</span><span class='when-expanded'>Collapse</span></button>")
+EDIT = ("<button type='button' class='card-tool' data-action='edit' title='Edit the reply, then press “Score all "
+        "cards”'><span class='when-viewing'>✎ Edit</span><span class='when-editing'>✓ Done</span></button>")
+RANK = ("<button type='button' class='card-tool rank-next' data-action='rank' title='This one is next best in your "
+        "ranking'>Rank next</button>")
 
 
 def origin(turn: dict, i: int) -> str:
@@ -33,7 +43,7 @@ def card_badge(turn: dict, i: int) -> str:
     finished = turn.get("finished") or []
     state = finished[i] if i < len(finished) else "stop"
     wrote = origin(turn, i)
-    head, marks = [f"<b>#{i + 1}</b>"], []
+    head, marks, rank = [f"<b>#{i + 1}</b>"], [], 0
     if rewards:
         rank = insight.ranking(rewards).index(i) + 1
         head.append(f"rank {rank} of {len(rewards)} · reward <b>{rewards[i]:.3f}</b>")
@@ -54,7 +64,20 @@ def card_badge(turn: dict, i: int) -> str:
     elif rewards and state in CUT:  # only the LM's own, unedited reply was cut
         marks.append(CUT[state])
     lines = [" · ".join(head)] + ([" · ".join(marks)] if marks else [])
-    return f"<div class='badge-line'>{'<br>'.join(lines)}</div>"
+    # `data-rank` orders the cards by rank (the stylesheet); the tools act on the card in the page alone.
+    tools = (RANK if turn.get("hidden") else "") + EXPAND + EDIT
+    return (f"<div class='badge-line' data-rank='{rank}'>{'<br>'.join(lines)} <span class='card-tools'>{tools}</span>"
+            "</div>")
+
+
+def card_views(turn: dict | None) -> list[str]:
+    """Each card's reply as Markdown the page renders (HTML and scripts in it show as text); "" for an unused card.
+
+    >>> card_views({"candidates": ["**a** <b>"]})[:2]
+    ['**a** &lt;b&gt;', '']
+    """
+    candidates = turn["candidates"] if turn else []
+    return [markdown_safe(candidates[i]) if i < len(candidates) else "" for i in range(MAX_CARDS)]
 
 
 def card_updates(turn: dict | None) -> list:
@@ -68,7 +91,7 @@ def card_updates(turn: dict | None) -> list:
 def use_buttons(turn: dict | None, busy: bool = False) -> list:
     """The 8 "Use this reply" buttons: the chosen card's says so and is off; all are off while a turn runs."""
     chosen = turn.get("chosen") if turn else None
-    return [gr.update(value="✔ Continuing with this", interactive=False, variant="primary") if i == chosen
+    return [gr.update(value="✔ Continuing", interactive=False, variant="primary") if i == chosen
             else gr.update(value="Use this reply", interactive=not busy, variant="secondary") for i in range(MAX_CARDS)]
 
 

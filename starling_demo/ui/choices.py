@@ -10,13 +10,13 @@ from ..judging import parse_ranking
 from .blind import hidden, judge_turn, judged_status
 from .cards import unscored_edit
 from .inputs import candidate_index, named_cards
-from .view import BUSY, current_turn, new_session, running, unchanged, view
+from .view import BUSY, busy, current_turn, new_session, unchanged, view
 
 
 @named_cards
 def use_candidate(session: dict, number: float, request: gr.Request = None, *cards: str):
     """Continue the conversation with candidate `number` (1-based) instead of the best one."""
-    if running(request):
+    if busy(request):
         return unchanged(BUSY)
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
@@ -39,7 +39,7 @@ def use_candidate(session: dict, number: float, request: gr.Request = None, *car
 @named_cards
 def judge(session: dict, ranking, request: gr.Request = None, *cards: str):
     """Rank a blind turn's candidates (1-based numbers, best first; the best alone will do), then see the RM's."""
-    if running(request):
+    if busy(request):
         return unchanged(BUSY)
     turn = current_turn(session)
     if not turn or not turn.get("rewards"):
@@ -60,7 +60,7 @@ def judge(session: dict, ranking, request: gr.Request = None, *cards: str):
 
 
 def undo(session: dict, request: gr.Request = None):
-    if running(request):
+    if busy(request):
         return unchanged(BUSY)
     if not session["turns"]:
         return unchanged("Nothing to undo: the conversation is empty.")
@@ -68,6 +68,6 @@ def undo(session: dict, request: gr.Request = None):
 
 
 def clear(session: dict, request: gr.Request = None):
-    if running(request):
+    if busy(request):
         return unchanged(BUSY)
     return view(new_session(), "Cleared the conversation.", "")

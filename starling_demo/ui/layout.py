@@ -27,6 +27,11 @@ EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"ca
              "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
 
 
+# Undoing clicks of the cards' "Rank next", handled in the page alone (assets/page.js).
+JUDGE_TOOLS = ("<div class='judge-tools'><button type='button' data-action='unrank-last'>↶ Undo last</button>"
+               "<button type='button' data-action='unrank-all'>Start over</button></div>")
+
+
 def model_choices(engine: Engine, kind: str) -> list[str]:
     """What visitors may choose: the server's allowed models, else every preset plus the launched one."""
     if engine.allowed is not None:
@@ -91,15 +96,19 @@ def chat_section() -> SimpleNamespace:
 
 
 def candidate_card(i: int) -> SimpleNamespace:
-    """One candidate: its badge (rank, reward, who wrote it), a button to continue with it, its editable text."""
+    """One candidate: its badge (rank, reward, who wrote it), a button to continue with it, the reply rendered, and
+    its text, edited in place of the rendered reply once the card's ✎ Edit is pressed (assets/page.js)."""
     # Shown while it has a badge (see `cards.card_updates`).
     with gr.Column(elem_classes="card", min_width=260, elem_id=f"candidate-{i}"):
         with gr.Row(equal_height=True, elem_classes="card-head"):
             badge = gr.HTML("", elem_id=f"badge-{i}", elem_classes="badge", js_on_load=None, scale=3)
             use = gr.Button("Use this reply", size="sm", elem_id=f"use-{i}", scale=0, min_width=100)
-        text = gr.Textbox("", label=f"Candidate {i}", show_label=False, lines=3, max_lines=4, interactive=True,
-                          elem_id=f"card-{i}", container=False)
-    return SimpleNamespace(text=text, badge=badge, use=use)
+        # No LaTeX: a "$" in a reply is a dollar sign.
+        view = gr.Markdown("", elem_id=f"view-{i}", elem_classes="card-view", container=False, sanitize_html=True,
+                           latex_delimiters=[])
+        text = gr.Textbox("", label=f"Candidate {i}", show_label=False, lines=8, max_lines=8, interactive=True,
+                          elem_id=f"card-{i}", elem_classes="card-edit", container=False, autoscroll=False)
+    return SimpleNamespace(text=text, badge=badge, use=use, view=view)
 
 
 def candidates_section() -> SimpleNamespace:
@@ -108,6 +117,11 @@ def candidates_section() -> SimpleNamespace:
         status = gr.Markdown("Send a message to generate candidates.", elem_id="status")
         blind = gr.Checkbox(False, label="Judge first", elem_id="blind", container=False, scale=0, min_width=120)
     ranking = gr.HTML(ranking_html(None), elem_id="ranking", js_on_load=None)
+    with gr.Row(equal_height=True, visible=False, elem_id="judge-row") as judge_row:
+        judge_order = gr.Textbox("", label="Your ranking, best first: press “Rank next” on the cards in order (or type "
+                                 "their numbers); the best alone will do", elem_id="judge-order", scale=4, max_lines=1)
+        gr.HTML(JUDGE_TOOLS, elem_id="judge-tools", js_on_load=None, scale=0, min_width=150)
+        reveal = gr.Button("Reveal the RM's ranking", variant="primary", scale=1, elem_id="reveal")
     cards = []
     with gr.Row(elem_classes="cards"):
         for i in range(1, MAX_CARDS + 1):
@@ -117,10 +131,6 @@ def candidates_section() -> SimpleNamespace:
                          max_lines=6, scale=4, elem_id="own", container=False)
         add = gr.Button("Add & score", size="sm", elem_id="add", min_width=90)
         score = gr.Button("Score all cards", size="sm", elem_id="score", min_width=90)
-    with gr.Row(equal_height=True, visible=False, elem_id="judge-row") as judge_row:
-        judge_order = gr.Dropdown([], value=[], multiselect=True, scale=4, elem_id="judge-order",
-                                  label="Your ranking: click the candidates, best first (the best alone will do)")
-        reveal = gr.Button("Reveal the RM's ranking", variant="primary", scale=1, elem_id="reveal")
     return SimpleNamespace(status=status, ranking=ranking, cards=cards, own=own, add=add, score=score, blind=blind,
                            judge_row=judge_row, judge_order=judge_order, reveal=reveal)
 

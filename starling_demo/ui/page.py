@@ -18,16 +18,26 @@ from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
 from .server import limit_jobs_per_visitor, server_kwargs
-from .turns import add_candidate, chat, regenerate, request_stop, rescore
+from .turns import add_candidate, chat, clear_stop, regenerate, request_stop, rescore
 from .view import actions, current_turn, new_session
 
-CSS_PATH = Path(__file__).resolve().parents[2] / "assets" / "style.css"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+CSS_PATH, JS_PATH = ASSETS / "style.css", ASSETS / "page.js"
+
+
+EMPTY_MESSAGE_BOX = """(...inputs) => {
+  const box = document.querySelector("#msg textarea");
+  box.value = "";
+  box.dispatchEvent(new Event("input", {bubbles: true}));
+  return inputs;
+}"""
 
 
 def launch_kwargs() -> dict:
-    """Theme and CSS, which Gradio 6 takes in `launch()`, and the limits on uploads and requests."""
+    """Theme, CSS and the page's script, which Gradio 6 takes in `launch()`, and the limits on uploads and
+    requests."""
     return {"theme": gr.themes.Soft(primary_hue="indigo"), "css": CSS_PATH.read_text(encoding="utf-8"),
-            **server_kwargs()}
+            "js": JS_PATH.read_text(encoding="utf-8"), **server_kwargs()}
 
 
 def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1) -> gr.Blocks:
@@ -69,7 +79,8 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                          s.readout, s.rm2, s.rm_format]
         # In the order of `turns.OUTPUTS`; new outputs go at the end, so API callers' positions stay valid.
         turn_outputs = [session, chat_ui.chatbot, decision.status, summary, chat_ui.message,
-                        *[c for card in decision.cards for c in (card.text, card.badge)], decision.ranking]
+                        *[c for card in decision.cards for c in (card.text, card.badge)], decision.ranking,
+                        *[card.view for card in decision.cards]]
         action_outputs = [chat_ui.send, chat_ui.regenerate, *[card.use for card in decision.cards]]
         p = panel.probes
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
@@ -93,23 +104,25 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         def analysis(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
             return panels(engine, session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
 
-        def settle(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
-            """The analysis panels, the buttons and the ranking of the turn the session ends with."""
-            shown = shown_turn(current_turn(session))
-            return analysis(session, number, alpha, probe_pick) + actions(session) + [ranking_html(shown)]
+        def ready(session: dict) -> list:
+            """The buttons and the ranking of the turn the session ends with."""
+            return actions(session) + [ranking_html(shown_turn(current_turn(session)))]
 
-        def starting(n: float) -> list:
+        def starting(n: float, request: gr.Request) -> list:
             """What the page shows the moment a turn is asked for, before the server has started it."""
+            clear_stop(request)
             pending = ranking_html({"candidates": [], "settings": {"n": n}})
             return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending]
 
         def then_panels(event, new_turn: bool = False):
-            """After the turn changed: every analysis panel (a new turn shows its best candidate's trace) and the
-            buttons. It also runs after a refused or failed event, and so undoes what `starting` did."""
+            """After the turn changed: the buttons at once (not queued: the status line already says the turn is
+            done), then every analysis panel (a new turn shows its best candidate's trace). It also runs after a
+            refused or failed event, and so undoes what `starting` did."""
             picks = [gr.State(None)] * 2 if new_turn else [panel.trace_pick, panel.probes.pick]
-            return event.then(settle, [session, picks[0], panel.alpha, picks[1]],
-                              panel_outputs + action_outputs + [decision.ranking], api_visibility="undocumented",
-                              show_progress="hidden")
+            return event.then(ready, [session], action_outputs + [decision.ranking], queue=False,
+                              api_visibility="private", show_progress="hidden").then(
+                analysis, [session, picks[0], panel.alpha, picks[1]], panel_outputs, api_visibility="undocumented",
+                show_progress="hidden")
 
         # While a new turn streams, no panel shows the previous turn's numbers, and the buttons say it runs.
         # Registered before the turn events: Gradio's page drops its property updates otherwise.
@@ -117,8 +130,10 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
               panel_outputs + action_outputs + [decision.ranking], queue=False, api_visibility="private",
               show_progress="hidden")
         blind = decision.blind
+        # The page empties the message box as it sends (the handler gives it back if the turn is refused), so what
+        # the visitor types while the turn runs is never overwritten.
         sending = gr.on([chat_ui.send.click, chat_ui.message.submit], outputs=turn_outputs, api_name="chat",
-                        show_progress="hidden",
+                        show_progress="hidden", js=EMPTY_MESSAGE_BOX,
                         **in_group("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts, blind]))
         regenerating = chat_ui.regenerate.click(outputs=turn_outputs, api_name="regenerate", show_progress="hidden",
                                                 **in_group("gpu", regenerate, [session, *turn_settings,

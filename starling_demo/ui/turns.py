@@ -13,13 +13,14 @@ import gradio as gr
 
 from .. import insight
 from ..engine import Engine
+from ..limits import shown_as_text
 from ..templates import check_rm_format
 from .blind import JUDGE_FIRST, hidden
 from .cards import MAX_CARDS, origins_after_edit, unscored_edit
 from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
 from .render import conversation
-from .view import RUNNING, STOP_REQUESTS, current_turn, running, unchanged, view
+from .view import RUNNING, STOP_REQUESTS, current_turn, unchanged, view
 
 # A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
 # cost the browser a re-render each, and it fell behind the server (4x slower than the API).
@@ -56,13 +57,16 @@ class Pace:
 def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
     """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
-    engine.rm(rm)
+    loaded = engine.rm(rm)
+    # How close two rewards must be to count as a tie, from the batch noise measured where this RM runs.
+    margin, note = insight.tie_margin(loaded.where, getattr(loaded, "precision", "served"))
     with engine.lock("rm", rm):
         scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format, traces=True)
     # The tokens' texts are worked out only for the trace on show (`analysis.reply_tokens`).
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, reply_ids=scores.reply_ids,
                 rm_texts=scores.texts, readout=scores.readout, readout_note=scores.note, rm_format=rm_format, rm=rm,
-                rm2=None, rewards2=None, probes={}, attribution=None)  # of the texts as they were
+                rm2=None, rewards2=None, probes={}, attribution=None,  # of the texts as they were
+                tie_margin=margin, tie_note=note)
     if rm2 and rm2 != "none":
         try:
             engine.rm(rm2)
@@ -97,23 +101,25 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     `cards` are the cards' texts as shown: an edit not yet scored is not dropped silently. With `blind`, the
     rewards stay on the server until the person has judged the candidates (`judge`, `use_candidate`).
     """
+    # Back to the box if the turn is refused (the page emptied it when it sent), if it can be shown at all.
+    typed = message if isinstance(message, str) and shown_as_text(message) else None
     try:
         models(engine, lm, rm, rm2)
         message = message_text(message)
         settings = turn_settings(engine, lm, n, temperature, top_p, max_new_tokens, seed, mode, system)
         check_rm_format(rm_format)
     except ValueError as error:
-        yield unchanged(str(error))
+        yield unchanged(str(error), typed)
         return
     if hidden(current_turn(session)):
-        yield unchanged(f"The last turn is not judged yet. {JUDGE_FIRST} Then send again.")
+        yield unchanged(f"The last turn is not judged yet. {JUDGE_FIRST} Then send again.", typed)
         return
     if current_turn(session) and current_turn(session).get("chosen") is None:
-        yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.")
+        yield unchanged("The last turn has no reply yet: press Score or pick a candidate, then send again.", typed)
         return
     edit = unscored_edit(current_turn(session), cards, "send")
     if edit:
-        yield unchanged(edit)
+        yield unchanged(edit, typed)
         return
     if settings.temperature == 0 and settings.n > 1:
         gr.Info("Temperature 0 is greedy decoding: all candidates will be the same. Raise it to compare replies.")
@@ -130,8 +136,8 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         if not engine.is_loaded("lm", lm):
             yield view(work, loading_status("lm", lm))
             engine.lm(lm)
-        # The message box is emptied once, here; afterwards what the visitor types meanwhile is left alone.
-        yield view(work, f"Generating {settings.n} candidates with **{lm}**…", "")
+        # The page emptied the message box when it sent; what the visitor types meanwhile is left alone.
+        yield view(work, f"Generating {settings.n} candidates with **{lm}**…")
         # Released when the generator is closed, also on cancel or disconnect; a served LM's request ends with it.
         with engine.lock("lm", lm), contextlib.closing(engine.generate(messages, settings, lm)) as steps:
             for step in steps:
@@ -162,12 +168,18 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
 
 
 def request_stop(request: gr.Request):
-    """Stop this visitor's generation after the current token; the partial candidates are then scored.
+    """Stop this visitor's generation after the current token, or before its first if it has not started yet;
+    the partial candidates are then scored. The page's Send clears the request (`clear_stop`).
 
     A flag rather than `cancels=`: cancelling races with the next event and can lose the partial turn.
     """
-    if running(request):
+    if getattr(request, "session_hash", None):
         STOP_REQUESTS.add(request.session_hash)
+
+
+def clear_stop(request: gr.Request | None) -> None:
+    """Forget a Stop pressed before this turn was asked for."""
+    STOP_REQUESTS.discard(getattr(request, "session_hash", None))
 
 
 @named_cards
@@ -187,8 +199,9 @@ def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temper
     earlier = {"turns": session["turns"][:-1]}
     settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format)
     for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request, blind=blind):
-        # A failure before anything changed shows the session as it was, last turn included.
-        yield view(session, outputs[2]) if outputs[0] is earlier else outputs
+        # A failure before anything changed shows the session as it was, last turn included; the message box,
+        # which Regenerate did not empty, is left alone.
+        yield view(session, outputs[2]) if outputs[0] is earlier else [*outputs[:4], gr.skip(), *outputs[5:]]
 
 
 def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None,

@@ -7,24 +7,36 @@ from __future__ import annotations
 import gradio as gr
 
 from .blind import shown
-from .cards import MAX_CARDS, card_updates, use_buttons
+from .cards import MAX_CARDS, card_updates, card_views, use_buttons
 from .render import chat_messages, ranking_html, turn_summary
+from .server import jobs_of
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
 BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
 # Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
-# card, then the ranking. All are values, never property updates, which Gradio turns into a new component and
+# card, the ranking, then each card's reply as rendered Markdown (added last: API callers' positions stay valid). All are values, never property updates, which Gradio turns into a new component and
 # config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
 # previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
-OUTPUTS = 5 + 2 * MAX_CARDS + 1
+OUTPUTS = 5 + 2 * MAX_CARDS + 1 + MAX_CARDS
 
 
 def running(request: gr.Request | None) -> bool:
     """Whether this visitor's turn is running: then other actions on the conversation would be overwritten."""
     visitor = getattr(request, "session_hash", None)
     return visitor is not None and visitor in RUNNING
+
+
+def busy(request: gr.Request | None) -> bool:
+    """Whether this visitor has a turn running or still waiting in the queue: a turn that starts later carries
+    the conversation as it was when it was asked for, so a change made meanwhile would be lost."""
+    visitor = getattr(request, "session_hash", None)
+    if visitor is None or running(request):
+        return visitor is not None
+    app = getattr(getattr(request, "request", None), "app", None)
+    queue = getattr(app.get_blocks(), "_queue", None) if hasattr(app, "get_blocks") else None
+    return bool(queue and jobs_of(queue, visitor, "gpu"))
 
 
 def new_session() -> dict:
@@ -40,7 +52,8 @@ def view(session: dict, status, message=None) -> list:
     visitor may be typing the next one)."""
     turn = shown(current_turn(session))
     return [session, chat_messages(session["turns"]), status, turn_summary(turn),
-            gr.skip() if message is None else message, *card_updates(turn), ranking_html(turn)]
+            gr.skip() if message is None else message, *card_updates(turn), ranking_html(turn),
+            *card_views(turn)]
 
 
 def actions(session: dict | None, busy: bool = False) -> list:
@@ -50,7 +63,11 @@ def actions(session: dict | None, busy: bool = False) -> list:
             *use_buttons(None if busy else current_turn(session), busy)]
 
 
-def unchanged(warning: str) -> list:
-    """Warn, and leave every output as it is."""
+def unchanged(warning: str, message: str | None = None) -> list:
+    """Warn, and leave every output as it is; but give `message` back to the message box, which the page empties
+    when it sends (assets/page.js)."""
     gr.Warning(warning)
-    return [gr.skip()] * OUTPUTS
+    outputs = [gr.skip()] * OUTPUTS
+    if message is not None:
+        outputs[4] = message
+    return outputs
