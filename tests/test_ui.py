@@ -323,3 +323,17 @@ def test_batch_evaluation_of_a_bad_file_says_what_to_do(engine, tmp_path, conten
         *_, (report, errors, status) = evaluation.evaluate_file(engine, path and str(path), "tiny", "card",
                                                                  progress=lambda *a, **k: None)
     assert report.empty and status.startswith("Nothing evaluated") and problem in status
+
+
+def test_the_page_streams_no_turn_json_and_the_cards_texts_once_scored(engine, first_turn):
+    session = session_of(first_turn[-1])
+    before = session["turns"][-1]["candidates"]
+    cards = before + [""] * (MAX_CARDS - len(before))
+    frames = list(view.page_frames(events.chat)(engine, session, "Go on", *SETTINGS.values(), None, *cards))
+    texts = [view.PAGE_FRAME.index(i) for i in view.TEXTS]
+    assert all(len(frame) == view.OUTPUTS - 1 for frame in frames)
+    assert not any(isinstance(output, dict) and "ranking" in output for frame in frames for output in frame)
+    *streamed, last = frames
+    assert streamed and all([frame[i] for i in texts] == cards for frame in streamed)  # as the page sent them
+    scored = session_of(last)["turns"][-1]["candidates"]
+    assert [last[i] for i in texts][:4] == scored and scored != before

@@ -65,7 +65,8 @@ def card_badge(turn: dict, i: int) -> str:
         marks.append(CUT[state])
     lines = [" · ".join(head)] + ([" · ".join(marks)] if marks else [])
     # `data-rank` orders the cards by rank (the stylesheet); the tools act on the card in the page alone.
-    tools = (RANK if turn.get("hidden") else "") + EXPAND + EDIT
+    # No editing while the reply is still being written: the card's text follows it once it is scored.
+    tools = (RANK if turn.get("hidden") else "") + EXPAND + (EDIT if rewards or turn.get("hidden") else "")
     return (f"<div class='badge-line' data-rank='{rank}'>{'<br>'.join(lines)} <span class='card-tools'>{tools}</span>"
             "</div>")
 

@@ -19,7 +19,7 @@ from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
 from .server import limit_jobs_per_visitor, server_kwargs
 from .turns import add_candidate, chat, clear_stop, regenerate, request_stop, rescore
-from .view import actions, current_turn, new_session
+from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS_PATH, JS_PATH = ASSETS / "style.css", ASSETS / "page.js"
@@ -68,7 +68,8 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         # the page's own events fill in, so the API takes them as text.
         api_number = gr.Textbox(visible=False, label="Candidate number (1-based), or all")
         ranking_text = gr.Textbox(visible=False, label="Your ranking: candidate numbers, best first")
-        api = SimpleNamespace(**{name: gr.Button(visible=False) for name in ("judge", "probe", "attribute", "judging")})
+        api = SimpleNamespace(**{name: gr.Button(visible=False)
+                                  for name in ("chat", "regenerate", "judge", "probe", "attribute", "judging")})
         probe_figures = gr.JSON(label="Probes", visible=False)
         attribution_figures = gr.JSON(label="Attribution", visible=False)
         judging_figures = gr.JSON(label="Judging", visible=False)
@@ -130,16 +131,23 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
               panel_outputs + action_outputs + [decision.ranking], queue=False, api_visibility="private",
               show_progress="hidden")
         blind = decision.blind
-        # The page empties the message box as it sends (the handler gives it back if the turn is refused), so what
-        # the visitor types while the turn runs is never overwritten.
-        sending = gr.on([chat_ui.send.click, chat_ui.message.submit], outputs=turn_outputs, api_name="chat",
-                        show_progress="hidden", js=EMPTY_MESSAGE_BOX,
-                        **in_group("gpu", chat, [session, chat_ui.message, *turn_settings, *card_texts, blind]))
-        regenerating = chat_ui.regenerate.click(outputs=turn_outputs, api_name="regenerate", show_progress="hidden",
-                                                **in_group("gpu", regenerate, [session, *turn_settings,
-                                                                               *card_texts, blind]))
+        chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
+        regenerate_inputs = [session, *turn_settings, *card_texts, blind]
+        # Scripts' /chat and /regenerate stream every turn output; the page's own Send and Regenerate stream fewer
+        # (`page_frames`). The page empties the message box as it sends (the handler gives it back if the turn is
+        # refused), so what the visitor types while the turn runs is never overwritten.
+        page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME], show_progress="hidden",
+                         api_visibility="private")
+        sending = gr.on([chat_ui.send.click, chat_ui.message.submit], js=EMPTY_MESSAGE_BOX, api_name="page_chat",
+                        **page_turn,
+                        **in_group("gpu", page_frames(chat), chat_inputs))
+        regenerating = chat_ui.regenerate.click(api_name="page_regenerate", **page_turn,
+                                                **in_group("gpu", page_frames(regenerate), regenerate_inputs))
         for event in (sending, regenerating):
             then_panels(event, new_turn=True)
+        api.chat.click(outputs=turn_outputs, api_name="chat", **in_group("gpu", chat, chat_inputs))
+        api.regenerate.click(outputs=turn_outputs, api_name="regenerate",
+                             **in_group("gpu", regenerate, regenerate_inputs))
         # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs.
         chat_ui.stop.click(request_stop, None, None, api_visibility="private", queue=False)
         then_panels(decision.score.click(outputs=turn_outputs, api_name="score", **in_group(

@@ -4,6 +4,9 @@ A turn whose rewards are hidden (blind judging) is shown through `blind.shown`, 
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import gradio as gr
 
 from .blind import shown
@@ -20,6 +23,30 @@ BUSY = "The candidates are still being generated or scored: wait for them (or pr
 # config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
 # previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
 OUTPUTS = 5 + 2 * MAX_CARDS + 1 + MAX_CARDS
+SUMMARY, TEXTS = 3, range(5, 5 + 2 * MAX_CARDS, 2)  # positions of the turn JSON and of the cards' texts
+# What the page's own turn events stream: every output but the turn JSON, which is for scripts. Each output of a
+# frame costs the page work even when its value has not changed (benchmarks/RESULTS.md, "The page at real
+# lengths").
+PAGE_FRAME = [i for i in range(OUTPUTS) if i != SUMMARY]
+
+
+def page_frames(handler):
+    """`handler`'s frames as the page's own events stream them (PAGE_FRAME), with the cards' texts left as the page
+    sent them until the turn is scored: meanwhile the cards show each reply rendered, and the texts, which the
+    visitor edits, would cost the page a text box update per card and frame."""
+    signature = inspect.signature(handler)
+
+    @functools.wraps(handler)
+    def frames(*args, **kwargs):
+        sent = signature.bind(*args, **kwargs).arguments
+        for outputs in handler(*args, **kwargs):
+            session = outputs[0]
+            if isinstance(session, dict) and "turns" in session and not (current_turn(session) or {}).get("rewards"):
+                outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
+                           for i, output in enumerate(outputs)]
+            yield [outputs[i] for i in PAGE_FRAME]
+
+    return frames
 
 
 def running(request: gr.Request | None) -> bool:
