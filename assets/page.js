@@ -42,6 +42,16 @@
     },
   };
 
+  // While a turn runs Send is off; Enter in the message box must not send behind its back (the turn would start
+  // from the conversation as it was before the running one).
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && event.target.closest("#msg")
+        && document.querySelector("#send")?.disabled) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-action]");
     if (button && actions[button.dataset.action]) {

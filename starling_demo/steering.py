@@ -13,7 +13,7 @@ import torch
 
 from .generation import EOT_ID
 
-# What Starling writes: a heading, prose, lists, a code block and a table (about 250 tokens; `answer` repeats it).
+# What Starling writes: a heading, prose, lists, a code block and a table (336 tokens; `answer` repeats it).
 MARKDOWN_ANSWER = """## Starlings in brief
 
 The **common starling** (*Sturnus vulgaris*) is a medium-sized passerine known for its glossy plumage and

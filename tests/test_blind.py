@@ -1,5 +1,6 @@
 """Blind judging and probes in the UI: no reward leaves the server before the person's ranking, then the reveal,
-the tally, the exports; probes and attribution through the handlers and the API."""
+the tally, the exports; probes and attribution through the handlers and the API; Clear keeps the tallies."""
+import copy
 import json
 import re
 import uuid
@@ -11,7 +12,7 @@ from gradio_client import Client
 from test_sharing import join
 from test_ui import RANKING, replay
 
-from starling_demo.ui import analysis, choices, probing, view
+from starling_demo.ui import analysis, blind, choices, probing, view
 from starling_demo.ui import turns as events
 from starling_demo.ui.blind import judging_json
 from starling_demo.ui.cards import MAX_CARDS
@@ -23,6 +24,11 @@ def blind_turn(engine, session=None, message="Which bird sings best?"):
     frames = list(replay(events.chat(engine, session or view.new_session(), message, *SETTINGS.values(),
                                      blind=True)))
     return frames
+
+
+def replay_chat(engine, message, session=None):
+    """The session after a (not blind) turn."""
+    return list(replay(events.chat(engine, session or view.new_session(), message, *SETTINGS.values())))[-1][0]
 
 
 def reward_strings(rewards):
@@ -143,3 +149,99 @@ def test_the_readme_script_for_blind_judging_and_probes_runs(app_url, capsys):
     assert scope["turn"]["human"] == [1, 3, 0, 2] and scope["figures"]["aggregate"]
     assert len(scope["figures"]["candidates"]) == 4 and scope["attribution"]["candidate"] == 0
     assert "'turns': 1" in capsys.readouterr().out
+
+
+def judged_records(session):
+    with open(analysis.export_judged(session), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_clear_keeps_the_judging_tally_and_the_judged_export_until_clear_all(engine):
+    first = choices.judge(blind_turn(engine)[-1][0], ["3", "1"])[0]
+    session = choices.use_candidate(blind_turn(engine, first, "And which one flies fastest?")[-1][0], 4)[0]
+    tally, records = judging_json(session)["tally"], judged_records(session)
+    outputs = choices.clear(session)
+    kept = outputs[0]
+    assert kept["turns"] == [] and outputs[1] == [] and outputs[4] == ""
+    assert outputs[STATUS] == ("Cleared the conversation. Your blind-judging tally (2 judged turns) is kept: press "
+                               "“Clear all” to reset it too.")
+    facts = judging_json(kept)
+    assert facts["tally"] == tally and [(t["conversation"], t["turn"]) for t in facts["turns"]] == [(1, 1), (1, 2)]
+    text, table = blind.tally_view(kept)
+    assert "Over **2** judged turns (2 of them in cleared conversations)" in text and len(table) == 2
+    assert blind.judge_panel(kept)[2] == text
+    assert judged_records(kept) == records  # /export_judged still has them
+    with pytest.warns(UserWarning, match="Nothing to export yet"):  # the pairs are the conversation's: empty
+        analysis.export_pairs(kept)
+    # Only what the tally and the judged export need is kept: no traces, token ids or settings.
+    assert all(set(turn) <= {"conversation", "turn", *blind.JUDGED_KEYS, "probes"} for turn in kept["cleared"])
+    assert copy.deepcopy(kept) == kept
+
+    # A turn judged in the new conversation joins the tally and the judged export; the pairs have it alone.
+    third = choices.judge(blind_turn(engine, kept, "What do starlings eat?")[-1][0], ["2", "1", "4", "3"])[0]
+    facts = judging_json(third)
+    assert facts["tally"]["turns"] == 3 and [(t["conversation"], t["turn"]) for t in facts["turns"]] == [
+        (1, 1), (1, 2), (2, 1)]
+    assert "Over **3** judged turns (2 of them in cleared conversations)" in blind.tally_view(third)[0]
+    both = judged_records(third)
+    assert both[: len(records)] == records and len(both) == len(records) + 6
+    with open(analysis.export_pairs(third), encoding="utf-8") as f:
+        pairs = [json.loads(line) for line in f]
+    assert pairs and all(p["messages"][-1]["content"] == "What do starlings eat?" for p in pairs)
+    assert choices.undo(third)[0]["cleared"] == kept["cleared"]  # Undo drops that turn, not the cleared ones
+    again = choices.clear(third)
+    assert judging_json(again[0])["tally"]["turns"] == 3 and "tally (3 judged turns)" in again[STATUS]
+
+    reset = choices.clear_all(again[0])
+    assert reset[0] == view.new_session() and reset[STATUS] == ("Cleared the conversation and the session's "
+                                                                "blind-judging tally and probe results.")
+    assert judging_json(reset[0])["tally"]["turns"] == 0 and blind.tally_view(reset[0])[0] == blind.NOT_JUDGED
+    with pytest.warns(UserWarning, match="No turn judged yet"):
+        analysis.export_judged(reset[0])
+
+
+def test_clear_keeps_the_probe_aggregate_until_clear_all(engine):
+    session = replay_chat(engine, "Tell me about starlings.")
+    probed = probing.probe_candidates(engine, session, "all", ["refusal", "lowercase"], "", "", "", "", "tiny",
+                                      "card")
+    rows, label = probing.session_aggregate(probed[0])
+    assert rows and "Over 4 probed candidates of this session," in label
+    outputs = choices.clear(probed[0])
+    kept = outputs[0]
+    assert outputs[STATUS] == ("Cleared the conversation. Your probe results (4 probed candidates) are kept: press "
+                               "“Clear all” to reset them too.")
+    assert probing.session_aggregate(kept) == (rows, label.replace("this session,",
+                                                                   "this session (4 in cleared conversations),"))
+    entries = kept["cleared"][0]["probes"].values()
+    assert all("text" not in edit for entry in entries for edit in entry["edits"])  # the variants' texts go
+    panels = probing.probe_panels(kept)
+    assert panels[1] == probing.NO_PROBES and "4 in cleared conversations" in panels[2]
+
+    # Probes of the new conversation, scored alike, join the aggregate.
+    second = replay_chat(engine, "And about their songs?", kept)
+    more = probing.probe_candidates(engine, second, "1", ["refusal", "lowercase"], "", "", "", "", "tiny", "card")
+    rows, label = probing.session_aggregate(more[0])
+    assert "Over 5 probed candidates of this session (4 in cleared conversations)" in label
+    assert next(row for row in rows if row["edit"] == "refusal")["n"] == 5
+    both = choices.clear(more[0])
+    assert "probe results (5 probed candidates) are kept" in both[STATUS] and "tally" not in both[STATUS]
+
+    reset = choices.clear_all(both[0])[0]
+    assert probing.session_aggregate(reset) == ([], "") and probing.probe_panels(reset)[2] == probing.NO_AGGREGATE
+
+
+def test_clear_and_clear_all_through_the_api(app_url):
+    client = Client(app_url, verbose=False)
+    client.predict("Which bird sings best?", **SETTINGS, blind=True, api_name="/chat")
+    client.predict("2 4 1 3", api_name="/judge")
+    assert client.predict(api_name="/judging")["tally"]["turns"] == 1
+    _, status, *_ = client.predict(api_name="/clear")
+    assert "Your blind-judging tally (1 judged turn) is kept" in status
+    facts = client.predict(api_name="/judging")
+    assert facts["tally"]["turns"] == 1 and facts["turns"][0]["conversation"] == 1
+    with open(client.predict(api_name="/export_judged"), encoding="utf-8") as f:
+        assert len(f.readlines()) == 6
+    _, status, *_ = client.predict(api_name="/clear_all")
+    assert status.startswith("Cleared the conversation and the session's blind-judging tally")
+    assert client.predict(api_name="/judging")["tally"]["turns"] == 0
+    client.close()

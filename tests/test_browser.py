@@ -100,7 +100,7 @@ def test_own_candidates_are_ranked_and_markup_stays_text(page):
         page.click(f"#use-{k}")
         expect(page.locator('[data-testid="bot"]').last).to_contain_text(text, timeout=WAIT)
         page.get_by_role("tab", name="Reward trace").click()
-        page.locator("#trace-pick").get_by_text(str(k), exact=True).click()
+        page.locator("#trace-pick").get_by_text(re.compile(rf"^#{k} · rank")).click()
         expect(page.locator("#trace")).to_contain_text(text, timeout=WAIT)
     page.fill("#own textarea", CODE)  # code keeps its characters, and its markup runs no more than text's
     page.click("#add")

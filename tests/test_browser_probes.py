@@ -75,6 +75,9 @@ def test_blind_turn_hides_every_reward_until_judged_then_tallies(page):
     for i in range(1, 5):
         expect(page.locator(f"#badge-{i}")).to_contain_text("reward hidden until you judge")
         assert not re.search(r"reward -?\d|\d\.\d{3}", page.locator(f"#badge-{i}").inner_text())
+    tab(page, "Compare two")
+    expect(page.locator("#compare-view")).to_contain_text("Judge first")
+    tab(page, "Reward trace")
     expect(page.locator("#trace")).to_contain_text("Judge first")
     page.screenshot(path=str(SHOTS / "blind-1-hidden.png"), full_page=True)
     tab(page, "Win probabilities")
@@ -167,7 +170,7 @@ def test_leaving_each_sentence_out_colours_each_unit(page):
     page.click("#score")
     expect(page.locator("#badge-1")).to_contain_text("edited by you", timeout=WAIT)
     tab(page, "Reward trace")
-    page.locator("#trace-pick").get_by_text("1", exact=True).click()
+    page.locator("#trace-pick").get_by_text(re.compile(r"^#1 · rank")).click()
     page.click("#attribute")
     units = page.locator("#attribution .attribution span.unit")
     expect(units).to_have_count(4, timeout=WAIT)

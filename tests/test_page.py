@@ -79,7 +79,7 @@ def test_every_size_and_scheme_in_screenshots(browser, app_url, size, scheme):
     if size == "phone":  # the message box, then the ranked candidates; every analysis tab in sight
         assert box(page, "#msg")["y"] < box(page, "#ranking")["y"] < box(page, "#candidate-1")["y"]
         tabs = page.locator("#analysis [role=tab]")
-        expect(tabs).to_have_count(9)
+        expect(tabs).to_have_count(10)
         for tab in tabs.all():
             expect(tab).to_be_visible()
     page.screenshot(path=str(SHOTS / f"page-{size}-{scheme}.png"), full_page=size == "phone")

@@ -153,7 +153,7 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypa
     steps = replay(events.chat(engine, view.new_session(), "Tell a long story.", *settings.values(), visitor))
     for outputs in steps:
         if outputs[3].get("candidates"):  # the first token step
-            events.request_stop(visitor)
+            events.request_stop(False, visitor)
             break
     final = list(steps)[-1]
     assert final[2].startswith("Stopped early. Scored 4 candidates")
@@ -161,6 +161,16 @@ def test_stop_ends_generation_and_scores_the_partial_candidates(engine, monkeypa
     assert all("cut short by Stop" in badge for badge in badges)
     assert max(final[3]["lengths"]) < 100 and final[3]["chosen"] is not None
     assert view.RUNNING == set() and view.STOP_REQUESTS == set()
+
+
+def test_stop_is_kept_for_a_turn_the_page_asked_for_and_ignored_when_none_is(engine):
+    visitor = SimpleNamespace(session_hash="early visitor")
+    events.request_stop(False, visitor)  # nothing asked for or running: a later turn must not stop
+    assert view.STOP_REQUESTS == set()
+    events.request_stop(True, visitor)  # pressed before the page's turn reached the server
+    frames = list(view.page_frames(events.chat)(engine, view.new_session(), "Hi", *SETTINGS.values(), visitor))
+    assert frames[-1][2].startswith("Stopped early. Scored 4 candidates")
+    assert view.STOP_REQUESTS == set()  # spent with the turn
 
 
 def test_the_conversation_cannot_change_under_a_running_turn(engine, first_turn):
@@ -331,9 +341,130 @@ def test_the_page_streams_no_turn_json_and_the_cards_texts_once_scored(engine, f
     cards = before + [""] * (MAX_CARDS - len(before))
     frames = list(view.page_frames(events.chat)(engine, session, "Go on", *SETTINGS.values(), None, *cards))
     texts = [view.PAGE_FRAME.index(i) for i in view.TEXTS]
-    assert all(len(frame) == view.OUTPUTS - 1 for frame in frames)
+    buttons = len(view.PAGE_FRAME)  # then Send, Regenerate and the 8 "Use this reply", then the message given back
+    assert all(len(frame) == view.OUTPUTS - 2 + 2 + MAX_CARDS + 1 for frame in frames)
     assert not any(isinstance(output, dict) and "ranking" in output for frame in frames for output in frame)
     *streamed, last = frames
     assert streamed and all([frame[i] for i in texts] == cards for frame in streamed)  # as the page sent them
+    assert all(frame[buttons:-1] == list(view.BUSY_LABELS) for frame in streamed)  # values: nothing to redraw
+    assert all(frame[-1] == "" for frame in frames)  # the page emptied the box; nothing to give back
     scored = session_of(last)["turns"][-1]["candidates"]
     assert [last[i] for i in texts][:4] == scored and scored != before
+    # The frame that says "Scored" also turns the buttons back on, the chosen card's saying so.
+    assert "Scored 4 candidates" in last[2] and last[buttons] == {"__type__": "update", "value": "Send",
+                                                                   "interactive": True}
+    chosen = session_of(last)["turns"][-1]["chosen"]
+    assert last[buttons + 2 + chosen]["value"] == "✔ Continuing"
+    with pytest.warns(UserWarning, match="temperature|Temperature"):
+        refused = list(view.page_frames(events.chat)(engine, session, "Keep me", *(SETTINGS | {"temperature": "hot"})
+                                                     .values()))
+    assert len(refused) == 1 and refused[0][-1] == "Keep me"  # back to the box
+
+
+def judged(session):
+    """`session` with its last turn judged as if blind: its best first (no model runs)."""
+    import copy
+
+    turn = session["turns"][-1]
+    return copy.deepcopy(session) | {"turns": [*session["turns"][:-1], turn | {
+        "blind": True, "human": turn["ranking"] if "ranking" in turn else [turn["chosen"]],
+        "judgement": {"ranked": 1, "top1": True, "pairs": 3, "agreed_pairs": 3, "pairwise": 1.0,
+                      "kendall_tau": None}}]}
+
+
+def test_clear_all_is_named_and_refused_under_a_running_turn(engine, first_turn):
+    names = {dep.api_name for dep in build_demo(engine).fns.values() if dep.api_visibility == "public"}
+    assert "clear_all" in names
+    visitor = SimpleNamespace(session_hash="busy clearing visitor")
+    session = judged(session_of(first_turn[-1]))
+    steps = events.chat(engine, session, "Go on.", *SETTINGS.values(), visitor)
+    next(steps)  # the turn has started
+    for action in (choices.clear, choices.clear_all):
+        with pytest.warns(UserWarning, match="still being generated or scored"):
+            assert_skipped(action(session, visitor))
+    list(steps)
+    assert choices.clear_all(session, visitor)[0] == {"turns": []}
+
+
+def test_clear_keeps_a_bounded_record_and_says_what_it_dropped(engine, first_turn, monkeypatch):
+    monkeypatch.setattr(choices, "MAX_CLEARED", 2)
+    session = judged(session_of(first_turn[-1]))
+    assert "traces" in session["turns"][0] and "reply_ids" in session["turns"][0]
+    statuses = []
+    for _ in range(3):  # three conversations of one judged turn each
+        outputs = choices.clear(session)
+        statuses.append(outputs[2])
+        session = {**outputs[0], "turns": session["turns"]}
+    assert [t["conversation"] for t in session["cleared"]] == [2, 3]  # the oldest went
+    assert "tally (2 judged turns)" in statuses[-1] and statuses[-1].endswith(
+        "The oldest 1 cleared turn was dropped: a session keeps the last 2.")
+    assert "dropped" not in statuses[1]
+    assert all("traces" not in t and "reply_ids" not in t for t in session["cleared"])
+    # A conversation with nothing judged or probed leaves nothing, and Clear says nothing of tallies.
+    assert choices.clear(session_of(first_turn[-1]))[2] == "Cleared the conversation."
+
+
+def test_regenerate_keeps_the_cleared_turns(engine, first_turn):
+    kept = choices.clear(judged(session_of(first_turn[-1])))[0]
+    session = send(engine, kept, "Hello again")[-1][0]
+    assert session["cleared"] == kept["cleared"]  # a new turn keeps them
+    again = list(replay(events.regenerate(engine, session, *SETTINGS.values())))[-1][0]
+    assert again["cleared"] == kept["cleared"]
+
+
+def eval_file(tmp_path, count):
+    row = {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go."}
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(row) for _ in range(count)), encoding="utf-8")
+    return str(path)
+
+
+def test_the_page_empties_the_last_report_as_evaluate_is_pressed_and_restores_the_buttons_after(engine, tmp_path):
+    visitor = SimpleNamespace(session_hash="evaluating-visitor")
+    report, errors, status, evaluate, cancel = evaluation.starting("tiny", visitor)
+    assert report.empty and list(report.columns) == list(evaluation.REPORT_HEADERS) and errors == ""
+    assert status == "Scoring with **tiny**: starting…"
+    assert evaluate == SKIP | {"interactive": False, "value": evaluation.RUNNING}
+    assert cancel == SKIP | {"interactive": True}
+    frames = list(evaluation.evaluate_file(engine, eval_file(tmp_path, 5), "tiny", "card",
+                                           progress=lambda *a, **k: None, request=visitor))
+    assert all(frame[0].empty and frame[1] == "" for frame in frames[:-1])  # values, not property updates
+    assert "Evaluated 5 rows" in frames[-1][2]
+    status, evaluate, cancel = evaluation.finished(frames[-1][2], visitor)
+    assert status == SKIP  # the evaluation's own last frame says how it ended
+    assert evaluate == SKIP | {"interactive": True, "value": evaluation.EVALUATE}
+    assert cancel == SKIP | {"interactive": False}
+    assert visitor.session_hash not in evaluation.RUNS
+
+
+def test_a_cancelled_or_failed_evaluation_says_how_many_rows_were_scored(engine, tmp_path, monkeypatch):
+    visitor = SimpleNamespace(session_hash="cancelling-visitor")
+    monkeypatch.setattr(evaluation, "EVAL_BATCH_TOKENS", 64)  # a few rows per batch
+    evaluation.starting("tiny", visitor)
+    assert evaluation.finished("Scoring with **tiny**: starting…", visitor)[0] == (
+        "Stopped before any row was scored; nothing reported.")  # cancelled while queued
+    evaluation.starting("tiny", visitor)
+    run = evaluation.evaluate_file(engine, eval_file(tmp_path, 30), "tiny", "card", progress=lambda *a, **k: None,
+                                   request=visitor)
+    done = int(re.search(r": (\d+) of 30", next(run)[2]).group(1))
+    run.close()  # what Gradio's cancel does
+    assert evaluation.finished(f"Scoring with **tiny**: {done} of 30 rows…", visitor)[0] == (
+        f"Cancelled after {done} of 30 rows; nothing reported.")
+    batches = []
+
+    def failing(rm, groups, *args):
+        batches.append(len(groups))
+        if len(batches) == 2:
+            raise RuntimeError("the device fell over")
+        return Engine.values(engine, rm, groups, *args)
+
+    monkeypatch.setattr(engine, "values", failing)
+    evaluation.starting("tiny", visitor)
+    run = evaluation.evaluate_file(engine, eval_file(tmp_path, 30), "tiny", "card", progress=lambda *a, **k: None,
+                                   request=visitor)
+    next(run)
+    with pytest.raises(RuntimeError):
+        next(run)
+    assert evaluation.finished("Scoring with **tiny**: …", visitor)[0] == (
+        f"Stopped by an error after {batches[0]} of 30 rows; nothing reported.")
+    assert visitor.session_hash not in evaluation.RUNS

@@ -16,7 +16,8 @@ from ..detokenize import token_texts
 from ..engine import Engine
 from ..judging import judged_pairs_jsonl
 from ..limits import ALPHA_RANGE, check_number
-from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, hidden
+from .blind import JUDGE_FIRST, NOT_JUDGED, WAIT_FOR_JUDGING, cleared, hidden
+from .cards import candidate_choices
 from .render import (comparison_rows, comparison_text, length_bias_text, length_frame,
                      model_inputs_text, plackett_luce_text, reward_read_note,
                      trace_frame, trace_html, win_matrix_html)
@@ -85,9 +86,9 @@ def panels(engine: Engine, session: dict, number: str | None, alpha: float) -> l
     """Every analysis output for the current turn, in the order `page.build_demo` lists them (placeholders
     while the turn is not scored)."""
     turn = scored_turn(session)
-    choices = [str(i + 1) for i in range(len(turn["candidates"]))] if turn else []
+    choices = candidate_choices(turn)
     best = str(insight.ranking(turn["rewards"])[0] + 1) if turn else None
-    number = number if number in choices else best
+    number = number if number in [value for _, value in choices] else best
     if turn:
         wins = win_matrix_html(turn["rewards"])
         luce = plackett_luce_text(turn["rewards"])
@@ -122,8 +123,10 @@ EXPORTERS = {"pairs": insight.pairs_jsonl, "nectar": insight.nectar_jsonl, "judg
 
 def export_file(session: dict, kind: str):
     """Write the session's turns as JSONL (a kind of EXPORTERS) and return the file path. A turn still hidden
-    for blind judging is left out; "judged" takes the judged turns only."""
-    turns = [t for t in session["turns"] if t.get("rewards") and not hidden(t) and (kind != "judged" or t.get("human"))]
+    for blind judging is left out; "judged" takes the judged turns only, those of conversations cleared since
+    (which Clear keeps, `blind.cleared`) first; the other kinds, the current conversation's."""
+    turns = [*cleared(session), *session["turns"]] if kind == "judged" else session["turns"]
+    turns = [t for t in turns if t.get("rewards") and not hidden(t) and (kind != "judged" or t.get("human"))]
     if not turns:
         gr.Warning(NOT_JUDGED.strip("*") if kind == "judged" else
                    "Nothing to export yet: send a message and let its candidates be scored first.")
@@ -138,15 +141,16 @@ def export_file(session: dict, kind: str):
 
 
 def export_pairs(session: dict):
-    """Chosen/rejected preference pairs of this session, as JSONL."""
+    """Chosen/rejected preference pairs of the current conversation, as JSONL."""
     return export_file(session, "pairs")
 
 
 def export_nectar(session: dict):
-    """Nectar-style K-wise rankings of this session, one record per turn, as JSONL."""
+    """Nectar-style K-wise rankings of the current conversation, one record per turn, as JSONL."""
     return export_file(session, "nectar")
 
 
 def export_judged(session: dict):
-    """The pairs you ranked in blind judging, chosen/rejected by you with the RM's rewards, as JSONL."""
+    """The pairs you ranked in blind judging this session (cleared conversations included), chosen/rejected by you
+    with the RM's rewards, as JSONL."""
     return export_file(session, "judged")

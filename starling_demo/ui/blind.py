@@ -17,6 +17,10 @@ TALLY_HEADERS = ["turn", "your ranking", "RM ranking", "same best", "pairs agree
 NOT_JUDGED = ("*No turn judged yet: tick “Judge first” beside the status line, send a message, and rank its "
               "replies.*")
 WAIT_FOR_JUDGING = "*Judge first: this panel fills in once you have ranked the candidates or picked the best.*"
+# What Clear keeps of a judged turn for the tally and `/export_judged` (`judged_pairs_jsonl`), and how many cleared
+# turns a session keeps at most (the oldest go first): the session is deep-copied by every event.
+JUDGED_KEYS = ("messages", "candidates", "rewards", "human", "judgement", "rm", "lm", "seed")
+MAX_CLEARED = 200
 
 
 def hidden(turn: dict | None) -> bool:
@@ -50,6 +54,47 @@ def judged_status(turn: dict) -> str:
             f" · it agrees on {pairs}{tau}. Continuing with your best.")
 
 
+def cleared(session: dict) -> list[dict]:
+    """The judged or probed turns of the session's cleared conversations, oldest first, kept by Clear for the
+    tallies (`choices.clear`): each has its `conversation` and `turn` numbers and what `kept_turn` keeps."""
+    return session.get("cleared", [])
+
+
+def conversation_number(session: dict) -> int:
+    """The current conversation's number: 1 + the last cleared one's (conversations that left no judged or probed
+    turn are not counted).
+
+    >>> conversation_number({"turns": []}), conversation_number({"turns": [], "cleared": [{"conversation": 2}]})
+    (1, 3)
+    """
+    earlier = cleared(session)
+    return earlier[-1]["conversation"] + 1 if earlier else 1
+
+
+def tallied_turns(session: dict) -> list[dict]:
+    """Every turn the session's tallies count, the cleared ones first, each with its `conversation` and `turn`
+    (1-based within its conversation) numbers.
+
+    >>> [(t["conversation"], t["turn"]) for t in tallied_turns({"turns": [{}], "cleared": [
+    ...     {"conversation": 1, "turn": 2}]})]
+    [(1, 2), (2, 1)]
+    """
+    number = conversation_number(session)
+    return [*cleared(session), *({**turn, "conversation": number, "turn": k}
+                                 for k, turn in enumerate(session["turns"], 1))]
+
+
+def kept_turn(turn: dict) -> dict:
+    """What the blind-judging tally and `/export_judged` need of a `turn` once its conversation is cleared: nothing
+    unless it was judged.
+
+    >>> kept_turn({"human": None, "candidates": ["a"]}), sorted(kept_turn({"human": [0], "judgement": {"top1": True},
+    ...     "candidates": ["a"], "rewards": [1.0], "messages": [], "traces": [[0.5]]}))
+    ({}, ['candidates', 'human', 'judgement', 'lm', 'messages', 'rewards', 'rm', 'seed'])
+    """
+    return {key: turn.get(key) for key in JUDGED_KEYS} if turn.get("judgement") else {}
+
+
 def numbers(order: list[int]) -> str:
     return " > ".join(f"#{i + 1}" for i in order)
 
@@ -57,7 +102,10 @@ def numbers(order: list[int]) -> str:
 def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
     """The session's agreement between the person and the RM (`judging_json`), and a row per judged turn."""
     judged = judging_json(session)
-    rows = [[turn["turn"], numbers(turn["human"]), numbers(turn["ranking"]),
+    current = conversation_number(session)
+    rows = [[turn["turn"] if turn["conversation"] == current else
+             f"{turn['turn']} · cleared conv. {turn['conversation']}", numbers(turn["human"]),
+             numbers(turn["ranking"]),
              "yes" if turn["judgement"]["top1"] else "no",
              f"{turn['judgement']['agreed_pairs']}/{turn['judgement']['pairs']}",
              "—" if turn["judgement"]["kendall_tau"] is None else round(turn["judgement"]["kendall_tau"], 3)]
@@ -70,7 +118,9 @@ def tally_view(session: dict) -> tuple[str, pd.DataFrame]:
            f"**{facts['kendall_tau']:.3f}** (mean over {facts['tau_turns']} fully ranked "
            f"turn{'s' * (facts['tau_turns'] != 1)})")
     pairwise = "no pairs" if facts["pairwise"] is None else f"**{facts['pairwise']:.0%}** of {facts['pairs']} pairs"
-    text = (f"Over **{facts['turns']}** judged turn{'s' * (facts['turns'] != 1)}: the RM picks your best in "
+    earlier = sum(turn["conversation"] != current for turn in judged["turns"])
+    earlier = f" ({earlier} of them in cleared conversations)" if earlier else ""
+    text = (f"Over **{facts['turns']}** judged turn{'s' * (facts['turns'] != 1)}{earlier}: the RM picks your best in "
             f"**{facts['top1']:.0%}**; it orders {pairwise} as you did; Kendall τ {tau}.")
     return text, frame
 
@@ -83,11 +133,13 @@ def hidden_ranking_html(turn: dict) -> str:
 
 def judging_json(session: dict) -> dict:
     """The session's blind judging as JSON (the `/judging` endpoint): the tally and each judged turn, rankings
-    0-based and best first."""
-    turns = [(k, turn) for k, turn in enumerate(session["turns"], 1) if turn.get("judgement")]
-    return {"tally": tally([turn["judgement"] for _, turn in turns]),
-            "turns": [{"turn": k, "human": turn["human"], "ranking": insight.ranking(turn["rewards"]),
-                       "rewards": turn["rewards"], "judgement": turn["judgement"]} for k, turn in turns]}
+    0-based and best first, those of conversations cleared since (kept by Clear) included: `conversation` tells
+    them apart (the current one is the last) and `turn` is the turn's number within it."""
+    turns = [turn for turn in tallied_turns(session) if turn.get("judgement")]
+    return {"tally": tally([turn["judgement"] for turn in turns]),
+            "turns": [{"conversation": turn["conversation"], "turn": turn["turn"], "human": turn["human"],
+                       "ranking": insight.ranking(turn["rewards"]), "rewards": turn["rewards"],
+                       "judgement": turn["judgement"]} for turn in turns]}
 
 
 def judge_panel(session: dict) -> list:

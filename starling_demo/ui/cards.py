@@ -8,6 +8,7 @@ from .. import insight
 from .render import markdown_safe
 
 MAX_CARDS = 8
+USE = "Use this reply"
 ORIGINS = {"edited": "✎ edited by you", "yours": "✍ your candidate"}
 CUT = {"length": "cut at max new tokens", None: "cut short by Stop"}  # why an LM reply ended early
 # Buttons that change only how the page shows a card (assets/page.js): full height or a few lines, text or editor;
@@ -71,6 +72,21 @@ def card_badge(turn: dict, i: int) -> str:
             "</div>")
 
 
+def candidate_choices(turn: dict | None) -> list[tuple[str, str]]:
+    """A candidate picker's choices, (label, 1-based number): best first with rank and reward once scored.
+
+    >>> candidate_choices({"candidates": ["a", "b"], "rewards": [0.2, 0.7]})
+    [('#2 · rank 1 · 0.700', '2'), ('#1 · rank 2 · 0.200', '1')]
+    """
+    if not turn:
+        return []
+    rewards = turn.get("rewards")
+    if not rewards or turn.get("hidden"):
+        return [(f"#{i + 1}", str(i + 1)) for i in range(len(turn["candidates"]))]
+    return [(f"#{i + 1} · rank {rank} · {rewards[i]:.3f}", str(i + 1))
+            for rank, i in enumerate(insight.ranking(rewards), 1)]
+
+
 def card_views(turn: dict | None) -> list[str]:
     """Each card's reply as Markdown the page renders (HTML and scripts in it show as text); "" for an unused card.
 
@@ -93,7 +109,7 @@ def use_buttons(turn: dict | None, busy: bool = False) -> list:
     """The 8 "Use this reply" buttons: the chosen card's says so and is off; all are off while a turn runs."""
     chosen = turn.get("chosen") if turn else None
     return [gr.update(value="✔ Continuing", interactive=False, variant="primary") if i == chosen
-            else gr.update(value="Use this reply", interactive=not busy, variant="secondary") for i in range(MAX_CARDS)]
+            else gr.update(value=USE, interactive=not busy, variant="secondary") for i in range(MAX_CARDS)]
 
 
 def same_text(a: str, b: str) -> bool:

@@ -1,7 +1,10 @@
-"""Handler of the batch-evaluation tab: score an uploaded JSONL of ranked conversations within the server's limits."""
+"""Handler of the batch-evaluation tab: score an uploaded JSONL of ranked conversations within the server's limits;
+and the page's own steps around it (`starting`, `finished`): nothing of the previous file on screen while a new one
+is scored, one evaluation at a time, and a status that says how far a cancelled one got."""
 from __future__ import annotations
 
 import os
+import threading
 
 import gradio as gr
 import pandas as pd
@@ -15,6 +18,15 @@ from .models import PROBLEMS, explain
 from .render import REPORT_HEADERS
 
 OWN_MACHINE = "Split it, or score it on your own machine with `python -m starling_demo eval`, which has no limit."
+EVALUATE = "Evaluate with the chosen reward model"
+RUNNING = "An evaluation is running: wait for it or cancel it"  # Evaluate's label (and it is off) while one runs
+# The page's evaluations now asked for, by visitor (session hash): {"done": rows scored, "total": rows in the file,
+# None until it is read}. `starting` adds one, the evaluation counts its rows there and removes it when it ends by
+# itself; one that is still here when the page's event has ended was cancelled, and `finished` says how far it got.
+# A visitor who leaves mid-evaluation leaves theirs behind: at most MAX_RUNS are kept, the oldest dropped first.
+RUNS: dict[str, dict] = {}
+RUNS_LOCK = threading.Lock()
+MAX_RUNS = 1000
 
 
 def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
@@ -37,28 +49,93 @@ def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
     return rows, errors
 
 
+def empty_report() -> pd.DataFrame:
+    return pd.DataFrame(columns=REPORT_HEADERS)
+
+
+def visitor_of(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def starting(rm: str, request: gr.Request = None) -> list:
+    """What the page shows the moment Evaluate is pressed, before the job is queued: no report and no malformed
+    rows (nothing of the previous file), a status that says it scores, Evaluate off saying why, Cancel on.
+
+    Outputs: report, malformed rows, status, Evaluate, Cancel."""
+    visitor = visitor_of(request)
+    if visitor:
+        with RUNS_LOCK:
+            RUNS.pop(visitor, None)
+            RUNS[visitor] = {"done": 0, "total": None}
+            while len(RUNS) > MAX_RUNS:
+                del RUNS[next(iter(RUNS))]
+    return [empty_report(), "", f"Scoring with **{rm}**: starting…", gr.update(interactive=False, value=RUNNING),
+            gr.update(interactive=True)]
+
+
+def finished(status: str | None, request: gr.Request = None) -> list:
+    """After the page's evaluation ended (it finished, failed or was cancelled): Evaluate on again, Cancel off,
+    and, unless its own last frame said how it ended, a status that says how many rows had been scored (nothing is
+    reported then: the rows scored so far are not kept).
+
+    Outputs: status, Evaluate, Cancel."""
+    with RUNS_LOCK:
+        run = RUNS.pop(visitor_of(request), None)
+    if run is None:  # it ended by itself and its last frame says how, unless Cancel was pressed as that frame came
+        ended_unseen = (status or "").startswith("Scoring with")
+        status = "Cancelled as it ended; nothing reported: press Evaluate again." if ended_unseen else gr.skip()
+    elif run["total"] is None:  # cancelled while queued or loading, or refused by the queue (Gradio says so)
+        status = "Stopped before any row was scored; nothing reported."
+    else:
+        how = "Stopped by an error" if run.get("failed") else "Cancelled"
+        status = f"{how} after {run['done']:,} of {run['total']:,} rows; nothing reported."
+    return [status, gr.update(interactive=True, value=EVALUATE), gr.update(interactive=False)]
+
+
 def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
-                  progress=gr.Progress()):
+                  progress=gr.Progress(), request: gr.Request = None):
     """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
 
     Rows are scored in batched passes of at most EVAL_BATCH_TOKENS ids, each as batch work of the engine's device
     lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected job stops after
-    its current batch.
+    its current batch. Its progress frames hold an empty report and no malformed rows, as values: Gradio rebuilds
+    a component for every property update (gr.skip() too), and a value that did not change costs nothing. The page
+    has emptied both already as Evaluate was pressed (`starting`).
     """
-    empty = pd.DataFrame(columns=REPORT_HEADERS)
+    visitor = visitor_of(request)
+    with RUNS_LOCK:
+        run = RUNS.get(visitor) if visitor else None  # the page's record of this run, if the page asked for it
+
+    def ended() -> None:
+        """This run ended by itself with a frame that says how: forget it (unless a newer one replaced it)."""
+        with RUNS_LOCK:
+            if run is not None and RUNS.get(visitor) is run:
+                del RUNS[visitor]
+
     try:
         models(engine, rm=rm)
         check_rm_format(rm_format)
         rows, errors = read_upload(path)
         engine.rm(rm)  # here, not inside the GPU calls that score the rows
+        if run is not None:
+            run["total"] = len(rows)
+        empty = empty_report()
         for _, done in score_rows(engine, rows, rm, readout, rm_format, EVAL_BATCH_TOKENS,
                                   lambda: engine.lock("rm", rm, batch=True)):
+            if run is not None:
+                run["done"] = done
             progress((done, len(rows)), desc="Scoring rows")
-            yield [gr.skip(), gr.skip(), f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
+            yield [empty, "", f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
     except PROBLEMS as error:
+        ended()
         gr.Warning(explain(error))
-        yield [empty, "", f"Nothing evaluated: {explain(error)}"]
+        yield [empty_report(), "", f"Nothing evaluated: {explain(error)}"]
         return
+    except Exception:
+        if run is not None:
+            run["failed"] = True  # Gradio shows the error; `finished` says how far it got
+        raise
+    ended()
     result = evaluation_result(rows, errors)
     table = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
              for name, n, *metrics in report_table(result["report"])]

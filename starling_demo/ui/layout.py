@@ -13,7 +13,8 @@ from ..templates import RM_FORMATS
 from ..edits import EDITS
 from .analysis import COMPARE_HEADERS
 from .blind import NOT_JUDGED, TALLY_HEADERS
-from .cards import MAX_CARDS
+from .cards import MAX_CARDS, USE
+from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .render import REPORT_HEADERS, ranking_html
 
@@ -87,12 +88,14 @@ def chat_section() -> SimpleNamespace:
                              scale=6, elem_id="msg", container=False)
         send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="send")
     with gr.Row(elem_classes="actions"):
-        regenerate = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate", min_width=60)
+        regenerate = gr.Button(REGENERATE, size="sm", elem_id="regenerate", min_width=60)
         stop = gr.Button("■ Stop", size="sm", variant="stop", elem_id="stop", min_width=60)
         undo = gr.Button("↶ Undo turn", size="sm", elem_id="undo", min_width=60)
         clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
+        # Clear keeps the session's blind-judging tally and probe results; this resets them too.
+        clear_all = gr.Button("Clear all", size="sm", elem_id="clear-all", min_width=60)
     return SimpleNamespace(chatbot=chatbot, message=message, send=send, regenerate=regenerate, stop=stop, undo=undo,
-                           clear=clear)
+                           clear=clear, clear_all=clear_all)
 
 
 def candidate_card(i: int) -> SimpleNamespace:
@@ -102,7 +105,7 @@ def candidate_card(i: int) -> SimpleNamespace:
     with gr.Column(elem_classes="card", min_width=260, elem_id=f"candidate-{i}"):
         with gr.Row(equal_height=True, elem_classes="card-head"):
             badge = gr.HTML("", elem_id=f"badge-{i}", elem_classes="badge", js_on_load=None, scale=3)
-            use = gr.Button("Use this reply", size="sm", elem_id=f"use-{i}", scale=0, min_width=100)
+            use = gr.Button(USE, size="sm", elem_id=f"use-{i}", scale=0, min_width=100)
         # No LaTeX: a "$" in a reply is a dollar sign.
         view = gr.Markdown("", elem_id=f"view-{i}", elem_classes="card-view", container=False, sanitize_html=True,
                            latex_delimiters=[])
@@ -140,6 +143,11 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
     the exact model inputs; and the batch evaluation. The tabs wrap onto a second row on a phone instead of
     hiding in a menu."""
     with gr.Tabs(overflow_behavior="wrap", elem_id="analysis"):
+        with gr.Tab("Compare two", elem_id="tab-compare-two"):
+            with gr.Row():
+                compare_a = gr.Radio([], label="Left", elem_id="compare-a")
+                compare_b = gr.Radio([], label="Right", elem_id="compare-b")
+            compare_view = gr.HTML(elem_id="compare-view", js_on_load=None)
         with gr.Tab("Reward trace", elem_id="tab-trace"):
             gr.Markdown(TRACE_NOTE)
             trace_pick = gr.Radio([], label="Candidate", elem_id="trace-pick")
@@ -192,7 +200,8 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
                            compare_table=compare_table, pairs_button=pairs_button, nectar_button=nectar_button,
                            export=export, lm_input=lm_input, rm_input=rm_input, attribute=attribute,
                            attribution=attribution, probes=probes, tally_text=tally_text, tally_table=tally_table,
-                           judged_button=judged_button), evaluation
+                           judged_button=judged_button, compare_a=compare_a, compare_b=compare_b,
+                           compare_view=compare_view), evaluation
 
 
 def probes_tab() -> SimpleNamespace:
@@ -217,11 +226,18 @@ def probes_tab() -> SimpleNamespace:
 
 
 def evaluation_section() -> SimpleNamespace:
-    """Accuracy of the chosen reward model on an uploaded file of ranked conversations."""
+    """Accuracy of the chosen reward model on an uploaded file of ranked conversations. Evaluate is off while an
+    evaluation runs, Cancel only then; the page's steps around an evaluation (`starting`, `finished` of
+    ui/evaluation.py) come with the components, for the page to wire beside /evaluate."""
+    from .evaluation import EVALUATE, finished, starting
+
     gr.Markdown(EVAL_NOTE)
     file = gr.File(label="Evaluation JSONL", file_types=[".jsonl", ".json", ".txt"], elem_id="eval-file")
-    button = gr.Button("Evaluate with the chosen reward model", variant="primary", elem_id="evaluate")
+    with gr.Row(equal_height=True):
+        button = gr.Button(EVALUATE, variant="primary", elem_id="evaluate", scale=4)
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-eval", interactive=False, scale=1, min_width=90)
     status = gr.Markdown(elem_id="eval-status")
     report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report")
     errors = gr.Textbox(label="Malformed rows", lines=3, interactive=False, elem_id="eval-errors")
-    return SimpleNamespace(file=file, button=button, status=status, report=report, errors=errors)
+    return SimpleNamespace(file=file, button=button, cancel=cancel, status=status, report=report, errors=errors,
+                           starting=starting, finished=finished)

@@ -12,25 +12,34 @@ from . import layout
 from .analysis import bias_panel, export_judged, export_nectar, export_pairs, insight_json, panels, trace_panel
 from .blind import judge_panel, judging_json
 from .blind import shown as shown_turn
-from .choices import clear, judge, undo, use_candidate
+from .choices import clear, clear_all, judge, undo, use_candidate
+from .compare import compare_panel, compare_panels
 from .evaluation import evaluate_file
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
 from .server import limit_jobs_per_visitor, server_kwargs
-from .turns import add_candidate, chat, clear_stop, regenerate, request_stop, rescore
+from .turns import add_candidate, chat, regenerate, request_stop, rescore
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS_PATH, JS_PATH = ASSETS / "style.css", ASSETS / "page.js"
 
 
-EMPTY_MESSAGE_BOX = """(...inputs) => {
+# The page's Send, in two steps that the page runs in order: the message box's text is kept and the box emptied,
+# then the text goes as the turn's second input (after the session).
+KEEP_MESSAGE = """() => {
+  window.starlingAsked = true;
   const box = document.querySelector("#msg textarea");
+  window.starlingMessage = box.value;
   box.value = "";
   box.dispatchEvent(new Event("input", {bubbles: true}));
-  return inputs;
+  return [];
 }"""
+# Whether the page has asked for a turn that has not ended, for Stop (see `turns.request_stop`).
+ASKED = "() => { window.starlingAsked = true; }"
+ENDED = "() => { window.starlingAsked = false; }"
+TAKE_MESSAGE = """(...inputs) => [inputs[0], window.starlingMessage ?? "", ...inputs.slice(2)]"""
 
 
 def launch_kwargs() -> dict:
@@ -87,7 +96,8 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
                          panel.rm_input, decision.judge_row, decision.judge_order, panel.tally_text, panel.tally_table,
-                         p.pick, p.view, p.summary, panel.attribution]
+                         p.pick, p.view, p.summary, panel.attribution, panel.compare_a, panel.compare_b,
+                         panel.compare_view]
         scoring = [s.rm, s.readout, s.rm2]
 
         def bind(handler):
@@ -103,17 +113,17 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
         def analysis(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
-            return panels(engine, session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
+            return (panels(engine, session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
+                    + compare_panels(session))
 
         def ready(session: dict) -> list:
             """The buttons and the ranking of the turn the session ends with."""
             return actions(session) + [ranking_html(shown_turn(current_turn(session)))]
 
-        def starting(n: float, request: gr.Request) -> list:
+        def starting(n: float) -> list:
             """What the page shows the moment a turn is asked for, before the server has started it."""
-            clear_stop(request)
             pending = ranking_html({"candidates": [], "settings": {"n": n}})
-            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending]
+            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending, ""]
 
         def then_panels(event, new_turn: bool = False):
             """After the turn changed: the buttons at once (not queued: the status line already says the turn is
@@ -127,29 +137,44 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
 
         # While a new turn streams, no panel shows the previous turn's numbers, and the buttons say it runs.
         # Registered before the turn events: Gradio's page drops its property updates otherwise.
+        given_back = gr.Textbox(visible=False)  # a refused turn's message, for the box (`page_frames`)
+        # The page runs the events of one click in the order they are registered, each to its end (a turn's
+        # stream included): the message is taken from the box first, at once (see TAKE_MESSAGE).
+        gr.on([chat_ui.send.click, chat_ui.message.submit], None, None, None, js=KEEP_MESSAGE, queue=False,
+              api_visibility="private", show_progress="hidden")
+        chat_ui.regenerate.click(None, None, None, js=ASKED, queue=False, api_visibility="private",
+                                 show_progress="hidden")
         gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
-              panel_outputs + action_outputs + [decision.ranking], queue=False, api_visibility="private",
-              show_progress="hidden")
+              panel_outputs + action_outputs + [decision.ranking, given_back], queue=False,
+              api_visibility="private", show_progress="hidden")
         blind = decision.blind
         chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
         regenerate_inputs = [session, *turn_settings, *card_texts, blind]
         # Scripts' /chat and /regenerate stream every turn output; the page's own Send and Regenerate stream fewer
-        # (`page_frames`). The page empties the message box as it sends (the handler gives it back if the turn is
-        # refused), so what the visitor types while the turn runs is never overwritten.
-        page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME], show_progress="hidden",
-                         api_visibility="private")
-        sending = gr.on([chat_ui.send.click, chat_ui.message.submit], js=EMPTY_MESSAGE_BOX, api_name="page_chat",
-                        **page_turn,
-                        **in_group("gpu", page_frames(chat), chat_inputs))
+        # (`page_frames`). The page's Send reads the message box in the page and empties it, rather than taking it
+        # as an input: a box that is an input or output of a running event takes no update until the event ends,
+        # so the page would put back what it had. So what the visitor types meanwhile stays; a refused turn's
+        # message comes back unless something new was typed.
+        page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME] + action_outputs + [given_back],
+                         show_progress="hidden", api_visibility="private")
+        sent = gr.Textbox(visible=False)  # carries the message the page read from the box
+        sending = gr.on([chat_ui.send.click, chat_ui.message.submit], js=TAKE_MESSAGE, api_name="page_chat",
+                        **page_turn, **in_group("gpu", page_frames(chat), [session, sent, *chat_inputs[2:]]))
+        given_back.change(None, [given_back, chat_ui.message], [chat_ui.message], js="(back, typed) => typed || back",
+                          queue=False, api_visibility="private", show_progress="hidden")
         regenerating = chat_ui.regenerate.click(api_name="page_regenerate", **page_turn,
                                                 **in_group("gpu", page_frames(regenerate), regenerate_inputs))
         for event in (sending, regenerating):
-            then_panels(event, new_turn=True)
+            then_panels(event.then(None, None, None, js=ENDED, queue=False, api_visibility="private",
+                                   show_progress="hidden"), new_turn=True)
         api.chat.click(outputs=turn_outputs, api_name="chat", **in_group("gpu", chat, chat_inputs))
         api.regenerate.click(outputs=turn_outputs, api_name="regenerate",
                              **in_group("gpu", regenerate, regenerate_inputs))
-        # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs.
-        chat_ui.stop.click(request_stop, None, None, api_visibility="private", queue=False)
+        # Not queued: Stop must reach the server at once, not wait behind other visitors' jobs. It says whether the
+        # page has asked for a turn that has not ended: one still on its way to the queue is stopped too.
+        page_asked = gr.Checkbox(visible=False)
+        chat_ui.stop.click(request_stop, [page_asked], None, js="() => [window.starlingAsked === true]",
+                           api_visibility="private", queue=False)
         then_panels(decision.score.click(outputs=turn_outputs, api_name="score", **in_group(
             "gpu", rescore, [session, *scoring, *card_texts, s.rm_format])))
         then_panels(decision.add.click(outputs=[*turn_outputs, decision.own], api_name="add_candidate",
@@ -178,9 +203,13 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                           **in_group("gpu", attribute_candidate, [session, pick, s.rm, s.readout, s.rm_format]))
         then_panels(chat_ui.undo.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
         then_panels(chat_ui.clear.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
+        then_panels(chat_ui.clear_all.click(clear_all, [session], turn_outputs, api_name="clear_all"), new_turn=True)
         then_panels(chat_ui.chatbot.clear(clear, [session], turn_outputs, api_visibility="private"), new_turn=True)
         panel.trace_pick.change(bind(trace_panel), [session, panel.trace_pick], [panel.trace_view, panel.trace_plot],
                                 api_visibility="undocumented")
+        for picker in (panel.compare_a, panel.compare_b):
+            picker.input(compare_panel, [session, panel.compare_a, panel.compare_b], [panel.compare_view],
+                         api_visibility="private", show_progress="hidden")
         panel.alpha.change(bias_panel, [session, panel.alpha], [panel.bias_text, panel.bias_plot],
                            api_visibility="undocumented")
         # Loading runs beside turns (a loaded model is kept until the new one is in), one load at a time.
@@ -195,9 +224,19 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         # RewardBench reads the last token; the read-out follows the format (and can still be changed).
         s.rm_format.change(lambda f: "last-token" if f == "rewardbench" else "card", [s.rm_format], [s.readout],
                            api_visibility="private", show_progress="hidden")
-        evaluation.button.click(outputs=[evaluation.report, evaluation.errors, evaluation.status], api_name="evaluate",
-                                **in_group("eval", evaluate_file,
-                                                [evaluation.file, s.rm, s.readout, s.rm_format]))
+        evaluating = evaluation.button.click(
+            # The page empties the last report and turns Evaluate off (Cancel on) before it queues the evaluation.
+            evaluation.starting, [s.rm], [evaluation.report, evaluation.errors, evaluation.status, evaluation.button,
+                                          evaluation.cancel], queue=False, api_visibility="private",
+            show_progress="hidden").then(
+            outputs=[evaluation.report, evaluation.errors, evaluation.status], api_name="evaluate",
+            **in_group("eval", evaluate_file, [evaluation.file, s.rm, s.readout, s.rm_format]))
+        # Cancel stops it after its current batch; after it ends, however it ends, `finished` turns the buttons back
+        # and, if it was cancelled, says how many rows had been scored.
+        evaluating.then(evaluation.finished, [evaluation.status],
+                        [evaluation.status, evaluation.button, evaluation.cancel], queue=False,
+                        api_visibility="private", show_progress="hidden")
+        evaluation.cancel.click(None, cancels=[evaluating], api_visibility="private")
     demo.queue(max_size=max(32, 4 * turns_at_once), default_concurrency_limit=4)
     limit_jobs_per_visitor(demo)
     return demo

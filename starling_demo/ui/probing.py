@@ -14,7 +14,7 @@ from ..engine import Engine
 from ..probes import aggregate
 from ..templates import check_rm_format
 from .analysis import scored_turn
-from .blind import JUDGE_FIRST, hidden
+from .blind import JUDGE_FIRST, conversation_number, hidden, tallied_turns
 from .colour import value_colour
 from .inputs import candidate_index, models
 from .models import PROBLEMS, explain
@@ -82,18 +82,44 @@ def aggregate_html(rows: list[dict], label: str) -> str:
 
 
 def session_aggregate(session: dict) -> tuple[list[dict], str]:
-    """`probes.aggregate` over the session's probed candidates scored like the latest probe (same RM, read-out
-    and text format: other rewards are not comparable), and a caption saying over what."""
-    entries = [entry for turn in session["turns"] for entry in (turn.get("probes") or {}).values()]
+    """`probes.aggregate` over the session's probed candidates (those of conversations cleared since included:
+    Clear keeps them) scored like the latest probe (same RM, read-out and text format: other rewards are not
+    comparable), and a caption saying over what."""
+    current = conversation_number(session)
+    entries = [entry | {"cleared": turn["conversation"] != current} for turn in tallied_turns(session)
+               for entry in (turn.get("probes") or {}).values()]
     if not entries:
         return [], ""
     latest = max(entries, key=lambda entry: entry["at"])
     same = [e for e in entries if (e["rm"], e["readout"], e["rm_format"]) ==
             (latest["rm"], latest["readout"], latest["rm_format"])]
-    label = (f"Over {len(same)} probed candidate{'s' * (len(same) != 1)} of this session, scored by {latest['rm']} "
+    earlier = sum(e["cleared"] for e in same)
+    label = (f"Over {len(same)} probed candidate{'s' * (len(same) != 1)} of this session"
+             + (f" ({earlier} in cleared conversations)" if earlier else "") + f", scored by {latest['rm']} "
              f"({latest['readout']} read-out, {latest['rm_format']} text); an interval needs 2 or more; an edit that "
              "changed none of them is not listed.")
     return aggregate([{"candidates": same}]), label
+
+
+def probe_count(session: dict) -> int:
+    """How many probed candidates the session holds, those of cleared conversations included."""
+    return sum(len(turn.get("probes") or {}) for turn in tallied_turns(session))
+
+
+def kept_probes(turn: dict) -> dict:
+    """What the session aggregate needs of `turn`'s probes once its conversation is cleared: each entry without
+    its variants' texts.
+
+    >>> kept_probes({"probes": {"0": {"candidate": 0, "at": 1.0, "edits": [{"edit": "repeat", "text": "a a",
+    ...     "changed": True, "delta": 0.5}]}}})
+    {'probes': {'0': {'candidate': 0, 'at': 1.0, 'edits': [{'edit': 'repeat', 'changed': True, 'delta': 0.5}]}}}
+    >>> kept_probes({"candidates": ["a"]})
+    {}
+    """
+    if not turn.get("probes"):
+        return {}
+    return {"probes": {k: entry | {"edits": [{key: value for key, value in edit.items() if key != "text"}
+                                             for edit in entry["edits"]]} for k, entry in turn["probes"].items()}}
 
 
 def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, request: gr.Request | None) -> dict:

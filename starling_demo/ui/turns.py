@@ -20,7 +20,7 @@ from .cards import MAX_CARDS, origins_after_edit, unscored_edit
 from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
 from .render import conversation
-from .view import RUNNING, STOP_REQUESTS, current_turn, unchanged, view
+from .view import RUNNING, STOP_REQUESTS, busy, current_turn, unchanged, view
 
 # A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
 # cost the browser a re-render each, and it fell behind the server (4x slower than the API).
@@ -167,19 +167,15 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     yield view(work, ("Stopped early. " if turn.get("stopped") else "") + scored_status(turn))
 
 
-def request_stop(request: gr.Request):
-    """Stop this visitor's generation after the current token, or before its first if it has not started yet;
-    the partial candidates are then scored. The page's Send clears the request (`clear_stop`).
+def request_stop(page_asked: bool, request: gr.Request):
+    """Stop this visitor's generation after the current token, or at its first if the turn has not started yet;
+    the partial candidates are then scored. Kept only while the visitor's page has asked for a turn that has not
+    ended (`page_asked`) or one is queued or running, so that it cannot stop a later turn.
 
     A flag rather than `cancels=`: cancelling races with the next event and can lose the partial turn.
     """
-    if getattr(request, "session_hash", None):
+    if page_asked is True or busy(request):
         STOP_REQUESTS.add(request.session_hash)
-
-
-def clear_stop(request: gr.Request | None) -> None:
-    """Forget a Stop pressed before this turn was asked for."""
-    STOP_REQUESTS.discard(getattr(request, "session_hash", None))
 
 
 @named_cards
@@ -196,7 +192,7 @@ def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temper
     if edit:
         yield unchanged(edit)
         return
-    earlier = {"turns": session["turns"][:-1]}
+    earlier = {**session, "turns": session["turns"][:-1]}
     settings = (lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2, rm_format)
     for outputs in chat(engine, earlier, turn["messages"][-1]["content"], *settings, request, blind=blind):
         # A failure before anything changed shows the session as it was, last turn included; the message box,

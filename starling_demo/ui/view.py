@@ -10,7 +10,7 @@ import inspect
 import gradio as gr
 
 from .blind import shown
-from .cards import MAX_CARDS, card_updates, card_views, use_buttons
+from .cards import MAX_CARDS, USE, card_updates, card_views, use_buttons
 from .render import chat_messages, ranking_html, turn_summary
 from .server import jobs_of
 
@@ -23,30 +23,52 @@ BUSY = "The candidates are still being generated or scored: wait for them (or pr
 # config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
 # previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
 OUTPUTS = 5 + 2 * MAX_CARDS + 1 + MAX_CARDS
-SUMMARY, TEXTS = 3, range(5, 5 + 2 * MAX_CARDS, 2)  # positions of the turn JSON and of the cards' texts
-# What the page's own turn events stream: every output but the turn JSON, which is for scripts. Each output of a
-# frame costs the page work even when its value has not changed (benchmarks/RESULTS.md, "The page at real
-# lengths").
-PAGE_FRAME = [i for i in range(OUTPUTS) if i != SUMMARY]
+SUMMARY, MESSAGE, TEXTS = 3, 4, range(5, 5 + 2 * MAX_CARDS, 2)  # the turn JSON, the message box, the cards' texts
+# What the page's own turn events stream: every output but the turn JSON, which is for scripts, and the message box,
+# which the page empties itself as it sends (a box that is an output of a running event takes no other update
+# until it ends; see `page_frames`). Each output of a frame costs the page work even when its value has not changed
+# (benchmarks/RESULTS.md, "The page at real lengths").
+PAGE_FRAME = [i for i in range(OUTPUTS) if i not in (SUMMARY, MESSAGE)]
+REGENERATE = "↻ Regenerate"
+BUSY_LABELS = ("Generating…", REGENERATE, *[USE] * MAX_CARDS)  # the labels of `actions(busy=True)`
 
 
 def page_frames(handler):
-    """`handler`'s frames as the page's own events stream them (PAGE_FRAME), with the cards' texts left as the page
-    sent them until the turn is scored: meanwhile the cards show each reply rendered, and the texts, which the
-    visitor edits, would cost the page a text box update per card and frame."""
+    """`handler`'s frames as the page's own events stream them: PAGE_FRAME, the buttons of `actions`, and the
+    message to give back to the box when the turn was refused or failed ("" otherwise).
+
+    Until the turn is scored, the cards' texts stay as the page sent them (the cards show each reply rendered
+    meanwhile; a text box update per card and frame would cost the page for nothing) and the buttons keep their
+    labels; the frame that brings the scored turn sets the buttons too, so that the status line never says
+    "Scored" beside a Send that still says "Generating…".
+    """
     signature = inspect.signature(handler)
 
     @functools.wraps(handler)
     def frames(*args, **kwargs):
         sent = signature.bind(*args, **kwargs).arguments
-        for outputs in handler(*args, **kwargs):
-            session = outputs[0]
-            if isinstance(session, dict) and "turns" in session and not (current_turn(session) or {}).get("rewards"):
-                outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
-                           for i, output in enumerate(outputs)]
-            yield [outputs[i] for i in PAGE_FRAME]
+        try:
+            yield from page_outputs(handler(*args, **kwargs), sent)
+        finally:  # the turn the page asked for has ended, whichever way: a Stop for it is spent
+            STOP_REQUESTS.discard(getattr(sent.get("request"), "session_hash", None))
 
     return frames
+
+
+def page_outputs(frames, sent: dict):
+    """Each of a turn handler's `frames` as `page_frames` sends it, given the handler's arguments `sent`."""
+    for outputs in frames:
+        session = outputs[0]
+        if not (isinstance(session, dict) and "turns" in session):  # refused: nothing changes
+            buttons = [gr.skip()] * len(BUSY_LABELS)
+        elif (current_turn(session) or {}).get("rewards"):  # scored, or failed and back as it was
+            buttons = actions(session)
+        else:  # streaming: labels as `actions(busy=True)` set them, values only
+            buttons = list(BUSY_LABELS)
+            outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
+                       for i, output in enumerate(outputs)]
+        given_back = outputs[MESSAGE] if isinstance(outputs[MESSAGE], str) else ""
+        yield [outputs[i] for i in PAGE_FRAME] + buttons + [given_back]
 
 
 def running(request: gr.Request | None) -> bool:
@@ -85,9 +107,9 @@ def view(session: dict, status, message=None) -> list:
 
 def actions(session: dict | None, busy: bool = False) -> list:
     """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
-    card's saying so (an event of their own, run before and after each turn event, not once per frame)."""
-    return [gr.update(value="Generating…" if busy else "Send", interactive=not busy), gr.update(interactive=not busy),
-            *use_buttons(None if busy else current_turn(session), busy)]
+    card's saying so (set when a turn is asked for and when it ends, not once per frame)."""
+    return [gr.update(value="Generating…" if busy else "Send", interactive=not busy),
+            gr.update(value=REGENERATE, interactive=not busy), *use_buttons(None if busy else current_turn(session), busy)]
 
 
 def unchanged(warning: str, message: str | None = None) -> list:
