@@ -9,6 +9,7 @@
   function setJudged(order) {
     // The hidden box is what "Reveal" sends; Gradio reads it from its input event.
     const box = judgeBox();
+    if (!box) return;  // the ranking row is not on the page yet
     box.value = order.join(" ");
     box.dispatchEvent(new Event("input", { bubbles: true }));
     document.querySelectorAll(".judge-chip").forEach((chip) => chip.remove());

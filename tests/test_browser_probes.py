@@ -139,7 +139,7 @@ def test_blind_turn_hides_every_reward_until_judged_then_tallies(page):
 def test_probes_of_one_candidate_then_all_with_an_own_edit(page):
     send(page, "Tell me about starlings.")
     tab(page, "Probes")
-    page.locator("#probe-pick").get_by_text("2", exact=True).click()
+    page.locator("#probe-pick").get_by_text(re.compile(r"^#2 · rank")).click()
     expect(page.locator("#probe-edits input[type=checkbox]:checked")).to_have_count(10)
     page.get_by_text("Your own edit").click()
     page.fill("#edit-prefix textarea", "Sure! ")

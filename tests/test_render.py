@@ -6,7 +6,7 @@ import re
 import pytest
 
 from starling_demo.ui.colour import contrast_ratio, readable_text, relative_luminance, win_colour
-from starling_demo.ui.render import axis_step, bar_axis, bar_widths, ranking_html, win_matrix_html
+from starling_demo.ui.render import axis_step, bar_axis, bar_widths, length_frame, ranking_html, win_matrix_html
 
 CELL = re.compile(r"<td style='background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})'>([0-9.]+)</td>")
 
@@ -139,7 +139,7 @@ def test_ranking_marks_candidates_within_the_tie_margin_of_the_best():
     gaps = [c[4] for c in cells_of(html)]
     assert gaps[0] == "—" and "≈ tie" in gaps[1] and "≈ tie" in gaps[2] and "≈ tie" not in gaps[3]
     assert html.count("≈ tie") == 3  # the two rows' marks and the caption
-    assert caption_of(html).endswith("<summary>≈ tie: within 0.189 of the best (why?)</summary>0.189: "
+    assert caption_of(html).endswith("<summary>≈ tie: within 0.189 of the best</summary>0.189: "
                                      "&lt;b&gt;measured&lt;/b&gt; in 4-bit &amp; on a GPU (benchmarks/RESULTS.md)."
                                      "</details>")
     assert "<b>" not in html
@@ -174,3 +174,28 @@ def test_ranking_placeholders_before_scoring():
     generating = "<p class='muted rank-empty'>Generating {} candidates… they are ranked here once scored.</p>"
     assert ranking_html({"candidates": ["x", "y", "z"], "rewards": None}) == generating.format(3)
     assert ranking_html({"candidates": [], "settings": {"n": 6}}) == generating.format(6)
+
+
+def test_length_frame_colours_the_best_the_longest_and_the_others():
+    rewards = [0.41234, 0.9, 0.1, 0.5, 0.3, 0.6, 0.2, 0.7]
+    lengths = [10, 30, 30, 12, 14, 20, 25, 8]  # #2 is the best and ties #3 for the longest
+    frame = length_frame(rewards, lengths)
+    assert list(frame.columns) == ["tokens", "reward", "candidate", "kind", "role"]
+    assert sorted(zip(frame["candidate"], frame["tokens"], frame["reward"])) == sorted(
+        (f"#{i + 1}", n, round(r, 3)) for i, (n, r) in enumerate(zip(lengths, rewards)))
+    by = dict(zip(frame["candidate"], zip(frame["kind"], frame["role"])))
+    assert by["#2"] == ("best & longest", "RM's best & longest: #2") and by["#3"] == ("longest", "longest: #3")
+    assert {by[f"#{k}"] for k in (1, 4, 5, 6, 7, 8)} == {("other", "others")}
+    assert list(frame["candidate"])[-1] == "#2" and list(frame["candidate"])[-2] == "#3"  # the best drawn on top
+    assert frame["role"].nunique() == 3 and frame.loc[frame["candidate"] == "#1", "reward"].item() == 0.412
+
+
+@pytest.mark.parametrize("rewards, lengths, roles", [
+    ([0.5], [7], ["RM's best & longest: #1"]),
+    ([0.2, 0.9], [20, 10], ["longest: #1", "RM's best: #2"]),
+    ([0.2, 0.9, 0.9], [20, 10, 20], ["longest: #1, #3", "RM's best: #2"]),  # a tie for the best goes to #2
+    ([0.9, 0.2, 0.3], [5, 5, 5], ["longest: #2, #3", "RM's best & longest: #1"]),
+    ([0.1, 0.2, 0.3, 0.9], [40, 9, 9, 9], ["others", "longest: #1", "RM's best: #4"]),
+])
+def test_length_frame_legend_has_at_most_three_entries_whatever_the_turn(rewards, lengths, roles):
+    assert list(dict.fromkeys(length_frame(rewards, lengths)["role"])) == roles

@@ -468,3 +468,43 @@ def test_a_cancelled_or_failed_evaluation_says_how_many_rows_were_scored(engine,
     assert evaluation.finished("Scoring with **tiny**: …", visitor)[0] == (
         f"Stopped by an error after {batches[0]} of 30 rows; nothing reported.")
     assert visitor.session_hash not in evaluation.RUNS
+
+
+def test_the_probe_picker_says_rank_and_reward_with_all_first(engine, first_turn):
+    from starling_demo.ui import probing
+    from starling_demo.ui.cards import candidate_choices
+
+    session = session_of(first_turn[-1])
+    turn = session["turns"][-1]
+    pick = probing.probe_panels(session)[0]
+    assert pick["choices"] == [("all", "all"), *candidate_choices(turn)] and pick["value"] == "all"
+    labels = [label for label, _ in pick["choices"][1:]]
+    best = str(turn["rewards"].index(max(turn["rewards"])) + 1)
+    assert labels[0] == f"#{best} · rank 1 · {max(turn['rewards']):.3f}" and all(" · rank " in x for x in labels)
+    assert sorted(value for _, value in pick["choices"][1:]) == ["1", "2", "3", "4"]  # /probe's values as before
+    assert probing.probe_panels(session, "3")[0]["value"] == "3"
+    assert probing.probe_panels(session, "9")[0]["value"] == "all"
+    assert probing.probe_panels(view.new_session())[0]["choices"] == []
+
+
+def test_the_length_bias_plot_colours_each_kind_and_lists_the_best_first(engine, first_turn):
+    session = session_of(first_turn[-1])
+    text, plot = analysis.bias_panel(session, 0.5)
+    frame, legend, colours = plot["value"], plot["colors_in_legend"], plot["color_map"]
+    assert sorted(legend) == sorted(set(frame["role"])) == sorted(colours) and 1 <= len(legend) <= 3
+    assert legend[0].startswith("RM's best") and (len(legend) < 3 or legend[-1] == "others")
+    kinds = dict(zip(frame["role"], frame["kind"]))
+    assert {role: analysis.LENGTH_COLOURS[kinds[role]] for role in legend} == colours
+    assert len(set(analysis.LENGTH_COLOURS.values())) == 4
+    assert analysis.bias_panel(view.new_session(), 0.5)[1] is None
+
+
+def test_judgements_export_to_their_own_file_in_the_blind_judging_tab(engine):
+    demo = build_demo(engine)
+    [dep] = [dep for dep in demo.fns.values() if dep.api_name == "export_judged"]
+    assert [o.elem_id for o in dep.outputs] == ["export-judged-file"] and dep.api_visibility == "public"
+    endpoint = demo.get_api_info()["named_endpoints"]["/export_judged"]
+    assert endpoint["parameters"] == [] and [r["component"] for r in endpoint["returns"]] == ["File"]
+    files = {dep.api_name: [o.elem_id for o in dep.outputs] for dep in demo.fns.values()
+             if dep.api_name in ("export_pairs", "export_nectar")}
+    assert files == {"export_pairs": ["export-file"], "export_nectar": ["export-file"]}

@@ -29,6 +29,11 @@ EXPORTS = Path(tempfile.mkdtemp(prefix="starling-exports-"))  # one folder per p
 atexit.register(shutil.rmtree, EXPORTS, ignore_errors=True)
 
 
+# The length-bias plot's colour for each kind of point (`render.length_frame`), in the legend's order: Tailwind
+# green-700, purple-700, orange-700 and gray-500 (mid tones; checked on the light theme only).
+LENGTH_COLOURS = {"best": "#15803d", "best & longest": "#7e22ce", "longest": "#c2410c", "other": "#6b7280"}
+LENGTH_KINDS = list(LENGTH_COLOURS)
+
 NO_TRACE_HTML = ("<p class='muted'>This reward model's server gives no per-token values, only the reward: start it "
                  "with <code>--pooler-config '{\"task\": \"token_classify\"}'</code> to see the trace.</p>")
 
@@ -75,9 +80,14 @@ def bias_panel(session: dict, alpha: float) -> list:
     except ValueError as error:
         return [str(error), gr.skip()]
     rewards, lengths = turn["rewards"], turn["lengths"]
+    frame = length_frame(rewards, lengths)
+    # Each kind keeps its colour whatever its legend entry says; the legend lists the best first.
+    roles = dict(zip(frame["role"], frame["kind"]))
+    legend = sorted(roles, key=lambda role: LENGTH_KINDS.index(roles[role]))
     # Pad the axes so that points on the extremes are not clipped at the plot's edges.
     spread = max(rewards) - min(rewards) or 1.0
-    plot = gr.update(value=length_frame(rewards, lengths), x_lim=[min(lengths) - 1, max(lengths) + 1],
+    plot = gr.update(value=frame, color_map={role: LENGTH_COLOURS[kind] for role, kind in roles.items()},
+                     colors_in_legend=legend, x_lim=[min(lengths) - 1, max(lengths) + 1],
                      y_lim=[min(rewards) - 0.1 * spread, max(rewards) + 0.1 * spread])
     return [length_bias_text(rewards, lengths, alpha), plot]
 

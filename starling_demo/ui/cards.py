@@ -91,7 +91,7 @@ def card_views(turn: dict | None) -> list[str]:
     """Each card's reply as Markdown the page renders (HTML and scripts in it show as text); "" for an unused card.
 
     >>> card_views({"candidates": ["**a** <b>"]})[:2]
-    ['**a** &lt;b&gt;', '']
+    ['**a** &lt;b>', '']
     """
     candidates = turn["candidates"] if turn else []
     return [markdown_safe(candidates[i]) if i < len(candidates) else "" for i in range(MAX_CARDS)]

@@ -165,8 +165,13 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             alpha = gr.Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
                               "(length-penalised reward r − α·len/100)")
             bias_text = gr.Markdown(elem_id="bias")
-            bias_plot = gr.ScatterPlot(x="tokens", y="reward", color="candidate", height=300, x_axis_format="d",
-                                       label="Reward vs reply length")
+            # Coloured by kind: the RM's best, the longest, the others (`render.length_frame`, `analysis.bias_panel`);
+            # a point's tooltip names its candidate. No `height`: with one and a label, Gradio 6.31 cuts off the
+            # plot's bottom, the legend with it.
+            bias_plot = gr.ScatterPlot(x="tokens", y="reward", color="role", x_axis_format="d",
+                                       label="Reward vs reply length", x_title="reply length (RM tokens)",
+                                       y_title="reward", color_title="", tooltip=["candidate"],
+                                       elem_id="bias-plot")
         with gr.Tab("Compare RMs", elem_id="tab-compare"):
             compare_text = gr.Markdown(elem_id="compare")
             compare_table = gr.Dataframe(headers=COMPARE_HEADERS, interactive=False, elem_id="compare-table")
@@ -181,6 +186,7 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             tally_table = gr.Dataframe(headers=TALLY_HEADERS, interactive=False, elem_id="tally-table")
             judged_button = gr.Button("Export your judgements (chosen/rejected by you, with the RM's rewards)",
                                       elem_id="export-judged")
+            judged_file = gr.File(label="Download", elem_id="export-judged-file")
         with gr.Tab("Export", elem_id="tab-export"):
             gr.Markdown("JSONL of this session's turns: preference pairs (best vs each other candidate) or "
                         "Nectar-style K-wise rankings, one record per turn.")
@@ -200,8 +206,8 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
                            compare_table=compare_table, pairs_button=pairs_button, nectar_button=nectar_button,
                            export=export, lm_input=lm_input, rm_input=rm_input, attribute=attribute,
                            attribution=attribution, probes=probes, tally_text=tally_text, tally_table=tally_table,
-                           judged_button=judged_button, compare_a=compare_a, compare_b=compare_b,
-                           compare_view=compare_view), evaluation
+                           judged_button=judged_button, judged_file=judged_file, compare_a=compare_a,
+                           compare_b=compare_b, compare_view=compare_view), evaluation
 
 
 def probes_tab() -> SimpleNamespace:

@@ -190,7 +190,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
             then_panels(trigger.click(judge, [session, ranking, *card_texts], turn_outputs, api_visibility=visibility,
                                       api_name="judge" if visibility == "public" else None))
         api.judging.click(judging_json, [session], [judging_figures], api_name="judging")
-        panel.judged_button.click(export_judged, [session], [panel.export], api_name="export_judged")
+        panel.judged_button.click(export_judged, [session], [panel.judged_file], api_name="export_judged")
         probe_inputs = [p.edits, p.prefix, p.suffix, p.find, p.replace, s.rm, s.readout, s.rm_format]
         for pick, trigger, visibility in ((api_number, api.probe, "public"), (p.pick, p.run, "undocumented")):
             trigger.click(outputs=[session, p.view, p.summary, probe_figures], api_visibility=visibility,

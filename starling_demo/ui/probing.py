@@ -15,6 +15,7 @@ from ..probes import aggregate
 from ..templates import check_rm_format
 from .analysis import scored_turn
 from .blind import JUDGE_FIRST, conversation_number, hidden, tallied_turns
+from .cards import candidate_choices
 from .colour import value_colour
 from .inputs import candidate_index, models
 from .models import PROBLEMS, explain
@@ -229,14 +230,16 @@ def attribute_candidate(engine: Engine, session: dict, number: str | None = None
 
 
 def probe_panels(session: dict, pick: str | None = None) -> list:
-    """The probe tab's candidate choice (`pick` kept if the turn has it), table and aggregate, and the attribution,
-    as the session now holds them."""
+    """The probe tab's candidate choice ("all", then each candidate best first with its rank and reward, as the other
+    pickers; `pick` kept if the turn has it), table and aggregate, and the attribution, as the session now holds
+    them."""
     turn = scored_turn(session)
-    choices = ["all", *(str(i + 1) for i in range(len(turn["candidates"])))] if turn else []
+    choices = [("all", "all"), *candidate_choices(turn)] if turn else []
     entries = sorted((turn.get("probes") or {}).values(), key=lambda e: e["candidate"]) if turn else []
     attribution = turn.get("attribution") if turn else None
     rows, label = session_aggregate(session)
-    return [gr.update(choices=choices, value=pick if pick in choices else "all" if turn else None),
+    values = [value for _, value in choices]
+    return [gr.update(choices=choices, value=pick if pick in values else "all" if turn else None),
             probe_html(entries) if entries else NO_PROBES, aggregate_html(rows, label),
             attribution_html(turn["candidates"][attribution["candidate"]], attribution) if attribution else
             NO_ATTRIBUTION]

@@ -52,15 +52,16 @@ def choice_note(turn: dict) -> str:
 
 
 def markdown_safe(text: str) -> str:
-    r"""Text for the Markdown chat in which HTML shows as written and runs nothing, code included.
+    r"""Text for the Markdown chat and cards in which HTML shows as written and runs nothing, code included.
 
-    Outside code `<`, `>` and `&` are escaped; inside code spans and fences Markdown already shows them as
-    written (escaped there, `#include <vector>` would show as `#include &lt;vector&gt;`).
+    Outside code `<` and `&` are escaped (no tag, comment or entity can start), and `>` is left for Markdown's
+    quotes; inside code spans and fences Markdown already shows them as written (escaped there,
+    `#include <vector>` would show as `#include &lt;vector&gt;`).
 
-    >>> markdown_safe("<img src=x> `a<b` & ```cpp\n#include <vector>\n```")
-    '&lt;img src=x&gt; `a<b` &amp; ```c\n#include <vector>\n```'
+    >>> markdown_safe("<img src=x> `a<b` & ```cpp\n#include <vector>\n```\n> quoted")
+    '&lt;img src=x> `a<b` &amp; ```c\n#include <vector>\n```\n> quoted'
     """
-    return "".join(CPP_FENCE.sub("```c", part) if i % 2 else html.escape(part, quote=False)
+    return "".join(CPP_FENCE.sub("```c", part) if i % 2 else part.replace("&", "&amp;").replace("<", "&lt;")
                    for i, part in enumerate(CODE.split(text)))
 
 
@@ -150,7 +151,7 @@ def ranking_caption(axis: tuple[float, float], margin: float, note: str) -> str:
     (`note`, escaped)."""
     text = f"Bars: reward, linear from {axis[0]:g} to {axis[1]:g}."
     if margin > 0:
-        text += (f" <details class='tie-why'><summary>≈ tie: within {margin:g} of the best (why?)</summary>"
+        text += (f" <details class='tie-why'><summary>≈ tie: within {margin:g} of the best</summary>"
                  f"{html.escape(note)}</details>")
     return f"<caption>{CARDS_TOOLBAR}{text}</caption>"
 
@@ -263,8 +264,28 @@ def length_bias_text(rewards: list[float], lengths: list[int], alpha: float) -> 
 
 
 def length_frame(rewards: list[float], lengths: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"tokens": lengths, "reward": rewards,
-                         "candidate": [f"#{i + 1}" for i in range(len(rewards))]})
+    """The length-bias scatter's points: reply length, reward (3 decimals, as the page shows it), candidate ("#3"),
+    `kind` ("best": the RM's top reward; "longest": the longest reply or one tied with it; "best & longest": both;
+    "other") and `role`, the legend's entry for the kind: it names the best and the longest (short enough for a
+    phone's width: the others are named in each point's tooltip). Rows go others first, the best last, which is
+    drawn on top.
+
+    >>> length_frame([0.2, 0.9, 0.1, 0.5], [30, 12, 30, 8]).to_dict("list")["role"]
+    ['others', 'longest: #1, #3', 'longest: #1, #3', "RM's best: #2"]
+    >>> length_frame([0.9, 0.1], [20, 10])[["candidate", "kind", "role"]].values.tolist()
+    [['#2', 'other', 'others'], ['#1', 'best & longest', "RM's best & longest: #1"]]
+    """
+    best, most = insight.ranking(rewards)[0], max(lengths)
+    kinds = ["best & longest" if i == best and n == most else "best" if i == best else "longest" if n == most
+             else "other" for i, n in enumerate(lengths)]
+    names = {"best": "RM's best", "best & longest": "RM's best & longest", "longest": "longest"}
+    roles = {kind: f"{names[kind]}: " + ", ".join(f"#{i + 1}" for i, k in enumerate(kinds) if k == kind)
+             for kind in names} | {"other": "others"}
+    order = {"other": 0, "longest": 1, "best": 2, "best & longest": 2}
+    rows = sorted(range(len(rewards)), key=lambda i: (order[kinds[i]], i))
+    return pd.DataFrame({"tokens": [lengths[i] for i in rows], "reward": [round(rewards[i], 3) for i in rows],
+                         "candidate": [f"#{i + 1}" for i in rows], "kind": [kinds[i] for i in rows],
+                         "role": [roles[kinds[i]] for i in rows]})
 
 
 def comparison_text(turn: dict) -> str:
