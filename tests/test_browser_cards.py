@@ -127,6 +127,7 @@ def test_what_is_typed_after_send_stays_and_scored_never_shows_beside_a_busy_sen
     page.click("#send")
     page.fill("#msg textarea", "Typed while it runs.")  # before the first frame arrives
     expect(page.locator("#status")).to_contain_text("Generating", timeout=WAIT)
+    page.locator("#msg textarea").press("Enter")  # Send is off: Enter does not send behind its back either
     settled(page)
     expect(page.locator("#msg textarea")).to_have_value("Typed while it runs.")
     expect(page.locator('[data-testid="user"]')).to_have_text(["Tell me about starlings."])

@@ -121,8 +121,9 @@ def candidates_section() -> SimpleNamespace:
         blind = gr.Checkbox(False, label="Judge first", elem_id="blind", container=False, scale=0, min_width=120)
     ranking = gr.HTML(ranking_html(None), elem_id="ranking", js_on_load=None)
     with gr.Row(equal_height=True, visible=False, elem_id="judge-row") as judge_row:
-        judge_order = gr.Textbox("", label="Your ranking, best first: press “Rank next” on the cards in order (or type "
-                                 "their numbers); the best alone will do", elem_id="judge-order", scale=4, max_lines=1)
+        judge_order = gr.Textbox("", label="Your ranking, best first: press “Rank next” on the cards in order "
+                                 "(or type their numbers); the best alone will do", elem_id="judge-order", scale=4,
+                                 max_lines=1)
         gr.HTML(JUDGE_TOOLS, elem_id="judge-tools", js_on_load=None, scale=0, min_width=150)
         reveal = gr.Button("Reveal the RM's ranking", variant="primary", scale=1, elem_id="reveal")
     cards = []

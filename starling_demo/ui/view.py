@@ -19,9 +19,10 @@ RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
 BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
 # Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
-# card, the ranking, then each card's reply as rendered Markdown (added last: API callers' positions stay valid). All are values, never property updates, which Gradio turns into a new component and
-# config per output and frame (gr.skip() included); a streamed value goes to the page as a diff against the
-# previous frame, so what did not change costs nothing. Buttons are set by `actions`, once per event.
+# card, the ranking, then each card's reply as rendered Markdown (added last: API callers' positions stay valid).
+# All are values, never property updates, which Gradio turns into a new component and config per output and frame
+# (gr.skip() included); a streamed value goes to the page as a diff against the previous frame, so what did not
+# change costs nothing. Buttons are set by `actions`, when a turn is asked for and when it ends.
 OUTPUTS = 5 + 2 * MAX_CARDS + 1 + MAX_CARDS
 SUMMARY, MESSAGE, TEXTS = 3, 4, range(5, 5 + 2 * MAX_CARDS, 2)  # the turn JSON, the message box, the cards' texts
 # What the page's own turn events stream: every output but the turn JSON, which is for scripts, and the message box,
@@ -109,14 +110,15 @@ def actions(session: dict | None, busy: bool = False) -> list:
     """Send, Regenerate and the cards' "Use this reply" buttons: off while a turn runs, else ready, the chosen
     card's saying so (set when a turn is asked for and when it ends, not once per frame)."""
     return [gr.update(value="Generating…" if busy else "Send", interactive=not busy),
-            gr.update(value=REGENERATE, interactive=not busy), *use_buttons(None if busy else current_turn(session), busy)]
+            gr.update(value=REGENERATE, interactive=not busy),
+            *use_buttons(None if busy else current_turn(session), busy)]
 
 
 def unchanged(warning: str, message: str | None = None) -> list:
     """Warn, and leave every output as it is; but give `message` back to the message box, which the page empties
-    when it sends (assets/page.js)."""
+    when it sends (`page.KEEP_MESSAGE`)."""
     gr.Warning(warning)
     outputs = [gr.skip()] * OUTPUTS
     if message is not None:
-        outputs[4] = message
+        outputs[MESSAGE] = message
     return outputs
