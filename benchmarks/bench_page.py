@@ -2,7 +2,8 @@
 
 Runs the app in this process on the tiny CPU models, the LM steered (`starling_demo.steering`) so it streams a
 markdown answer through the real generation path (`--noise`: its own random tokens). Per shape, a turn through
-gradio_client `/chat` (the baseline) and one in headless Chromium, from Send until the status says "Scored", with
+gradio_client `/chat` (the baseline) and one in headless Chromium, from the click on Send until the status says
+"Scored" (both read by the page's own clock), with
 the page's long tasks (PerformanceObserver), bytes received (CDP), the frames the server built (`turns.view` calls)
 and console and page errors. Then Stop, clicked once the first card shows 60 tokens, and right after Send. The
 server sends at most a frame per `turns.FRAME_SECONDS` (`--frames` tries others; 0: one every token step).
@@ -44,6 +45,14 @@ FIRST_CARD_AT = ("n => { const m = /(\\d[\\d,]*)\\s*LM tokens/.exec(document.que
 ENDED = "() => /Stopped early|Scored/.test(document.querySelector('#status').innerText)"
 LONG_TASKS = ("() => { window.__longTasks = []; new PerformanceObserver(list => window.__longTasks.push("
               "...list.getEntries().map(e => e.duration))).observe({type: 'longtask'}); }")
+# The page's own clock: when Send was clicked and when the status line first said "Scored" (a poll from here would
+# see it late: Playwright's `expect` polls at 100, 250, 500 then 1,000 ms).
+TURN_CLOCK = """() => { const turn = window.__turn = {};
+  document.querySelector('#send').addEventListener('click', () => { turn.sent ??= performance.now(); },
+                                                   {capture: true});
+  const status = document.querySelector('#status');
+  new MutationObserver(() => { if (turn.sent && !turn.scored && status.textContent.includes('Scored'))
+    turn.scored = performance.now(); }).observe(status, {subtree: true, childList: true, characterData: true}); }"""
 FRAMES = [0]  # frames (`turns.view` calls) the server has built
 
 
@@ -122,10 +131,11 @@ def api_turn(url: str, n: int, tokens: int) -> float:
 def page_turn(browser, url: str, n: int, tokens: int) -> dict:
     watch = Watch(browser, url, n, tokens)
     watch.start()
-    started = time.perf_counter()
+    watch.page.evaluate(TURN_CLOCK)
     watch.page.click("#send")
     expect(watch.page.locator("#status")).to_contain_text(f"Scored {n} candidates", timeout=WAIT_MS)
-    result = dict(watch.report(), seconds=time.perf_counter() - started)
+    clock = watch.page.evaluate("window.__turn")
+    result = dict(watch.report(), seconds=(clock["scored"] - clock["sent"]) / 1000)
     watch.close()
     return result
 
