@@ -9,7 +9,7 @@
   function setJudged(order) {
     // The hidden box is what "Reveal" sends; Gradio reads it from its input event.
     const box = judgeBox();
-    if (!box) return;  // the ranking row is not on the page yet
+    if (!box) return;
     box.value = order.join(" ");
     box.dispatchEvent(new Event("input", { bubbles: true }));
     document.querySelectorAll(".judge-chip").forEach((chip) => chip.remove());
@@ -37,7 +37,7 @@
     "by-rank": () => document.querySelector(".cards")?.classList.remove("by-number"),
     "by-number": () => document.querySelector(".cards")?.classList.add("by-number"),
     "expand-all": () => {
-      const cards = [...document.querySelectorAll(".cards > .card")];
+      const cards = [...document.querySelectorAll(".cards > .card, .live-cards > .card")];
       const open = !cards.every((c) => c.classList.contains("expanded"));
       cards.forEach((c) => c.classList.toggle("expanded", open));
     },

@@ -169,7 +169,7 @@ def test_clear_keeps_the_judging_tally_and_the_judged_export_until_clear_all(eng
     assert facts["tally"] == tally and [(t["conversation"], t["turn"]) for t in facts["turns"]] == [(1, 1), (1, 2)]
     text, table = blind.tally_view(kept)
     assert "Over **2** judged turns (2 of them in cleared conversations)" in text and len(table) == 2
-    assert blind.judge_panel(kept)[2] == text
+    assert blind.judge_panel(kept)[1] == text
     assert judged_records(kept) == records  # /export_judged still has them
     with pytest.warns(UserWarning, match="Nothing to export yet"):  # the pairs are the conversation's: empty
         analysis.export_pairs(kept)

@@ -82,6 +82,30 @@ def test_cards_render_markdown_safely_expand_and_follow_the_ranking(browser, app
     page.context.close()
 
 
+def test_cards_stream_rendered_then_give_way_to_the_scored_ones(browser, app_url, markdown_replies):
+    """While a turn is generated its cards are drawn from what the page pulls (ui/live.py): rendered, moving on,
+    expandable; once it is scored the turn's own cards take their place, expanded where a live one was."""
+    page = visitor(browser, app_url, tokens=1500)
+    page.fill("#msg textarea", "Tell me about starlings.")
+    page.click("#send")
+    live = page.locator("#live .live-card")
+    expect(live).to_have_count(4)
+    expect(page.locator("#candidate-1")).to_be_hidden()
+    expect(live.first.locator("h2")).to_have_text("Starlings in brief", timeout=WAIT)
+    drawn = int(re.search(r"(\d+) LM tokens", live.first.inner_text()).group(1))
+    expect(live.first.locator(".badge-line")).not_to_contain_text(f"#1 · {drawn} LM tokens", timeout=WAIT)
+    live.nth(1).locator("[data-action=expand]").click()
+    expect(live.nth(1).locator("table th").first).to_have_text("Feature", timeout=WAIT)  # all of it, as it grows
+    page.click("#stop")
+    expect(page.locator("#status")).to_contain_text("Stopped early. Scored 4 candidates", timeout=WAIT)
+    expect(live).to_have_count(0)
+    expect(page.locator("#view-1 h2").first).to_have_text("Starlings in brief")
+    expect(page.locator("#candidate-2")).to_have_class(re.compile(r"\bexpanded\b"))
+    expect(page.locator("#candidate-1")).not_to_have_class(re.compile(r"\bexpanded\b"))
+    assert page.errors == []
+    page.context.close()
+
+
 def test_a_card_is_edited_in_place_and_two_are_compared_side_by_side(browser, app_url, markdown_replies):
     page = visitor(browser, app_url, tokens=60)
     send(page, "Tell me about starlings.")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import SETTINGS
 
-from starling_demo.ui import choices, view
+from starling_demo.ui import choices, live, view
 from starling_demo.ui import turns as events
 from starling_demo.ui import analysis, evaluation
 from starling_demo.engine import Engine
@@ -335,19 +335,30 @@ def test_batch_evaluation_of_a_bad_file_says_what_to_do(engine, tmp_path, conten
     assert report.empty and status.startswith("Nothing evaluated") and problem in status
 
 
-def test_the_page_streams_no_turn_json_and_the_cards_texts_once_scored(engine, first_turn):
+def test_the_page_gets_a_frame_per_status_and_pulls_the_cards_meanwhile(engine, first_turn):
     session = session_of(first_turn[-1])
     before = session["turns"][-1]["candidates"]
     cards = before + [""] * (MAX_CARDS - len(before))
-    frames = list(view.page_frames(events.chat)(engine, session, "Go on", *SETTINGS.values(), None, *cards))
+    steps = view.page_frames(events.chat)(engine, session, "Go on", *SETTINGS.values(), None, *cards)
+    first, generating = next(steps), next(steps)  # "Generating…", then with the seed once the first step is out
+    key = re.search(r"data-live='([\w-]+)'", first[-1]).group(1)
+    assert first[-1] == generating[-1] == live.placeholder(4, key)
+    pulled = live.live_cards([key, []])  # the live cards ask for all; then for what changed since
+    assert not pulled["done"] and [card[0] for card in pulled["cards"]] == [1, 2, 3, 4]
+    assert live.live_cards([key, [card[3] for card in pulled["cards"]]])["cards"] == []
+    frames = [first, generating, *steps]
+    assert live.live_cards([key, []]) == live.DONE  # the turn has ended: nothing to pull
     texts = [view.PAGE_FRAME.index(i) for i in view.TEXTS]
-    buttons = len(view.PAGE_FRAME)  # then Send, Regenerate and the 8 "Use this reply", then the message given back
-    assert all(len(frame) == view.OUTPUTS - 2 + 2 + MAX_CARDS + 1 for frame in frames)
+    buttons = len(view.PAGE_FRAME)  # then Send, Regenerate and the 8 "Use this reply", the message, the live cards
+    assert all(len(frame) == view.OUTPUTS - 2 + 2 + MAX_CARDS + 2 for frame in frames)
     assert not any(isinstance(output, dict) and "ranking" in output for frame in frames for output in frame)
     *streamed, last = frames
-    assert streamed and all([frame[i] for i in texts] == cards for frame in streamed)  # as the page sent them
-    assert all(frame[buttons:-1] == list(view.BUSY_LABELS) for frame in streamed)  # values: nothing to redraw
-    assert all(frame[-1] == "" for frame in frames)  # the page emptied the box; nothing to give back
+    statuses = [frame[2] for frame in streamed]
+    assert len(set(statuses)) == len(statuses) <= 3  # generating, then scoring: no frame per token step
+    assert all([frame[i] for i in texts] == cards for frame in streamed)  # as the page sent them
+    assert all(frame[buttons:-2] == list(view.BUSY_LABELS) for frame in streamed)  # values: nothing to redraw
+    assert all(frame[-2] == "" for frame in frames)  # the page emptied the box; nothing to give back
+    assert all(frame[-1] == first[-1] for frame in streamed) and last[-1] == ""  # the turn's own cards come back
     scored = session_of(last)["turns"][-1]["candidates"]
     assert [last[i] for i in texts][:4] == scored and scored != before
     # The frame that says "Scored" also turns the buttons back on, the chosen card's saying so.
@@ -358,7 +369,31 @@ def test_the_page_streams_no_turn_json_and_the_cards_texts_once_scored(engine, f
     with pytest.warns(UserWarning, match="temperature|Temperature"):
         refused = list(view.page_frames(events.chat)(engine, session, "Keep me", *(SETTINGS | {"temperature": "hot"})
                                                      .values()))
-    assert len(refused) == 1 and refused[0][-1] == "Keep me"  # back to the box
+    assert len(refused) == 1 and refused[0][-2:] == ["Keep me", ""]  # back to the box; the waiting cards go
+    assert live.TURNS == {}
+
+
+def test_live_cards_show_a_reply_and_its_progress_and_never_a_reward():
+    turn = {"candidates": ["## Hi\n\n<b>x</b>", "b"], "token_counts": [5, 1], "finished": ["stop", None],
+            "settings": {"n": 2}}
+    key = live.watch(turn)
+    try:
+        first = live.live_cards([key, ["4 None"]])
+        assert [card[0] for card in first["cards"]] == [1, 2]
+        number, badge, reply, progress = first["cards"][0]
+        assert "5 LM tokens · done" in badge and progress == "5 stop"
+        assert reply.startswith("<h2>Hi</h2>") and "&lt;b&gt;x" in reply  # rendered, markup as text
+        assert live.live_cards([key, ["5 stop", "1 None"]])["cards"] == []
+        # A collapsed card whose first lines are filled takes its badge alone.
+        assert [card[2] is None for card in live.live_cards([key, [], [2]])["cards"]] == [True, False]
+        turn.update(rewards=[0.25, 0.75], hidden=True, lengths=[3, 1])  # scoring has begun, blind
+        again = live.live_cards([key, []])
+        assert len(again["cards"]) == 2 and not re.search(r"0\.25|0\.75|reward|rank \d", str(again))
+    finally:
+        live.unwatch(key)
+    assert live.live_cards([key, [[]], [[1], {}]]) == live.DONE  # unwatched; and no shape of input breaks it
+    for asked in (None, "key", [], [3, 4], {"key": key}):
+        assert live.live_cards(asked) == live.DONE
 
 
 def judged(session):

@@ -143,6 +143,8 @@ def judging_json(session: dict) -> dict:
 
 
 def judge_panel(session: dict) -> list:
-    """The ranking row, shown while the turn waits to be judged, its box (emptied), and the session's tally."""
+    """The ranking box, emptied unless the turn waits to be judged (the person may have begun with the cards' "Rank
+    next" the moment they came), and the session's tally. The row of the box is shown by the stylesheet while a card
+    has "Rank next"."""
     turn = session["turns"][-1] if session["turns"] else None
-    return [gr.update(visible=hidden(turn)), "", *tally_view(session)]
+    return [gr.skip() if hidden(turn) else "", *tally_view(session)]

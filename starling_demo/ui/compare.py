@@ -4,13 +4,12 @@ from __future__ import annotations
 import difflib
 import re
 
-from markdown_it import MarkdownIt
-
 import gradio as gr
 
 from .. import insight
 from .analysis import scored_turn, waiting_html
 from .cards import candidate_choices
+from .render import markdown_html
 
 # Private-use characters around a changed word while its reply is rendered; they become <mark> tags afterwards, so
 # the marks never pass through the Markdown renderer as HTML.
@@ -18,9 +17,6 @@ OPEN, CLOSE = "\ue000", "\ue001"
 WORDS = re.compile(r"\s+|[^\s]+")
 # Punctuation and Markdown markers at a word's edges stay outside its mark, so that "**word**" still renders bold.
 EDGES = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.S)
-# CommonMark with tables and strikethrough; raw HTML shows as text, links to javascript: are refused by the
-# renderer, and images are not fetched (a reply could point the page at any address).
-MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).disable("image")
 
 
 def changed_words(a: str, b: str) -> tuple[set[int], set[int]]:
@@ -57,7 +53,7 @@ def render(text: str) -> str:
     >>> render("<b>x</b> **y**")
     '<p>&lt;b&gt;x&lt;/b&gt; <strong>y</strong></p>\\n'
     """
-    return MARKDOWN.render(text).replace(OPEN, "<mark>").replace(CLOSE, "</mark>")
+    return markdown_html(text).replace(OPEN, "<mark>").replace(CLOSE, "</mark>")
 
 
 def side_html(turn: dict, k: int, changed: set[int]) -> str:

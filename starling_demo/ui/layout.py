@@ -14,6 +14,8 @@ from ..edits import EDITS
 from .analysis import COMPARE_HEADERS
 from .blind import NOT_JUDGED, TALLY_HEADERS
 from .cards import MAX_CARDS, USE
+from .evaluation import EVALUATE
+from .live import LIVE_JS, live_cards
 from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .render import REPORT_HEADERS, ranking_html
@@ -120,12 +122,16 @@ def candidates_section() -> SimpleNamespace:
         status = gr.Markdown("Send a message to generate candidates.", elem_id="status")
         blind = gr.Checkbox(False, label="Judge first", elem_id="blind", container=False, scale=0, min_width=120)
     ranking = gr.HTML(ranking_html(None), elem_id="ranking", js_on_load=None)
-    with gr.Row(equal_height=True, visible=False, elem_id="judge-row") as judge_row:
+    # Shown by the stylesheet while a card has "Rank next" (a blind turn waits): in the page from the first, so
+    # that no click on the cards is lost before a panel update would show it.
+    with gr.Row(equal_height=True, elem_id="judge-row"):
         judge_order = gr.Textbox("", label="Your ranking, best first: press “Rank next” on the cards in order "
                                  "(or type their numbers); the best alone will do", elem_id="judge-order", scale=4,
                                  max_lines=1)
         gr.HTML(JUDGE_TOOLS, elem_id="judge-tools", js_on_load=None, scale=0, min_width=150)
         reveal = gr.Button("Reveal the RM's ranking", variant="primary", scale=1, elem_id="reveal")
+    # While a turn is generated, its cards are drawn here and the turn's own cards wait hidden (ui/live.py).
+    live = gr.HTML("", elem_id="live", js_on_load=LIVE_JS, server_functions=[live_cards], container=False)
     cards = []
     with gr.Row(elem_classes="cards"):
         for i in range(1, MAX_CARDS + 1):
@@ -136,7 +142,7 @@ def candidates_section() -> SimpleNamespace:
         add = gr.Button("Add & score", size="sm", elem_id="add", min_width=90)
         score = gr.Button("Score all cards", size="sm", elem_id="score", min_width=90)
     return SimpleNamespace(status=status, ranking=ranking, cards=cards, own=own, add=add, score=score, blind=blind,
-                           judge_row=judge_row, judge_order=judge_order, reveal=reveal)
+                           judge_order=judge_order, reveal=reveal, live=live)
 
 
 def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
@@ -234,10 +240,7 @@ def probes_tab() -> SimpleNamespace:
 
 def evaluation_section() -> SimpleNamespace:
     """Accuracy of the chosen reward model on an uploaded file of ranked conversations. Evaluate is off while an
-    evaluation runs, Cancel only then; the page's steps around an evaluation (`starting`, `finished` of
-    ui/evaluation.py) come with the components, for the page to wire beside /evaluate."""
-    from .evaluation import EVALUATE, finished, starting
-
+    evaluation runs, Cancel only then (ui/evaluation.py's `starting` and `finished`)."""
     gr.Markdown(EVAL_NOTE)
     file = gr.File(label="Evaluation JSONL", file_types=[".jsonl", ".json", ".txt"], elem_id="eval-file")
     with gr.Row(equal_height=True):
@@ -246,5 +249,4 @@ def evaluation_section() -> SimpleNamespace:
     status = gr.Markdown(elem_id="eval-status")
     report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report")
     errors = gr.Textbox(label="Malformed rows", lines=3, interactive=False, elem_id="eval-errors")
-    return SimpleNamespace(file=file, button=button, cancel=cancel, status=status, report=report, errors=errors,
-                           starting=starting, finished=finished)
+    return SimpleNamespace(file=file, button=button, cancel=cancel, status=status, report=report, errors=errors)

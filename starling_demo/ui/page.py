@@ -15,11 +15,14 @@ from .blind import shown as shown_turn
 from .choices import clear, clear_all, judge, undo, use_candidate
 from .compare import compare_panel, compare_panels
 from .evaluation import evaluate_file
+from .evaluation import finished as evaluation_finished
+from .evaluation import starting as evaluation_starting
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
 from .server import limit_jobs_per_visitor, server_kwargs
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
+from .live import placeholder
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -95,7 +98,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         p = panel.probes
         panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
                          panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
-                         panel.rm_input, decision.judge_row, decision.judge_order, panel.tally_text, panel.tally_table,
+                         panel.rm_input, decision.judge_order, panel.tally_text, panel.tally_table,
                          p.pick, p.view, p.summary, panel.attribution, panel.compare_a, panel.compare_b,
                          panel.compare_view]
         scoring = [s.rm, s.readout, s.rm2]
@@ -117,20 +120,21 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                     + compare_panels(session))
 
         def ready(session: dict) -> list:
-            """The buttons and the ranking of the turn the session ends with."""
-            return actions(session) + [ranking_html(shown_turn(current_turn(session)))]
+            """The buttons, the ranking and the cards of the turn the session ends with."""
+            return actions(session) + [ranking_html(shown_turn(current_turn(session))), ""]
 
         def starting(n: float) -> list:
-            """What the page shows the moment a turn is asked for, before the server has started it."""
+            """What the page shows the moment a turn is asked for, before the server has started it: no panel of
+            the last turn, busy buttons, and the new turn's cards waiting."""
             pending = ranking_html({"candidates": [], "settings": {"n": n}})
-            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending, ""]
+            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending, "", placeholder(n)]
 
         def then_panels(event, new_turn: bool = False):
             """After the turn changed: the buttons at once (not queued: the status line already says the turn is
             done), then every analysis panel (a new turn shows its best candidate's trace). It also runs after a
             refused or failed event, and so undoes what `starting` did."""
             picks = [gr.State(None)] * 2 if new_turn else [panel.trace_pick, panel.probes.pick]
-            return event.then(ready, [session], action_outputs + [decision.ranking], queue=False,
+            return event.then(ready, [session], action_outputs + [decision.ranking, decision.live], queue=False,
                               api_visibility="private", show_progress="hidden").then(
                 analysis, [session, picks[0], panel.alpha, picks[1]], panel_outputs, api_visibility="undocumented",
                 show_progress="hidden")
@@ -145,17 +149,17 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         chat_ui.regenerate.click(None, None, None, js=ASKED, queue=False, api_visibility="private",
                                  show_progress="hidden")
         gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
-              panel_outputs + action_outputs + [decision.ranking, given_back], queue=False,
+              panel_outputs + action_outputs + [decision.ranking, given_back, decision.live], queue=False,
               api_visibility="private", show_progress="hidden")
         blind = decision.blind
         chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
         regenerate_inputs = [session, *turn_settings, *card_texts, blind]
-        # Scripts' /chat and /regenerate stream every turn output; the page's own Send and Regenerate stream fewer
-        # (`page_frames`). The page's Send reads the message box in the page and empties it, rather than taking it
+        # Scripts' /chat and /regenerate stream every turn output; the page's own Send and Regenerate send a frame
+        # when the status changes, and the live cards pull the replies meanwhile (`page_frames`). The page's Send reads the message box in the page and empties it, rather than taking it
         # as an input: a box that is an input or output of a running event takes no update until the event ends,
         # so the page would put back what it had. So what the visitor types meanwhile stays; a refused turn's
         # message comes back unless something new was typed.
-        page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME] + action_outputs + [given_back],
+        page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME] + action_outputs + [given_back, decision.live],
                          show_progress="hidden", api_visibility="private")
         sent = gr.Textbox(visible=False)  # carries the message the page read from the box
         sending = gr.on([chat_ui.send.click, chat_ui.message.submit], js=TAKE_MESSAGE, api_name="page_chat",
@@ -226,14 +230,14 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                            api_visibility="private", show_progress="hidden")
         evaluating = evaluation.button.click(
             # The page empties the last report and turns Evaluate off (Cancel on) before it queues the evaluation.
-            evaluation.starting, [s.rm], [evaluation.report, evaluation.errors, evaluation.status, evaluation.button,
+            evaluation_starting, [s.rm], [evaluation.report, evaluation.errors, evaluation.status, evaluation.button,
                                           evaluation.cancel], queue=False, api_visibility="private",
             show_progress="hidden").then(
             outputs=[evaluation.report, evaluation.errors, evaluation.status], api_name="evaluate",
             **in_group("eval", evaluate_file, [evaluation.file, s.rm, s.readout, s.rm_format]))
         # Cancel stops it after its current batch; after it ends, however it ends, `finished` turns the buttons back
         # and, if it was cancelled, says how many rows had been scored.
-        evaluating.then(evaluation.finished, [evaluation.status],
+        evaluating.then(evaluation_finished, [evaluation.status],
                         [evaluation.status, evaluation.button, evaluation.cancel], queue=False,
                         api_visibility="private", show_progress="hidden")
         evaluation.cancel.click(None, cancels=[evaluating], api_visibility="private")

@@ -6,6 +6,7 @@ import math
 import re
 
 import pandas as pd
+from markdown_it import MarkdownIt
 
 from .. import insight
 from .blind import hidden_ranking_html
@@ -24,6 +25,9 @@ ORIGIN_MARKS = {"edited": " · edited", "yours": " · yours"}  # LM candidates (
 CARDS_TOOLBAR = ("<span class='cards-toolbar'>Cards: <button type='button' data-action='by-rank'>by rank</button>"
                  "<button type='button' data-action='by-number'>by number</button>"
                  "<button type='button' data-action='expand-all'>expand all</button></span>")
+# CommonMark with tables and strikethrough; raw HTML shows as text, links to javascript: are refused by the
+# renderer, and images are not fetched (a reply could point the page at any address).
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).disable("image")
 CODE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.S)  # fenced blocks (closed or running to the end), spans
 # Gradio 6.31's chatbot loads Prism's C++ grammar before the C one it extends, throws, and stops updating the
 # conversation; C highlighting reads C++ well enough.
@@ -63,6 +67,15 @@ def markdown_safe(text: str) -> str:
     """
     return "".join(CPP_FENCE.sub("```c", part) if i % 2 else part.replace("&", "&amp;").replace("<", "&lt;")
                    for i, part in enumerate(CODE.split(text)))
+
+
+def markdown_html(text: str) -> str:
+    """A reply as safe HTML: Markdown rendered (MARKDOWN), any HTML in it escaped, an image only linked to.
+
+    >>> markdown_html("<b>x</b> **y** ![i](http://x/i.png)")
+    '<p>&lt;b&gt;x&lt;/b&gt; <strong>y</strong> !<a href="http://x/i.png">i</a></p>\\n'
+    """
+    return MARKDOWN.render(text)
 
 
 def chat_messages(turns: list[dict]) -> list[dict]:

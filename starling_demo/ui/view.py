@@ -11,6 +11,7 @@ import gradio as gr
 
 from .blind import shown
 from .cards import MAX_CARDS, USE, card_updates, card_views, use_buttons
+from .live import placeholder, unwatch, watch
 from .render import chat_messages, ranking_html, turn_summary
 from .server import jobs_of
 
@@ -24,24 +25,24 @@ BUSY = "The candidates are still being generated or scored: wait for them (or pr
 # (gr.skip() included); a streamed value goes to the page as a diff against the previous frame, so what did not
 # change costs nothing. Buttons are set by `actions`, when a turn is asked for and when it ends.
 OUTPUTS = 5 + 2 * MAX_CARDS + 1 + MAX_CARDS
-SUMMARY, MESSAGE, TEXTS = 3, 4, range(5, 5 + 2 * MAX_CARDS, 2)  # the turn JSON, the message box, the cards' texts
-# What the page's own turn events stream: every output but the turn JSON, which is for scripts, and the message box,
+# The status line, the turn JSON, the message box, the cards' texts.
+STATUS, SUMMARY, MESSAGE, TEXTS = 2, 3, 4, range(5, 5 + 2 * MAX_CARDS, 2)
+# What the page's own turn events send: every output but the turn JSON, which is for scripts, and the message box,
 # which the page empties itself as it sends (a box that is an output of a running event takes no other update
-# until it ends; see `page_frames`). Each output of a frame costs the page work even when its value has not changed
-# (benchmarks/RESULTS.md, "The page at real lengths").
+# until it ends; see `page_frames`).
 PAGE_FRAME = [i for i in range(OUTPUTS) if i not in (SUMMARY, MESSAGE)]
 REGENERATE = "↻ Regenerate"
 BUSY_LABELS = ("Generating…", REGENERATE, *[USE] * MAX_CARDS)  # the labels of `actions(busy=True)`
 
 
 def page_frames(handler):
-    """`handler`'s frames as the page's own events stream them: PAGE_FRAME, the buttons of `actions`, and the
-    message to give back to the box when the turn was refused or failed ("" otherwise).
+    """`handler`'s frames as the page's own events send them: PAGE_FRAME, the buttons of `actions`, the message to
+    give back to the box when the turn was refused or failed ("" otherwise), and the live cards' value.
 
-    Until the turn is scored, the cards' texts stay as the page sent them (the cards show each reply rendered
-    meanwhile; a text box update per card and frame would cost the page for nothing) and the buttons keep their
-    labels; the frame that brings the scored turn sets the buttons too, so that the status line never says
-    "Scored" beside a Send that still says "Generating…".
+    While the turn is generated, a frame goes only when the status line changes: each frame costs the page work for
+    every component on it, so the live cards pull the replies themselves (`live`). Until the turn is scored the
+    cards' texts stay as the page sent them and the buttons keep their labels; the frame that brings the scored turn
+    sets the buttons too, so that the status line never says "Scored" beside a Send that still says "Generating…".
     """
     signature = inspect.signature(handler)
 
@@ -57,19 +58,28 @@ def page_frames(handler):
 
 
 def page_outputs(frames, sent: dict):
-    """Each of a turn handler's `frames` as `page_frames` sends it, given the handler's arguments `sent`."""
-    for outputs in frames:
-        session = outputs[0]
-        if not (isinstance(session, dict) and "turns" in session):  # refused: nothing changes
-            buttons = [gr.skip()] * len(BUSY_LABELS)
-        elif (current_turn(session) or {}).get("rewards"):  # scored, or failed and back as it was
-            buttons = actions(session)
-        else:  # streaming: labels as `actions(busy=True)` set them, values only
-            buttons = list(BUSY_LABELS)
-            outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
-                       for i, output in enumerate(outputs)]
-        given_back = outputs[MESSAGE] if isinstance(outputs[MESSAGE], str) else ""
-        yield [outputs[i] for i in PAGE_FRAME] + buttons + [given_back]
+    """Each of a turn handler's `frames` that `page_frames` sends, as it sends it, given the handler's arguments
+    `sent`."""
+    key, status = None, None
+    try:
+        for outputs in frames:
+            session = outputs[0]
+            turn = current_turn(session) if isinstance(session, dict) and "turns" in session else False
+            if turn is False:  # refused: nothing changes
+                buttons, live = [gr.skip()] * len(BUSY_LABELS), ""
+            elif turn is None or turn.get("rewards") is not None:  # scored, or failed and back as it was
+                buttons, live = actions(session), ""
+            elif outputs[STATUS] == status:  # generating, and the live cards show how far
+                continue
+            else:
+                status, key = outputs[STATUS], key or watch(turn)
+                buttons, live = list(BUSY_LABELS), placeholder(turn["settings"]["n"], key)
+                outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
+                           for i, output in enumerate(outputs)]
+            given_back = outputs[MESSAGE] if isinstance(outputs[MESSAGE], str) else ""
+            yield [outputs[i] for i in PAGE_FRAME] + buttons + [given_back, live]
+    finally:
+        unwatch(key)
 
 
 def running(request: gr.Request | None) -> bool:
