@@ -91,6 +91,8 @@ def test_cards_stream_rendered_then_give_way_to_the_scored_ones(browser, app_url
     live = page.locator("#live .live-card")
     expect(live).to_have_count(4)
     expect(page.locator("#candidate-1")).to_be_hidden()
+    panel = page.locator("#tab-compare-two > *").first  # the last turn's panels wait, covered
+    expect(panel).to_have_css("visibility", "hidden")
     expect(live.first.locator("h2")).to_have_text("Starlings in brief", timeout=WAIT)
     drawn = int(re.search(r"(\d+) LM tokens", live.first.inner_text()).group(1))
     expect(live.first.locator(".badge-line")).not_to_contain_text(f"#1 · {drawn} LM tokens", timeout=WAIT)
@@ -102,6 +104,8 @@ def test_cards_stream_rendered_then_give_way_to_the_scored_ones(browser, app_url
     expect(page.locator("#view-1 h2").first).to_have_text("Starlings in brief")
     expect(page.locator("#candidate-2")).to_have_class(re.compile(r"\bexpanded\b"))
     expect(page.locator("#candidate-1")).not_to_have_class(re.compile(r"\bexpanded\b"))
+    expect(panel).to_have_css("visibility", "visible", timeout=WAIT)  # showing the new turn
+    expect(page.locator("#compare-view .compare-side")).to_have_count(2)
     assert page.errors == []
     page.context.close()
 

@@ -368,8 +368,11 @@ def test_the_page_gets_a_frame_per_status_and_pulls_the_cards_meanwhile(engine, 
     assert last[buttons + 2 + chosen]["value"] == "✔ Continuing"
     with pytest.warns(UserWarning, match="temperature|Temperature"):
         refused = list(view.page_frames(events.chat)(engine, session, "Keep me", *(SETTINGS | {"temperature": "hot"})
-                                                     .values()))
+                                                     .values(), None, *cards))
     assert len(refused) == 1 and refused[0][-2:] == ["Keep me", ""]  # back to the box; the waiting cards go
+    # The buttons and the ranking as they were before the page asked (it showed them busy and empty meanwhile).
+    assert refused[0][buttons]["interactive"] is True and "rank-row" in refused[0][view.PAGE_FRAME.index(RANKING)]
+    assert [refused[0][i] for i in texts] == cards
     assert live.TURNS == {}
 
 

@@ -33,15 +33,18 @@ CSS_PATH, JS_PATH = ASSETS / "style.css", ASSETS / "page.js"
 # then the text goes as the turn's second input (after the session).
 KEEP_MESSAGE = """() => {
   window.starlingAsked = true;
+  document.body.classList.add("turn-running");
   const box = document.querySelector("#msg textarea");
   window.starlingMessage = box.value;
   box.value = "";
   box.dispatchEvent(new Event("input", {bubbles: true}));
   return [];
 }"""
-# Whether the page has asked for a turn that has not ended, for Stop (see `turns.request_stop`).
-ASKED = "() => { window.starlingAsked = true; }"
+# Whether the page has asked for a turn that has not ended, for Stop (see `turns.request_stop`); and, on the page,
+# whether the analysis panels wait for a new turn (the stylesheet covers them until they show it).
+ASKED = """() => { window.starlingAsked = true; document.body.classList.add("turn-running"); }"""
 ENDED = "() => { window.starlingAsked = false; }"
+PANELS_SHOWN = """() => { document.body.classList.remove("turn-running"); }"""
 TAKE_MESSAGE = """(...inputs) => [inputs[0], window.starlingMessage ?? "", ...inputs.slice(2)]"""
 
 
@@ -120,27 +123,30 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                     + compare_panels(session))
 
         def ready(session: dict) -> list:
-            """The buttons, the ranking and the cards of the turn the session ends with."""
-            return actions(session) + [ranking_html(shown_turn(current_turn(session))), ""]
+            """The buttons and the ranking of the turn the session ends with."""
+            return actions(session) + [ranking_html(shown_turn(current_turn(session)))]
 
         def starting(n: float) -> list:
-            """What the page shows the moment a turn is asked for, before the server has started it: no panel of
-            the last turn, busy buttons, and the new turn's cards waiting."""
+            """What the page shows the moment a turn is asked for, before the server has started it: busy buttons,
+            no ranking and the new turn's cards waiting. The analysis panels are covered meanwhile (`turn-running`,
+            set by the page's own click): emptying them all here cost the page a long task before the turn could
+            start."""
             pending = ranking_html({"candidates": [], "settings": {"n": n}})
-            return analysis(new_session(), None, 0.5, None) + actions(None, busy=True) + [pending, "", placeholder(n)]
+            return actions(None, busy=True) + [pending, "", placeholder(n)]
 
-        def then_panels(event, new_turn: bool = False):
+        def then_panels(event, new_turn: bool = False, buttons: bool = True):
             """After the turn changed: the buttons at once (not queued: the status line already says the turn is
-            done), then every analysis panel (a new turn shows its best candidate's trace). It also runs after a
-            refused or failed event, and so undoes what `starting` did."""
+            done; the page's own turns set them in their last frame), then every analysis panel (a new turn shows its
+            best candidate's trace). It also runs after a refused or failed event."""
             picks = [gr.State(None)] * 2 if new_turn else [panel.trace_pick, panel.probes.pick]
-            return event.then(ready, [session], action_outputs + [decision.ranking, decision.live], queue=False,
-                              api_visibility="private", show_progress="hidden").then(
-                analysis, [session, picks[0], panel.alpha, picks[1]], panel_outputs, api_visibility="undocumented",
-                show_progress="hidden")
+            if buttons:
+                event = event.then(ready, [session], action_outputs + [decision.ranking], queue=False,
+                                   api_visibility="private", show_progress="hidden")
+            return event.then(analysis, [session, picks[0], panel.alpha, picks[1]], panel_outputs,
+                              api_visibility="undocumented", show_progress="hidden")
 
-        # While a new turn streams, no panel shows the previous turn's numbers, and the buttons say it runs.
-        # Registered before the turn events: Gradio's page drops its property updates otherwise.
+        # While a new turn streams, the buttons say it runs and no ranking is shown. Registered before the turn events:
+        # Gradio's page drops its property updates otherwise.
         given_back = gr.Textbox(visible=False)  # a refused turn's message, for the box (`page_frames`)
         # The page runs the events of one click in the order they are registered, each to its end (a turn's
         # stream included): the message is taken from the box first, at once (see TAKE_MESSAGE).
@@ -149,7 +155,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         chat_ui.regenerate.click(None, None, None, js=ASKED, queue=False, api_visibility="private",
                                  show_progress="hidden")
         gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
-              panel_outputs + action_outputs + [decision.ranking, given_back, decision.live], queue=False,
+              action_outputs + [decision.ranking, given_back, decision.live], queue=False,
               api_visibility="private", show_progress="hidden")
         blind = decision.blind
         chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
@@ -169,8 +175,13 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         regenerating = chat_ui.regenerate.click(api_name="page_regenerate", **page_turn,
                                                 **in_group("gpu", page_frames(regenerate), regenerate_inputs))
         for event in (sending, regenerating):
+            # An error that no frame reported (a bug) still leaves the page ready for the next turn.
+            event.failure(lambda session: ready(session) + [""], [session],
+                          action_outputs + [decision.ranking, decision.live], queue=False, api_visibility="private",
+                          show_progress="hidden")
             then_panels(event.then(None, None, None, js=ENDED, queue=False, api_visibility="private",
-                                   show_progress="hidden"), new_turn=True)
+                                   show_progress="hidden"), new_turn=True, buttons=False).then(
+                None, None, None, js=PANELS_SHOWN, queue=False, api_visibility="private", show_progress="hidden")
         api.chat.click(outputs=turn_outputs, api_name="chat", **in_group("gpu", chat, chat_inputs))
         api.regenerate.click(outputs=turn_outputs, api_name="regenerate",
                              **in_group("gpu", regenerate, regenerate_inputs))

@@ -65,15 +65,18 @@ def page_outputs(frames, sent: dict):
         for outputs in frames:
             session = outputs[0]
             turn = current_turn(session) if isinstance(session, dict) and "turns" in session else False
-            if turn is False:  # refused: nothing changes
-                buttons, live = [gr.skip()] * len(BUSY_LABELS), ""
-            elif turn is None or turn.get("rewards") is not None:  # scored, or failed and back as it was
+            ended = turn is not False and (turn is None or turn.get("rewards") is not None)
+            if ended:  # scored, or failed and back as it was
                 buttons, live = actions(session), ""
+            elif turn is False:  # refused: the conversation as it was, undoing what the page showed as it asked
+                outputs = view(sent["session"], gr.skip(), outputs[MESSAGE])
+                buttons, live = actions(sent["session"]), ""
             elif outputs[STATUS] == status:  # generating, and the live cards show how far
                 continue
             else:
                 status, key = outputs[STATUS], key or watch(turn)
                 buttons, live = list(BUSY_LABELS), placeholder(turn["settings"]["n"], key)
+            if not ended:  # the cards' texts as the page sent them: an edit in one stays until it is scored
                 outputs = [sent.get(f"candidate_{(i - TEXTS.start) // 2 + 1}", "") if i in TEXTS else output
                            for i, output in enumerate(outputs)]
             given_back = outputs[MESSAGE] if isinstance(outputs[MESSAGE], str) else ""
