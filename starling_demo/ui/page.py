@@ -99,11 +99,11 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                         *[card.view for card in decision.cards]]
         action_outputs = [chat_ui.send, chat_ui.regenerate, *[card.use for card in decision.cards]]
         p = panel.probes
-        panel_outputs = [panel.trace_pick, panel.trace_view, panel.trace_plot, panel.wins, panel.luce,
-                         panel.bias_text, panel.bias_plot, panel.compare_text, panel.compare_table, panel.lm_input,
-                         panel.rm_input, decision.judge_order, panel.tally_text, panel.tally_table,
-                         p.pick, p.view, p.summary, panel.attribution, panel.compare_a, panel.compare_b,
-                         panel.compare_view]
+        panel_outputs = [panel.compare_a, panel.compare_b, panel.compare_view, panel.trace_pick, panel.trace_view,
+                         panel.trace_plot, panel.wins, panel.luce, panel.bias_text, panel.bias_plot, panel.compare_text,
+                         panel.compare_table, panel.lm_input, panel.rm_input]
+        tally_outputs = [decision.judge_order, panel.tally_text, panel.tally_table, p.pick, p.view, p.summary,
+                         panel.attribution]
         scoring = [s.rm, s.readout, s.rm2]
 
         def bind(handler):
@@ -118,9 +118,15 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group,
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
-        def analysis(session: dict, number: str | None, alpha: float, probe_pick: str | None) -> list:
-            return (panels(engine, session, number, alpha) + judge_panel(session) + probe_panels(session, probe_pick)
-                    + compare_panels(session))
+        def analysis(session: dict, number: str | None, alpha: float) -> list:
+            """Why the candidates scored as they did: the compare view, trace, win probabilities, length bias, the
+            second RM and the model inputs."""
+            return compare_panels(session) + panels(engine, session, number, alpha)
+
+        def tallies(session: dict, probe_pick: str | None) -> list:
+            """The blind-judging tally and the probes: a step of their own, so that the page draws the panels in
+            two tasks rather than one long one."""
+            return judge_panel(session) + probe_panels(session, probe_pick)
 
         def ready(session: dict) -> list:
             """The buttons and the ranking of the turn the session ends with."""
@@ -142,8 +148,9 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
             if buttons:
                 event = event.then(ready, [session], action_outputs + [decision.ranking], queue=False,
                                    api_visibility="private", show_progress="hidden")
-            return event.then(analysis, [session, picks[0], panel.alpha, picks[1]], panel_outputs,
-                              api_visibility="undocumented", show_progress="hidden")
+            return event.then(analysis, [session, picks[0], panel.alpha], panel_outputs,
+                              api_visibility="undocumented", show_progress="hidden").then(
+                tallies, [session, picks[1]], tally_outputs, api_visibility="undocumented", show_progress="hidden")
 
         # While a new turn streams, the buttons say it runs and no ranking is shown. Registered before the turn events:
         # Gradio's page drops its property updates otherwise.
