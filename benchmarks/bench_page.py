@@ -44,7 +44,9 @@ FIRST_CARD_AT = ("n => { const m = /(\\d[\\d,]*)\\s*LM tokens/.exec(document.que
                  "|| document.querySelector('#status').innerText.includes('Scored'); }")
 ENDED = "() => /Stopped early|Scored/.test(document.querySelector('#status').innerText)"
 LONG_TASKS = ("() => { window.__longTasks = []; new PerformanceObserver(list => window.__longTasks.push("
-              "...list.getEntries().map(e => e.duration))).observe({type: 'longtask'}); }")
+              "...list.getEntries().map(e => e.duration))).observe({type: 'longtask'}); window.__longStarts = [];"
+              "new PerformanceObserver(list => window.__longStarts.push(...list.getEntries().map(e => e.startTime)))"
+              ".observe({type: 'longtask'}); }")
 # The page's own clock: when Send was clicked and when the status line first said "Scored" (a poll from here would
 # see it late: Playwright's `expect` polls at 100, 250, 500 then 1,000 ms).
 TURN_CLOCK = """() => { const turn = window.__turn = {};
@@ -138,6 +140,10 @@ def page_turn(browser, url: str, n: int, tokens: int) -> dict:
     expect(watch.page.locator("#status")).to_contain_text(f"Scored {n} candidates", timeout=WAIT_MS)
     clock = watch.page.evaluate("window.__turn")
     result = dict(watch.report(), seconds=(clock["scored"] - clock["sent"]) / 1000)
+    # When the longest task began, from the click on Send: after the turn was scored, it drew the panels.
+    starts = watch.page.evaluate("window.__longStarts")
+    result["longest_at"] = ((starts[result["long"].index(max(result["long"]))] - clock["sent"]) / 1000
+                            if result["long"] else float("nan"))
     watch.close()
     return result
 
@@ -203,7 +209,9 @@ def measure(browser, url: str, engine: Engine, n: int, tokens: int, repeats: int
     errors = [e for run in pages + stops + early for e in run["errors"]]
     median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
     page = {key: median(pages, key) for key in ("seconds", "ratio", "count", "total", "streamed", "other", "frames")}
-    return dict(api=statistics.median(apis), **page, longest=max(run["longest"] for run in pages), errors=errors,
+    worst = max(pages, key=lambda run: run["longest"])
+    return dict(api=statistics.median(apis), **page, longest=worst["longest"], errors=errors,
+                longest_at=f"{worst['longest_at']:.2f} of {worst['seconds']:.2f}",
                 seen=median(stops, "seen"), scored=median(stops, "scored"), after=median(stops, "after"),
                 stopped=sum(s["stopped"] for s in stops), runs=len(stops), early_seen=median(early, "seen"),
                 early_at=median(early, "at_click"), early_stopped=sum(s["stopped"] for s in early))
@@ -215,11 +223,11 @@ def shapes_of(text: str) -> list[tuple[int, int]]:
 
 
 def print_tables(results: dict) -> None:
-    rows = [[sends, f"{n}x{tokens}", r["api"], r["seconds"], r["ratio"], r["count"], r["longest"],
+    rows = [[sends, f"{n}x{tokens}", r["api"], r["seconds"], r["ratio"], r["count"], r["longest"], r["longest_at"],
              r["total"], r["streamed"] / 1024, r["other"] / 1024, r["frames"], len(r["errors"])]
             for (sends, n, tokens), r in results.items()]
     print(table(["server sends", "N x tokens", "API turn s", "page turn s", "page/API (of each pair)", "long tasks",
-                 "longest ms", "long tasks total s", "KiB streamed", "KiB other", "frames", "errors"], rows))
+                 "longest ms", "longest at s of turn s", "long tasks total s", "KiB streamed", "KiB other", "frames", "errors"], rows))
     rows = [[sends, f"{n}x{tokens}", r["seen"], r["scored"], r["after"], f"{r['stopped']} of {r['runs']}",
              r["early_at"], r["early_seen"], f"{r['early_stopped']} of {r['runs']}"]
             for (sends, n, tokens), r in results.items()]

@@ -1,6 +1,7 @@
 """The Gradio Blocks app: the sections of `layout` placed on one page, and the events that connect them to the engine."""
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from types import MethodType, SimpleNamespace
@@ -13,6 +14,7 @@ from .analysis import bias_panel, export_judged, export_nectar, export_pairs, in
 from .blind import judge_panel, judging_json
 from .blind import shown as shown_turn
 from .choices import clear, clear_all, judge, undo, use_candidate
+from .cards import MAX_CARDS
 from .compare import compare_panel, compare_panels
 from .evaluation import evaluate_file
 from .evaluation import finished as evaluation_finished
@@ -46,6 +48,15 @@ ASKED = """() => { window.starlingAsked = true; document.body.classList.add("tur
 ENDED = "() => { window.starlingAsked = false; }"
 PANELS_SHOWN = """() => { document.body.classList.remove("turn-running"); }"""
 TAKE_MESSAGE = """(...inputs) => [inputs[0], window.starlingMessage ?? "", ...inputs.slice(2)]"""
+
+
+def starting_js() -> str:
+    """What the page shows the moment a turn is asked for, in the page alone (a round trip to the server would delay
+    the turn): busy buttons, no ranking, the new turn's N cards waiting, and nothing to give back to the message box.
+    The analysis panels are covered meanwhile (`turn-running`, set by the same click)."""
+    shown = {n: actions(None, busy=True) + [ranking_html({"candidates": [], "settings": {"n": n}}), "",
+                                            placeholder(n)] for n in range(1, MAX_CARDS + 1)}
+    return f"(n) => ({json.dumps(shown)})[Math.min({MAX_CARDS}, Math.max(1, Math.round(n) || 1))]"
 
 
 def launch_kwargs() -> dict:
@@ -132,14 +143,6 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
             """The buttons and the ranking of the turn the session ends with."""
             return actions(session) + [ranking_html(shown_turn(current_turn(session)))]
 
-        def starting(n: float) -> list:
-            """What the page shows the moment a turn is asked for, before the server has started it: busy buttons,
-            no ranking and the new turn's cards waiting. The analysis panels are covered meanwhile (`turn-running`,
-            set by the page's own click): emptying them all here cost the page a long task before the turn could
-            start."""
-            pending = ranking_html({"candidates": [], "settings": {"n": n}})
-            return actions(None, busy=True) + [pending, "", placeholder(n)]
-
         def then_panels(event, new_turn: bool = False, buttons: bool = True):
             """After the turn changed: the buttons at once (not queued: the status line already says the turn is
             done; the page's own turns set them in their last frame), then every analysis panel (a new turn shows its
@@ -161,8 +164,8 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
               api_visibility="private", show_progress="hidden")
         chat_ui.regenerate.click(None, None, None, js=ASKED, queue=False, api_visibility="private",
                                  show_progress="hidden")
-        gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], starting, [s.n],
-              action_outputs + [decision.ranking, given_back, decision.live], queue=False,
+        gr.on([chat_ui.send.click, chat_ui.message.submit, chat_ui.regenerate.click], None, [s.n],
+              action_outputs + [decision.ranking, given_back, decision.live], js=starting_js(), queue=False,
               api_visibility="private", show_progress="hidden")
         blind = decision.blind
         chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
