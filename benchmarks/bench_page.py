@@ -2,11 +2,12 @@
 
 Runs the app in this process on the tiny CPU models, the LM steered (`starling_demo.steering`) so it streams a
 markdown answer through the real generation path (`--noise`: its own random tokens). Per shape, pairs of a turn
-through gradio_client `/chat` (the baseline) and one in headless Chromium (page/API is the median of the pairs'), from the click on Send until the status says
-"Scored" (both read by the page's own clock), with
-the page's long tasks (PerformanceObserver), bytes received (CDP), the frames the server built (`turns.view` calls)
-and console and page errors. Then Stop, clicked once the first card shows 60 tokens, and right after Send. The
-server sends at most a frame per `turns.FRAME_SECONDS` (`--frames` tries others; 0: one every token step).
+through gradio_client `/chat` (the baseline) and one in headless Chromium (page/API is the median of the pairs'),
+from the click on Send until the status says "Scored" (both read by the page's own clock), with the page's long
+tasks (PerformanceObserver; when the longest began), bytes received (CDP: the turn's frames and the live cards'
+answers, and the rest), the frames the server built (`turns.view` calls) and console and page errors. Then Stop,
+clicked once the first live card shows 60 tokens, and right after Send. The server builds at most a frame per
+`turns.FRAME_SECONDS` (`--frames` tries others; 0: one every token step); the page gets those that change the status.
 Chromium and the server share this machine's cores, as a visitor's laptop would not (`--pin 1` separates them).
 """
 from __future__ import annotations
@@ -227,7 +228,8 @@ def print_tables(results: dict) -> None:
              r["total"], r["streamed"] / 1024, r["other"] / 1024, r["frames"], len(r["errors"])]
             for (sends, n, tokens), r in results.items()]
     print(table(["server sends", "N x tokens", "API turn s", "page turn s", "page/API (of each pair)", "long tasks",
-                 "longest ms", "longest at s of turn s", "long tasks total s", "KiB streamed", "KiB other", "frames", "errors"], rows))
+                 "longest ms", "longest at s of turn s", "long tasks total s", "KiB streamed", "KiB other", "frames",
+                 "errors"], rows))
     rows = [[sends, f"{n}x{tokens}", r["seen"], r["scored"], r["after"], f"{r['stopped']} of {r['runs']}",
              r["early_at"], r["early_seen"], f"{r['early_stopped']} of {r['runs']}"]
             for (sends, n, tokens), r in results.items()]

@@ -1,6 +1,8 @@
 """Browser tests of the cards at real reply lengths: Starling-like Markdown answers (the tiny LM steered towards one)
 render safely, expand, follow the ranking, compare side by side; and every state on screen is current."""
+import contextlib
 import re
+import threading
 
 import pytest
 from playwright.sync_api import expect
@@ -17,6 +19,27 @@ def markdown_replies(engine):
     lm = engine.lm()
     with steered(lm.model, answer(lm.tokenizer, 2_000), bias=14.0):  # hardly a token astray: whole tables
         yield
+
+
+@contextlib.contextmanager
+def held(model, at: int):
+    """While open, the LM's decoding waits before step `at` until the yielded event is set (then runs on), so a
+    test can look at a turn mid-way however fast the machine generates."""
+    step, go = 0, threading.Event()
+
+    def wait(module, args, kwargs):
+        nonlocal step
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        step = 0 if ids.shape[-1] > 1 else step + 1
+        if step == at:
+            assert go.wait(WAIT / 1000), "the test never let the turn go on"
+
+    handle = model.register_forward_pre_hook(wait, with_kwargs=True)
+    try:
+        yield go
+    finally:
+        go.set()
+        handle.remove()
 
 
 def visitor(browser, app_url, tokens=LONG):
@@ -82,23 +105,25 @@ def test_cards_render_markdown_safely_expand_and_follow_the_ranking(browser, app
     page.context.close()
 
 
-def test_cards_stream_rendered_then_give_way_to_the_scored_ones(browser, app_url, markdown_replies):
+def test_cards_stream_rendered_then_give_way_to_the_scored_ones(browser, app_url, engine, markdown_replies):
     """While a turn is generated its cards are drawn from what the page pulls (ui/live.py): rendered, moving on,
     expandable; once it is scored the turn's own cards take their place, expanded where a live one was."""
-    page = visitor(browser, app_url, tokens=1500)
-    page.fill("#msg textarea", "Tell me about starlings.")
-    page.click("#send")
-    live = page.locator("#live .live-card")
-    expect(live).to_have_count(4)
-    expect(page.locator("#candidate-1")).to_be_hidden()
-    panel = page.locator("#tab-compare-two > *").first  # the last turn's panels wait, covered
-    expect(panel).to_have_css("visibility", "hidden")
-    expect(live.first.locator("h2")).to_have_text("Starlings in brief", timeout=WAIT)
-    drawn = int(re.search(r"(\d+) LM tokens", live.first.inner_text()).group(1))
-    expect(live.first.locator(".badge-line")).not_to_contain_text(f"#1 · {drawn} LM tokens", timeout=WAIT)
-    live.nth(1).locator("[data-action=expand]").click()
-    expect(live.nth(1).locator("table th").first).to_have_text("Feature", timeout=WAIT)  # all of it, as it grows
-    page.click("#stop")
+    page = visitor(browser, app_url, tokens=512)
+    with held(engine.lm().model, at=400) as go:  # past the whole answer (336 tokens), not yet at the end
+        page.fill("#msg textarea", "Tell me about starlings.")
+        page.click("#send")
+        live = page.locator("#live .live-card")
+        expect(live).to_have_count(4)
+        expect(page.locator("#candidate-1")).to_be_hidden()
+        panel = page.locator("#tab-compare-two > *").first  # the last turn's panels wait, covered
+        expect(panel).to_have_css("visibility", "hidden")
+        expect(live.first.locator("h2")).to_have_text("Starlings in brief", timeout=WAIT)
+        expect(live.first.locator(".badge-line")).to_contain_text("#1 · 400 LM tokens", timeout=WAIT)  # moved on
+        live.nth(1).locator("[data-action=expand]").click()
+        expect(live.nth(1).locator("table th").first).to_have_text("Feature", timeout=WAIT)  # all of it
+        with page.expect_response(lambda response: "/run/" in response.url):  # Stop is not queued
+            page.click("#stop")
+        go.set()
     expect(page.locator("#status")).to_contain_text("Stopped early. Scored 4 candidates", timeout=WAIT)
     expect(live).to_have_count(0)
     expect(page.locator("#view-1 h2").first).to_have_text("Starlings in brief")

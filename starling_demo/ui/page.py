@@ -13,18 +13,18 @@ from . import layout
 from .analysis import bias_panel, export_judged, export_nectar, export_pairs, insight_json, panels, trace_panel
 from .blind import judge_panel, judging_json
 from .blind import shown as shown_turn
-from .choices import clear, clear_all, judge, undo, use_candidate
 from .cards import MAX_CARDS
+from .choices import clear, clear_all, judge, undo, use_candidate
 from .compare import compare_panel, compare_panels
 from .evaluation import evaluate_file
 from .evaluation import finished as evaluation_finished
 from .evaluation import starting as evaluation_starting
+from .live import placeholder
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
 from .server import limit_jobs_per_visitor, server_kwargs
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
-from .live import placeholder
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -171,9 +171,10 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         chat_inputs = [session, chat_ui.message, *turn_settings, *card_texts, blind]
         regenerate_inputs = [session, *turn_settings, *card_texts, blind]
         # Scripts' /chat and /regenerate stream every turn output; the page's own Send and Regenerate send a frame
-        # when the status changes, and the live cards pull the replies meanwhile (`page_frames`). The page's Send reads the message box in the page and empties it, rather than taking it
-        # as an input: a box that is an input or output of a running event takes no update until the event ends,
-        # so the page would put back what it had. So what the visitor types meanwhile stays; a refused turn's
+        # when the status changes, and the live cards pull the replies meanwhile (`page_frames`). The page's Send
+        # reads the message box in the page and empties it, rather than taking it as an input: a box that is an
+        # input or output of a running event takes no update until the event ends, so the page would put back what
+        # it had. So what the visitor types meanwhile stays; a refused turn's
         # message comes back unless something new was typed.
         page_turn = dict(outputs=[turn_outputs[i] for i in PAGE_FRAME] + action_outputs + [given_back, decision.live],
                          show_progress="hidden", api_visibility="private")
