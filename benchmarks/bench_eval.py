@@ -6,7 +6,9 @@
     per-token values and token texts) as it did on every score, its candidates in one padded pass
     (`scoring.SUFFIX_SPREAD` 0); and (b') row by row with this issue's scoring: no traces, the candidates in passes
     of similar length.
-(c) The project batched: `evaluation.evaluate` on the file read as a stream (`batching.score_stream`).
+(c) The project batched: `evaluation.evaluate` on the file read as a stream (`batching.score_stream`), each reward
+    batch invariant (the prompt in a pass of its own, each reply in one after it); (c') its scoring with the replies
+    in padded batches of similar length instead, not batch invariant: what invariance costs.
 
 Same process, model and file; (a) and (b)/(c) get the same text (RewardBench's format, last-token read-out), so their
 rewards must agree; (c) is also run with the card's read-out. Reports rows per second, the share of the wall time
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from starling_demo.backends.local import Loaded
+from starling_demo.batching import score_stream
 from starling_demo.detokenize import token_texts
 from starling_demo.engine import Engine
 from starling_demo.evaluation import eval_rows, evaluate
@@ -151,6 +154,13 @@ def batched(engine: Engine, path: Path, readout: str, budget: int) -> list[list[
     return [row["rewards"] for row in result["rows"]]
 
 
+def batched_variant(loaded: Loaded, path: Path, budget: int) -> list[list[float]]:
+    """(c') (c)'s scoring with the candidates in padded batches (`invariant=False`), for the cost of invariance."""
+    items = [(row["messages"], row["candidates"]) for row in rows_of(path)]
+    return [scores.rewards for ready, _ in score_stream(loaded, items, "last-token", "rewardbench", budget=budget,
+                                                        invariant=False) for _, scores in ready]
+
+
 def main() -> None:
     before = cpu_snapshot()
     args = parse_args(__doc__, rows=(int, 2000, "rows in the JSONL file"),
@@ -173,7 +183,9 @@ def main() -> None:
                 "(b) project, row by row, as before": lambda: row_by_row(loaded, path, before=True),
                 "(b') project, row by row, this issue's scoring": lambda: row_by_row(loaded, path, before=False),
                 "(c) project, batched": lambda: batched(engine, path, "last-token", args.batch_tokens),
-                "(c) project, batched, card read-out": lambda: batched(engine, path, "card", args.batch_tokens)}
+                "(c) project, batched, card read-out": lambda: batched(engine, path, "card", args.batch_tokens),
+                "(c') project, padded batches, not batch invariant": lambda: batched_variant(loaded, path,
+                                                                                             args.batch_tokens)}
         results, figures = {}, []
         runs["warm-up"] = lambda: batched(engine, path.with_name("few.jsonl"), "last-token", args.batch_tokens)
         write_rows(path.with_name("few.jsonl"), 20, loaded.tokenizer, seed=1)
@@ -192,15 +204,16 @@ def main() -> None:
             print(f"{name}: {wall:.1f} s, {args.rows / wall:.1f} rows/s, model passes {spent[0] / wall:.0%} of "
                   f"the wall time over {spent[1] / 1e6:.2f} M positions, peak memory +{memory.above / 2**20:.0f} MiB",
                   flush=True)
-    a, b, b2, c, card = (results[name] for name in list(runs)[1:])
-    assert len(a) == len(b) == len(b2) == len(c) == args.rows
-    difference = max(abs(x - y) for rows in (b, b2, c) for r, s in zip(a, rows) for x, y in zip(r, s))
-    print(f"max |reward difference| of (b), (b') and (c) against (a): {difference:.2e} "
+    a, b, b2, c, card, c2 = (results[name] for name in list(runs)[1:])
+    assert len(a) == len(b) == len(b2) == len(c) == len(c2) == args.rows
+    difference = max(abs(x - y) for rows in (b, b2, c, c2) for r, s in zip(a, rows) for x, y in zip(r, s))
+    print(f"max |reward difference| of (b), (b'), (c) and (c') against (a): {difference:.2e} "
           f"(card read-out rows differ from the last token's: {sum(r != s for r, s in zip(c, card))})")
     if not cuda:
         assert difference < 1e-4, "the three computations must give the same rewards"
     print(table(["run", "wall s", "rows/s", "model share", "M positions run", "peak MiB above the model"], figures))
     (_, wall_a, *_), (_, wall_b, *_), _, (_, wall_c, _, share_c, *_) = figures[:4]
+    print(f"(c)/(c'): batch invariance costs {wall_c / figures[5][1]:.2f}x the padded batches' wall time")
     met = [verdict("(c) vs RewardBench's loop (a)", wall_a / wall_c, ">=", 4),
            verdict("(c) vs row by row (b)", wall_b / wall_c, ">=", 1.5),
            verdict("model passes' share of (c)", 100 * share_c, ">=", 85, unit="%")]

@@ -1,5 +1,5 @@
-"""Batch scoring: many conversations' candidates in batched passes of similar lengths under a token budget, read as a
-stream, each result equal to scoring its conversation alone and given back in input order."""
+"""Batch scoring: many conversations' candidates in batches of similar lengths under a token budget, read as a
+stream, each result equal to scoring its conversation alone (bit for bit, by default) and given back in input order."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .scoring import Scores, Values, encode, query_position, resolve_readout, scores_of, split_prefixes
+from .scoring import Scores, Values, encode, query_position, reply_starts, resolve_readout, scores_of, split_prefixes
 
 BATCH_TOKENS = 8192  # padded ids in one batch's passes: its memory, and how long a turn may wait behind it
 # The largest budget measured: 1.5x the speed of 8,192 for RM-7B in 4-bit on an H200, +10.3 GiB (RESULTS.md).
@@ -113,7 +113,7 @@ def gpu_budget(free_bytes: int, bytes_per_id: int) -> int:
 def score_stream(rm, items: Iterable, readout: str | None = None, rm_format: str = "rlhf", traces: bool = False,
                  budget: int | None = None, window: int = WINDOW, share_prefix: bool = True,
                  run: Callable | None = None, lock: Callable = contextlib.nullcontext,
-                 conversation: Callable[[Any], Conversation | None] = lambda item: item,
+                 conversation: Callable[[Any], Conversation | None] = lambda item: item, invariant: bool = True,
                  ) -> Iterator[tuple[list[tuple[Any, Scores | ValueError | None]], int]]:
     """Score each item's conversation (`conversation(item)`; default: the item is one) with reward model `rm`, as
     `scoring.score` does, many at a time.
@@ -123,7 +123,8 @@ def score_stream(rm, items: Iterable, readout: str | None = None, rm_format: str
     `with lock():` and run by `run` (default `rm.values`; the engine's own, so that a ZeroGPU allocation wraps each
     batch). After each batch this yields the items now done, in input order (often none), each with its `Scores`,
     the ValueError that says why it cannot be scored, or None where `conversation` gave None (it passes through);
-    and how many items are done so far in any order (for progress).
+    and how many items are done so far in any order (for progress). `invariant` as in `scoring.score`: each
+    reward the same as scoring its candidate alone, bit for bit.
     Closing the iterator stops the work after the current batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
@@ -148,7 +149,8 @@ def score_stream(rm, items: Iterable, readout: str | None = None, rm_format: str
         emitted = 0
         for batch in plan(parts, budget):
             with lock():
-                values = run([part.rows for part in batch], pad_id, query, traces, share_prefix)
+                starts = reply_starts([encoded[p.index][p.start:p.stop] for p in batch]) if invariant else None
+                values = run([part.rows for part in batch], pad_id, query, traces, share_prefix, starts)
             for part, value in zip(batch, values, strict=True):
                 waiting[part.index][part.start] = value
                 if sum(len(v.last) for v in waiting[part.index].values()) == len(encoded[part.index]):

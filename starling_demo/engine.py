@@ -218,9 +218,9 @@ class Engine:
                                      run=lambda *args: self.values(rm, *args), lock=lock, conversation=conversation)
 
     def values(self, rm: str | None, groups: list[list[list[int]]], pad_id: int, query_position: int | None,
-               per_token: bool = False, share_prefix: bool = True) -> list:
+               per_token: bool = False, share_prefix: bool = True, starts: list[list[int]] | None = None) -> list:
         """One batch of `score_stream` on reward model `rm` (`RewardModel.values`): the unit a ZeroGPU call wraps."""
-        return self.rm(rm).values(groups, pad_id, query_position, per_token, share_prefix)
+        return self.rm(rm).values(groups, pad_id, query_position, per_token, share_prefix, starts)
 
     def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> dict:

@@ -14,11 +14,14 @@ EOT_ID = 32000  # <|end_of_turn|>: Starling-LM ends every turn with it, whatever
 MAX_CANDIDATES = 8
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of `logits` [rows, vocab]; temperature 0 is greedy, top_p keeps the nucleus.
+def sample(logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row of `logits` [rows, vocab], drawn with `uniform` [rows, 1] (in [0, 1)); temperature 0 is
+    greedy, top_p keeps the nucleus.
 
-    >>> sample(torch.tensor([[0.0, 3.0, 1.0]]), 0.0, 1.0, torch.Generator()).tolist()
+    >>> sample(torch.tensor([[0.0, 3.0, 1.0]]), 0.0, 1.0, torch.rand(1, 1)).tolist()
     [1]
+    >>> sample(torch.tensor([[0.0, 3.0, 1.0]] * 2), 1.0, 1.0, torch.tensor([[0.01], [0.99]])).tolist()
+    [0, 2]
     """
     if temperature <= 0:
         return logits.argmax(-1)
@@ -30,8 +33,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     # Inverse-CDF draw: one uniform per row; on CPU an order of magnitude cheaper than torch.multinomial.
     cdf = probs.cumsum(-1)
-    uniform = torch.rand((len(cdf), 1), generator=generator, device=cdf.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, uniform, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+    return torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 class GrowingLayer(DynamicLayer):
@@ -83,7 +85,9 @@ def stream_candidates(model, prompt_ids: list[int], n: int, temperature: float =
                       ) -> Iterator[Candidates]:
     """Yield N candidates after every token. The prompt is prefilled once and its KV cache repeated N times.
 
-    Finished candidates leave the batch, so the last long reply decodes alone.
+    Finished candidates leave the batch, so the last long reply decodes alone. Each step draws one uniform per
+    candidate, finished or not, so that a candidate's draws do not depend on when the others finished (and the
+    static-cache path, `static_decoding`, which keeps every row, draws the same).
     """
     if not 1 <= n <= MAX_CANDIDATES:
         raise ValueError(f"The number of candidates must be between 1 and {MAX_CANDIDATES}, not {n}.")
@@ -97,7 +101,8 @@ def stream_candidates(model, prompt_ids: list[int], n: int, temperature: float =
     state = Candidates([[] for _ in range(n)], [None] * n)
     active = list(range(n))  # the candidate each batch row decodes
     for step in range(max_new_tokens):
-        tokens = sample(logits, temperature, top_p, generator)
+        uniform = torch.rand((n, 1), generator=generator, device=device)
+        tokens = sample(logits, temperature, top_p, uniform if len(active) == n else uniform[active])
         keep = []
         for row, token in enumerate(tokens.tolist()):
             candidate = active[row]

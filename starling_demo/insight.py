@@ -25,8 +25,9 @@ def win_probabilities(rewards: list[float]) -> list[list[float]]:
     return [[_sigmoid(ri - rj) for rj in rewards] for ri in rewards]
 
 
-# benchmarks/RESULTS.md, "Batch invariance": each of 8 candidates scored alone and among the 8, the largest
-# reward difference (true 7B shapes on an NVIDIA H200; fp32 on the CPU at a small model's shapes).
+# benchmarks/RESULTS.md, "Batch invariance": each of 8 candidates scored alone and among the 8 in padded batches, the
+# largest reward difference (true 7B shapes on an NVIDIA H200; fp32 on the CPU at a small model's shapes). The app's
+# scoring no longer moves a reward so; a gap that small is still the kernels' rounding, not the model's preference.
 BATCH_NOISE = {"4bit": 0.189, "bf16": 0.116}
 SHOWN_DIGIT = 0.0005  # rewards are shown with 3 decimals: half the last one
 NOISE_SOURCE = "benchmarks/RESULTS.md, batch invariance"
@@ -47,17 +48,17 @@ def tie_margin(device: str, precision: str) -> tuple[float, str]:
     >>> tie_margin("cuda:0", "4bit")[0], tie_margin("cpu", "fp32")[0], tie_margin("mps", "fp16")[0]
     (0.189, 0.0005, 0.189)
     >>> tie_margin("cuda", "bf16")[1]
-    '0.116: the largest change of a reward with its batch measured in bf16 on a GPU (H200; benchmarks/RESULTS.md, batch invariance).'
+    "0.116: the largest change of a reward with its batch measured in bf16 on a GPU, the size of its kernels' summation-order noise (H200; benchmarks/RESULTS.md, batch invariance)."
     """
     machine, name = _machine(device), PRECISION_NAMES.get(precision, precision)
     if machine == "cpu" and precision == "fp32":
         # The measured noise is far below what the table shows, so the shown digits set the margin.
-        return SHOWN_DIGIT, (f"{SHOWN_DIGIT:g}: half the last shown digit; on CPU in fp32 a reward changes with its "
-                             f"batch by at most 4.2e-7 ({NOISE_SOURCE}).")
+        return SHOWN_DIGIT, (f"{SHOWN_DIGIT:g}: half the last shown digit; on CPU in fp32 padded batches moved a "
+                             f"reward by at most 4.2e-7 ({NOISE_SOURCE}).")
     if machine == "gpu" and precision in BATCH_NOISE:
         margin = BATCH_NOISE[precision]
-        return margin, (f"{margin:g}: the largest change of a reward with its batch measured in {name} on a GPU "
-                        f"(H200; {NOISE_SOURCE}).")
+        return margin, (f"{margin:g}: the largest change of a reward with its batch measured in {name} on a GPU, "
+                        f"the size of its kernels' summation-order noise (H200; {NOISE_SOURCE}).")
     # Unmeasured set-ups (fp16 or fp32 on a GPU, a 4-bit or bf16 CPU, MPS, a served model) could be as noisy as
     # the noisiest one measured, so they take that.
     worst = max(BATCH_NOISE, key=BATCH_NOISE.get)

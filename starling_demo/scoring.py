@@ -5,8 +5,10 @@ returns the value at index 2047: an unk pad token that attends to every real tok
 number from the real tokens plus one query position (position id 2047, attending to the real tokens
 only), without computing the 2048-token padding. RM-34B reads the last real token.
 
-The conversation a turn's candidates share is encoded once and its KV cache reused for every candidate;
-batch scoring (`batching`) runs several conversations, each with its own shared prefix, in the same passes.
+The conversation a turn's candidates share is encoded once and its KV cache reused for every candidate. By default
+each candidate's reply then runs in a pass of its own (`invariant_values`), so that a reward is the same bits
+whatever it was scored with; `value_groups` also batches rows (padded, several conversations in the same passes),
+faster on a GPU but a reward then moves with its batch.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ MIN_SHARED_PREFIX = 16  # below this, one more batched pass costs more than it s
 # Rows of the second pass go through it in runs of similar length: a run's shortest row is at least this fraction
 # of its longest, so that padding is under a quarter of the run (one pass of replies of 50-400 tokens was 40%).
 SUFFIX_SPREAD = 0.75
+# Per device type, batch-invariant passes are padded to a multiple of this many ids (`invariant_values`); on a CPU
+# shapes cost nothing to set up, and padding would only add work.
+SHAPE_BUCKETS = {"cuda": 64}
 
 
 @dataclass
@@ -128,14 +133,18 @@ def pad(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple[t
 
 @torch.inference_mode()
 def value_groups(model, groups: list[list[list[int]]], pad_id: int, query_position: int | None,
-                 per_token: bool = False, share_prefix: bool = True) -> list[Values]:
+                 per_token: bool = False, share_prefix: bool = True, starts: list[list[int]] | None = None,
+                 ) -> list[Values]:
     """`Values` of each group (a conversation's candidate rows) from batched passes, whatever their number.
 
     The first pass runs every group's shared prefix (`split_prefixes`), right-padded; then every row's own ids,
     attending to its group's prefix in the cache, in runs of similar length (`length_runs`). With `query_position`,
     each of those rows has one extra column holding a pad token at that position id whose own key is masked: it sees
     exactly the real tokens of its row, as the card's position 2047 does. Every row needs at least 2 ids.
+    With `starts` (per group, each row's reply start) the values are batch invariant instead (`invariant_values`).
     """
+    if starts is not None:
+        return invariant_values(model, groups, starts, pad_id, query_position, per_token)
     device = model.device
     units = split_prefixes(groups, share_prefix)
     prefixes = [rows[0][:shared] for shared, rows in units]
@@ -150,24 +159,78 @@ def value_groups(model, groups: list[list[list[int]]], pad_id: int, query_positi
     head = model(ids.to(device), cache=cache, use_cache=True)
     head = head.float().cpu() if per_token else None
 
-    extra = int(query_position is not None)
     last, query, full = [0.0] * len(rows), [0.0] * len(rows), [[]] * len(rows)
     for run in length_runs(list(map(len, suffixes)), SUFFIX_SPREAD):
         owners = [owner[i] for i in run]
-        cache.prefix_of = torch.tensor(owners, device=device)
-        width = max(len(suffixes[i]) for i in run) + extra
-        ids, mask = pad([suffixes[i] for i in run], pad_id, width)
-        positions = torch.tensor([units[u][0] for u in owners])[:, None] + torch.arange(width)
-        if extra:
-            positions[:, -1] = query_position
-        values = model(ids.to(device), attention_mask=torch.cat([prefix_mask[owners], mask], dim=1).to(device),
-                       position_ids=positions.to(device), cache=cache, use_cache=True).float().cpu()
+        values = suffix_pass(model, cache, owners, [units[u][0] for u in owners], prefix_mask,
+                             [suffixes[i] for i in run], pad_id, query_position)
         for j, i in enumerate(run):
             last[i], query[i] = values[j, len(suffixes[i]) - 1].item(), values[j, -1].item()
             if per_token:
                 full[i] = torch.cat([head[owner[i], : units[owner[i]][0]], values[j, : len(suffixes[i])]]).tolist()
     # A group's rows are consecutive here, in one unit or one per row.
-    return per_group(groups, last, query if extra else None, full if per_token else None)
+    return per_group(groups, last, query if query_position is not None else None, full if per_token else None)
+
+
+def invariant_values(model, groups: list[list[list[int]]], starts: list[list[int]], pad_id: int,
+                     query_position: int | None, per_token: bool = False) -> list[Values]:
+    """`Values` as `value_groups` gives them, each row's depending on that row alone: the same bits whether it is
+    scored alone, among a turn's N, in a file or in a probe.
+
+    A row's prompt (its ids before `starts`, at least one id, leaving one) runs in a pass of its own shape, once for
+    the rows that share it; then each row's reply in a pass of one row after it. Batching rows changes the shapes
+    of the matrix products, and a GPU then picks other kernels that sum in another order. On a GPU both passes are
+    right-padded to a multiple of SHAPE_BUCKETS["cuda"] (a width that depends on the row alone), so that turns repeat a few
+    shapes and a GPU's set-up per new shape (cuDNN's attention plans, for one) runs once per bucket.
+    """
+    device = model.device
+    bucket = SHAPE_BUCKETS.get(device.type, 1)
+    rows = [row for group in groups for row in group]
+    cuts = [min(max(start, 1), len(row) - 1) for row, start in zip(rows, (s for group in starts for s in group))]
+    sharing: dict[tuple, list[int]] = {}
+    for i, (row, cut) in enumerate(zip(rows, cuts)):
+        sharing.setdefault(tuple(row[:cut]), []).append(i)
+    last, query, full = [0.0] * len(rows), [0.0] * len(rows), [[]] * len(rows)
+    for prompt, members in sharing.items():
+        cache = SharedPrefixCache(config=model.config)
+        ids, prefix_mask = pad([list(prompt)], pad_id, bucketed(len(prompt), bucket))
+        head = model(ids.to(device), cache=cache, use_cache=True)  # no mask: as in `value_groups`
+        for i in members:
+            suffix = rows[i][len(prompt):]
+            width = bucketed(len(suffix) + (query_position is not None), bucket)
+            values = suffix_pass(model, cache, [0], [len(prompt)], prefix_mask, [suffix], pad_id, query_position,
+                                 width)
+            last[i], query[i] = values[0, len(suffix) - 1].item(), values[0, -1].item()
+            if per_token:
+                full[i] = torch.cat([head[0, : len(prompt)].float().cpu(), values[0, : len(suffix)]]).tolist()
+    return per_group(groups, last, query if query_position is not None else None, full if per_token else None)
+
+
+def bucketed(length: int, bucket: int) -> int:
+    """`length` rounded up to a multiple of `bucket`.
+
+    >>> bucketed(200, 64), bucketed(192, 64), bucketed(5, 1)
+    (256, 192, 5)
+    """
+    return -(-length // bucket) * bucket
+
+
+def suffix_pass(model, cache: SharedPrefixCache, owners: list[int], prefix_lengths: list[int],
+                prefix_mask: torch.Tensor, suffixes: list[list[int]], pad_id: int, query_position: int | None,
+                width: int | None = None) -> torch.Tensor:
+    """The values [rows, width] of `suffixes`, each after prefix `owners[j]` of `cache` (`prefix_lengths[j]` real ids
+    in `prefix_mask`), right-padded to `width` (default: the longest), the last column a query at `query_position`
+    (if any) whose own key is masked."""
+    device = model.device
+    cache.prefix_of = torch.tensor(owners, device=device)
+    extra = int(query_position is not None)
+    width = width or max(map(len, suffixes)) + extra
+    ids, mask = pad(suffixes, pad_id, width)
+    positions = torch.tensor(prefix_lengths)[:, None] + torch.arange(width)
+    if extra:
+        positions[:, -1] = query_position
+    return model(ids.to(device), attention_mask=torch.cat([prefix_mask[owners], mask], dim=1).to(device),
+                 position_ids=positions.to(device), cache=cache, use_cache=True).float().cpu()
 
 
 def length_runs(lengths: list[int], spread: float = SUFFIX_SPREAD) -> list[list[int]]:
@@ -239,8 +302,13 @@ def scores_of(encoded: list[Encoded], values: Values, max_length: int, readout: 
     )
 
 
+def reply_starts(conversations: list[list[Encoded]]) -> list[list[int]]:
+    """Per conversation, the index of each candidate's first reply id: what `invariant_values` runs apart."""
+    return [[e.reply_start for e in encoded] for encoded in conversations]
+
+
 def score(rm, messages: list[dict], candidates: list[str], readout: str | None = None,
-          share_prefix: bool = True, rm_format: str = "rlhf", traces: bool = False) -> Scores:
+          share_prefix: bool = True, rm_format: str = "rlhf", traces: bool = False, invariant: bool = True) -> Scores:
     """Score `candidates` as replies to `messages` (which end with a user turn), in batched passes.
 
     `rm` is a `backends.RewardModel`. `readout` "card" (RM-7B default) is the value the model card's code
@@ -248,9 +316,11 @@ def score(rm, messages: list[dict], candidates: list[str], readout: str | None =
     gives each RM the text it scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at
     the last token unless `readout` says otherwise. A served RM that cannot read at the card's position is
     read at the last token, and `Scores.note` says so. `traces` asks for the value at every reply token too.
+    `invariant` (default): each reward the same bits however many candidates are scored with it (`invariant_values`);
+    False: the candidates in padded batches (`value_groups`), faster on a GPU, a reward moving with its batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
     encoded = encode(rm, messages, candidates, rm_format)
     [values] = rm.values([[e.ids for e in encoded]], rm.tokenizer.unk_token_id, query_position(rm, readout),
-                         traces, share_prefix)
+                         traces, share_prefix, reply_starts([encoded]) if invariant else None)
     return scores_of(encoded, values, rm.preset.max_length, readout, note, rm_format, traces)

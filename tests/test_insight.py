@@ -298,7 +298,7 @@ def test_turn_insight_gathers_the_panels_figures():
 @pytest.mark.parametrize("device, precision, margin, says", [
     ("cuda", "4bit", 0.189, "measured in 4-bit on a GPU"),
     ("cuda:1", "bf16", 0.116, "measured in bf16 on a GPU"),
-    ("cpu", "fp32", 0.0005, "half the last shown digit; on CPU in fp32 a reward changes with its batch by at most "
+    ("cpu", "fp32", 0.0005, "half the last shown digit; on CPU in fp32 padded batches moved a reward by at most "
                             "4.2e-7 ("),
     ("cuda", "fp16", 0.189, "not measured for fp16 on a GPU"),
     ("cuda", "fp32", 0.189, "not measured for fp32 on a GPU"),

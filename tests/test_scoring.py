@@ -6,6 +6,10 @@ from card_reference import CardRM7B, CardRM34B, rewardbench_rm7b_text, rm7b_text
 from starling_demo.loading import load_rm
 from starling_demo.presets import rm_preset
 from starling_demo.detokenize import token_texts
+from starling_demo.edits import EDITS
+from starling_demo.engine import Engine
+from starling_demo.evaluation import score_rows
+from starling_demo import scoring
 from starling_demo.scoring import score, value_groups
 from starling_demo.tiny import tiny_checkpoint
 
@@ -138,3 +142,41 @@ def test_bad_readout_and_no_candidates(rm7b):
         score(rm7b, CONVERSATIONS["single"], ["a"], readout="first")
     with pytest.raises(ValueError, match="No candidates"):
         score(rm7b, CONVERSATIONS["single"], [])
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine("tiny", "tiny", "fp32", "cpu")
+
+
+@pytest.mark.parametrize("bucket", [1, 64], ids=["cpu-shapes", "gpu-buckets"])
+@pytest.mark.parametrize("rm, readout, rm_format", [("tiny", "card", "rlhf"), ("tiny", "last-token", "rlhf"),
+                                                    ("tiny", None, "rewardbench"), ("tiny-34b", None, "rlhf")])
+def test_a_reward_is_the_same_bits_alone_among_8_in_a_file_and_in_a_probe(engine, rm, readout, rm_format, bucket,
+                                                                          monkeypatch):
+    """Batch invariance: each candidate's reward is the one it gets scored alone, to the last bit, in the app's turn
+    (with and without traces), a batch evaluation (among other conversations) and a probe; with the passes as a CPU
+    runs them and padded to the GPU's shape buckets (equal to the unpadded rewards within 1e-5)."""
+    monkeypatch.setattr(scoring, "SHAPE_BUCKETS", {"cpu": bucket})
+    messages = CONVERSATIONS["multi"]
+    candidates = [c * (1 + k % 3) for k, c in enumerate(CANDIDATES + ["Oui.", "Paris is grey in winter. " * 9, "?"])]
+    alone = [engine.score(messages, [c], rm, readout, rm_format).rewards[0] for c in candidates]
+    assert engine.score(messages, candidates, rm, readout, rm_format).rewards == alone
+    assert engine.score(messages, candidates, rm, readout, rm_format, traces=True).rewards == alone
+    others = [(CONVERSATIONS[name], CANDIDATES[:2]) for name in ("single", "code", "long")]
+    rows = [{"line": i, "messages": m, "candidates": c} for i, (m, c) in
+            enumerate([others[0], (messages, candidates[:4]), others[1], (messages, candidates[4:]), others[2]])]
+    scored = [row for ready, _ in score_rows(engine, rows, rm, readout, rm_format, budget=1500) for row in ready]
+    assert scored[1]["rewards"] + scored[3]["rewards"] == alone
+    run = engine.probe(messages, candidates, [EDITS["refusal"]], rm, readout, rm_format)
+    assert [c["reward"] for c in run["candidates"]] == alone
+    # The control: the same candidates in padded batches move in the last bits, as they do by up to 0.19 on a GPU.
+    batched = score(engine.rm(rm), messages, candidates, readout, rm_format=rm_format, invariant=False).rewards
+    assert batched != alone and batched == pytest.approx(alone, abs=1e-5)
+    if bucket > 1:  # the padding changes nothing but the last bits
+        padded = engine.score(messages, candidates, rm, readout, rm_format, traces=True)
+        monkeypatch.setattr(scoring, "SHAPE_BUCKETS", {})
+        unpadded = engine.score(messages, candidates, rm, readout, rm_format, traces=True)
+        assert padded.rewards == pytest.approx(unpadded.rewards, abs=1e-5)
+        for a, b in zip(padded.traces, unpadded.traces, strict=True):
+            assert a == pytest.approx(b, abs=1e-5)

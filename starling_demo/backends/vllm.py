@@ -191,8 +191,9 @@ class VllmRM:
         return f"vLLM at {self.server.url}"
 
     def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
-               share_prefix: bool = True) -> list[Values]:
-        """One request for every row of `groups` (the server batches them, and caches shared prefixes itself)."""
+               share_prefix: bool = True, starts: list[list[int]] | None = None) -> list[Values]:
+        """One request for every row of `groups` (the server batches them, and caches shared prefixes itself; how
+        its batches move a value is the server's: `starts` is not used)."""
         if query_position is not None:
             raise ValueError(f"The vLLM server at {self.server.url} reads the last token only.")
         rows = [row for group in groups for row in group]
