@@ -89,6 +89,11 @@ def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namesp
     parser.add_argument("--allow-rms", default=env("STARLING_ALLOW_RMS", ""),
                         help="comma-separated RM presets visitors may choose, or 'all' (default: --rm and the "
                              "second RMs that fit in memory beside the launched models)")
+    parser.add_argument("--client-header", default=env("STARLING_CLIENT_HEADER", "X-Forwarded-For" if env("SPACE_ID")
+                                                          else ""),
+                        help="behind a proxy you trust, the header in which it reports the client's address; its "
+                             "last public address is the client the per-client limits count (default: "
+                             "X-Forwarded-For on a Hugging Face Space, else none: the connection's own address)")
     return parser.parse_args(argv)
 
 
@@ -174,7 +179,7 @@ def main() -> None:
     except (LoadError, ValueError) as error:  # e.g. --device cuda without a GPU, an unknown preset
         raise SystemExit(f"Cannot start: {error}") from None
     print("\n".join(startup_lines(args, reason, engine.allowed, device)), flush=True)
-    demo = build_demo(on_zero_gpu(engine), banner(args, reason), at_once)
+    demo = build_demo(on_zero_gpu(engine), banner(args, reason), at_once, args.client_header or None)
     try:  # quiet: Gradio's own banner would suggest `share=True` in `launch()`, not this app's --share
         _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                                               quiet=True, prevent_thread_lock=True, **launch_kwargs())

@@ -1,11 +1,14 @@
 """Does one hostile visitor degrade the app for the others? The real app, driven through its Gradio API.
 
 Starts `app.py` as a subprocess (no GPU: the tiny presets on CPU) and drives it with `gradio_client`, one
-Client per visitor (one Client = one conversation). Phase A: V visitors in parallel, T `/chat` turns each
-(n=4, T=0.7). Phase B: the same while one hostile visitor sends 40 quick jobs at once, then keeps the
-largest evaluation the app takes running and sends a `/chat` with a 10 MB system prompt every second. Reports
-the visitors' p50/p95 turn latency in each phase and B/A (target: at most 1.5x), then keeps driving normal
-turns until --total-turns have completed and reports the server's RSS after the first turn and at the end.
+Client per visitor (one Client = one conversation). The app trusts X-Forwarded-For (`--client-header`), as behind
+a Space's proxy, so that each visitor is a client of its own address, as on the internet. Phase A: V visitors in
+parallel, T `/chat` turns each (n=4, T=0.7). Phase B: the same while one hostile client, from one address, sends
+40 quick jobs at once, then keeps the largest evaluation the app takes running, sends a `/chat` with a 10 MB
+system prompt every second, and from 30 more sessions (and REST calls with no session id) keeps sending turns.
+Reports the visitors' p50/p95 turn latency in each phase and B/A (target: at most 1.5x, and no visitor's turn
+refused), then keeps driving normal turns until --total-turns have completed and reports the server's RSS after
+the first turn and at the end.
 
     python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--max-new-tokens 32] [--total-turns 200]
 """
@@ -37,6 +40,11 @@ MESSAGES = ["Name three birds that mimic sounds.", "Why is the sky blue?", "Writ
             "How do starlings flock?", "Suggest a name for a cat."]
 
 
+# /call/chat's inputs: the message; lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2,
+# rm_format; the 8 cards (REST callers send every input).
+REST_TURN = ["hi", "tiny", "tiny", 4, 0.7, 1.0, 64, "", "GPT4 Correct", "", "card", "none", "rlhf", *[""] * 8]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,7 +60,8 @@ def tail(log) -> str:
 def start_app(port: int, log, deadline_s: float) -> subprocess.Popen:
     """`app.py` on `port`, returned once it answers HTTP; its output goes to `log`."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--client-header", "X-Forwarded-For"],
+                            cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -92,7 +101,7 @@ def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, ticke
 
     Returns the latency in seconds of every turn that succeeded and the number that failed.
     """
-    client = Client(url, verbose=False, analytics_enabled=False)
+    client = Client(url, verbose=False, analytics_enabled=False, headers=address(number))
     latencies, failures = [], 0
     for turn, _ in enumerate(range(turns) if turns is not None else tickets):
         start = time.perf_counter()
@@ -103,6 +112,11 @@ def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, ticke
         except Exception:  # noqa: BLE001 - a refused or failed turn is a figure here, not a crash
             failures += 1
     return latencies, failures
+
+
+def address(number: int) -> dict:
+    """The X-Forwarded-For header of visitor `number` (-1: the hostile client): documentation addresses."""
+    return {"X-Forwarded-For": "203.0.113.66" if number < 0 else f"198.51.100.{number + 1}"}
 
 
 def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None):
@@ -136,7 +150,9 @@ def hostile(url: str, eval_path: str, stop: threading.Event, counts: dict) -> No
     """One visitor (one session) until `stop`: 40 quick jobs at once, then the largest evaluation the app
     takes, again and again, and a /chat with a 10 MB system prompt every second; the running job is
     cancelled at the end. Outcomes are counted in `counts`."""
-    client = Client(url, verbose=False, analytics_enabled=False)
+    client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+    sessions = threading.Thread(target=many_sessions, args=(url, stop, counts))
+    sessions.start()
     burst = [client.submit("hi", api_name="/chat") for _ in range(40)]
     for job in burst:
         count(counts, "burst of 40 /chat", job)
@@ -152,6 +168,31 @@ def hostile(url: str, eval_path: str, stop: threading.Event, counts: dict) -> No
         progress = evaluation.outputs()  # the status line is the last output of each update
         counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
         evaluation.cancel()
+    sessions.join()
+
+
+def many_sessions(url: str, stop: threading.Event, counts: dict, sessions: int = 30) -> None:
+    """The hostile client's other face until `stop`: 30 sessions (Clients) from its one address, each sending a
+    turn as soon as its last one ends or is refused, and REST `/call/chat` requests with no session id."""
+    lock = threading.Lock()
+
+    def session(number: int) -> None:
+        client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+        while not stop.is_set():
+            job = client.submit("hi", max_new_tokens=64, api_name="/chat")
+            with lock:
+                count(counts, "30 sessions' /chat", job)
+
+    def no_session() -> None:
+        with httpx.Client(headers=address(-1), timeout=30) as client:
+            while not stop.wait(timeout=0.5):
+                answer = client.post(f"{url}gradio_api/call/chat", json={"data": REST_TURN})
+                with lock:
+                    key = f"/call/chat with no session: HTTP {answer.status_code}"
+                    counts[key] = counts.get(key, 0) + 1
+
+    with cf.ThreadPoolExecutor(sessions + 1) as pool:
+        list(pool.map(lambda i: session(i) if i < sessions else no_session(), range(sessions + 1)))
 
 
 def p50_p95(latencies: list[float]) -> tuple[float, float]:

@@ -46,6 +46,15 @@ def test_flags_fall_back_to_environment_variables(monkeypatch):
         app.parse_args(app.REAL, ["--precision", "8bit"])
 
 
+def test_clients_are_addresses_and_on_a_space_the_proxys_header_names_them(monkeypatch):
+    assert app.parse_args(app.TINY, []).client_header == ""
+    assert app.parse_args(app.TINY, ["--client-header", "X-Real-IP"]).client_header == "X-Real-IP"
+    monkeypatch.setenv("SPACE_ID", "someone/starling-demo")
+    assert app.parse_args(app.TINY, []).client_header == "X-Forwarded-For"
+    monkeypatch.setenv("STARLING_CLIENT_HEADER", "X-Real-IP")
+    assert app.parse_args(app.TINY, []).client_header == "X-Real-IP"
+
+
 class FakeEngine:
     backend = "local"
 

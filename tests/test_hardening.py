@@ -187,5 +187,7 @@ def test_readme_states_the_limits():
               f"{limits.MAX_LINE_CHARS:,} characters",
               f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"batches of at most {limits.EVAL_BATCH_TOKENS:,} tokens",
               f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting) and "
-              f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation"]
+              f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation",
+              f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs and {limits.MAX_JOBS_PER_CLIENT['eval']} "
+              "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns"]
     assert [value for value in values if value not in section] == []

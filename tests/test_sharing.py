@@ -93,13 +93,15 @@ def test_a_visitors_turn_completes_while_a_big_evaluation_runs_and_cancel_stops_
     assert len(scored) == stopped_at < limits.MAX_EVAL_ROWS
 
 
-def join(url: str, api_name: str, data: list, session: str) -> httpx.Response:
-    """Join the queue as the page does, with `data` as raw JSON (NaN included); answered once admitted or not."""
+def join(url: str, api_name: str, data: list, session: str | None, address: str = "127.0.0.1") -> httpx.Response:
+    """Join the queue as the page does, with `data` as raw JSON (NaN included), from `address` (any of 127.0.0.0/8
+    is this machine: distinct clients); answered once admitted or not."""
     config = httpx.get(f"{url}config").json()
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
     body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
-    return httpx.post(f"{url}gradio_api/queue/join", content=json.dumps(body),
-                      headers={"content-type": "application/json"})
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+        return client.post(f"{url}gradio_api/queue/join", content=json.dumps(body),
+                           headers={"content-type": "application/json"})
 
 
 def raw_messages(url: str, api_name: str, data: list):
@@ -154,3 +156,47 @@ def test_a_request_over_the_size_limit_is_refused_before_it_is_read(app_url):
     answer = httpx.post(f"{app_url}gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 413 and answer.json()["detail"] == (
         "The request has 2.0 MB; this server takes at most 2 MB: shorten the texts (see README's limits).")
+
+
+@pytest.fixture
+def held_turns(engine):
+    """While a test runs, every turn waits at the start of its prefill until the test lets it go; the prompt lengths
+    in the order the turns started, and an event per start."""
+    started, go, starts = [], threading.Event(), [threading.Event() for _ in range(8)]
+
+    def hold(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids.shape[-1] > 1:  # a prefill: a turn starts
+            started.append(ids.shape[-1])
+            starts[len(started) - 1].set()
+            assert go.wait(60), "the test never let the turns go on"
+
+    handle = engine.lm().model.register_forward_pre_hook(hold, with_kwargs=True)
+    try:
+        yield started, go, starts
+    finally:
+        go.set()
+        handle.remove()
+
+
+def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(app_url, held_turns):
+    """Limits count per address, not per session id (which a client chooses, or leaves out), and the queue takes
+    clients in turn: another client's turn goes before this client's second one."""
+    started, go, starts = held_turns
+    turn = lambda message: [None, message, *(SETTINGS | {"max_new_tokens": 3}).values(), *[""] * 8, False]  # noqa: E731
+    attacker, honest = "127.0.0.2", "127.0.0.3"
+    assert join(app_url, "chat", turn("Hi"), uuid.uuid4().hex, attacker).status_code == 200
+    assert starts[0].wait(60)  # it runs (held), the next ones wait in the queue
+    for _ in range(limits.MAX_JOBS_PER_CLIENT["gpu"] - 1):
+        assert join(app_url, "chat", turn("Hi"), uuid.uuid4().hex, attacker).status_code == 200
+    refused = join(app_url, "chat", turn("Hi"), uuid.uuid4().hex, attacker)  # from a new session
+    assert refused.status_code == 422 and "Your address already has 4 turns running or waiting" in refused.text
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=attacker)) as client:  # from none: REST's /call
+        refused = client.post(f"{app_url}gradio_api/call/chat", json={"data": turn("Hi")[1:-1]})
+    assert refused.status_code == 422 and "Your address already has 4 turns running or waiting" in refused.text
+    message = "Tell me everything about starlings, please."
+    assert join(app_url, "chat", turn(message), uuid.uuid4().hex, honest).status_code == 200
+    go.set()
+    assert starts[limits.MAX_JOBS_PER_CLIENT["gpu"]].wait(60)  # all five ran
+    attacker_prompt = started[0]
+    assert started[1] != attacker_prompt and started[2:] == [attacker_prompt] * (len(started) - 2)

@@ -23,7 +23,7 @@ from .live import placeholder
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
-from .server import limit_jobs_per_visitor, server_kwargs
+from .server import limit_jobs_per_client, server_kwargs
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
 
@@ -66,11 +66,13 @@ def launch_kwargs() -> dict:
             "js": JS_PATH.read_text(encoding="utf-8"), **server_kwargs()}
 
 
-def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1) -> gr.Blocks:
+def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1,
+               client_header: str | None = None) -> gr.Blocks:
     """The whole app for one engine, its queue set up; every visitor gets their own conversation state.
 
     `turns_at_once` visitors' turns run at the same time: 1 when the models run in this process (one device),
-    more when a server batches them; parts that run here still take the engine's device lock.
+    more when a server batches them; parts that run here still take the engine's device lock. `client_header`:
+    the header in which a trusted proxy reports the client's address (`server.client_of`), None to use the peer's.
     """
     # Every 15 minutes, uploads and sent files older than an hour are deleted from Gradio's cache.
     with gr.Blocks(title="Starling demo", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
@@ -125,7 +127,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         def in_group(group: str, handler, inputs: list) -> dict:
             """Event arguments: `handler` runs in concurrency group `group` ("gpu": turns and scoring,
             `turns_at_once` at a time; "eval": batch evaluations, one at a time, which share the device with turns
-            chunk by chunk); see `limit_jobs_per_visitor` for how many of a group's jobs one visitor may have."""
+            chunk by chunk); see `limit_jobs_per_client` for how many of a group's jobs one client may have."""
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group,
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
@@ -264,5 +266,5 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                         api_visibility="private", show_progress="hidden")
         evaluation.cancel.click(None, cancels=[evaluating], api_visibility="private")
     demo.queue(max_size=max(32, 4 * turns_at_once), default_concurrency_limit=4)
-    limit_jobs_per_visitor(demo)
+    limit_jobs_per_client(demo, client_header)
     return demo

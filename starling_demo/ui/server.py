@@ -1,15 +1,23 @@
-"""How the app is served to many visitors: requests and uploads within limits, and one visitor's jobs
-never filling the queue for everyone."""
+"""How the app is served to many visitors: requests and uploads within limits, and one client's jobs, however
+many sessions it opens, never filling the queue for everyone nor going ahead of others' turns."""
 from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable
 
 import gradio as gr
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
-from ..limits import MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
+from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
         "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
+CLIENT_BUSY = {"gpu": f"Your address already has {MAX_JOBS_PER_CLIENT['gpu']} turns running or waiting (other tabs, "
+                      "people or scripts behind it): wait for one of them to end.",
+               "eval": f"Your address already has {MAX_JOBS_PER_CLIENT['eval']} evaluations running or waiting: wait "
+                       "for one of them to end."}
 
 
 class RequestLimit:
@@ -41,9 +49,53 @@ def jobs_of(queue, visitor: str, group: str) -> int:
     return sum(1 for event in events if event is not None and event.fn.concurrency_id == group)
 
 
-def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
-    """Refuse a visitor's new GPU or evaluation job, before it is queued, while they have as many of that kind
-    queued or running as MAX_JOBS_PER_VISITOR allows: one visitor cannot fill the queue for everyone.
+def client_of(request, header: str | None = None) -> str:
+    """Who sent `request` (a Starlette request), for the limits: the address it came from or, behind a proxy whose
+    `header` (such as X-Forwarded-For) is trusted, the last public address in that header: the one the proxy facing
+    the internet added (addresses to its left are the client's to choose; private ones to its right are the
+    proxies' own hops); the last address if none is public. Session ids do not count: a client chooses them.
+
+    >>> from types import SimpleNamespace as Request
+    >>> sent = Request(client=Request(host="10.0.0.2"), headers={"x-forwarded-for": "6.6.6.6, 1.2.3.4, 10.1.2.3"})
+    >>> client_of(sent), client_of(sent, "X-Forwarded-For")
+    ('10.0.0.2', '1.2.3.4')
+    """
+    forwarded = [part.strip() for part in request.headers.get(header.lower(), "").split(",")] if header else []
+    forwarded = [part for part in forwarded if part]
+    if forwarded:
+        return next((part for part in reversed(forwarded) if _public(part)), forwarded[-1])
+    return request.client.host if getattr(request, "client", None) else "unknown"
+
+
+def _public(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+def round_robin(events: list, client: Callable, running: Counter) -> list:
+    """A group's queued `events` (first come first) in the order that lets clients take turns: a client's k-th
+    event, counting its `running` ones, after every client's (k-1)-th; first come first within a round.
+
+    >>> round_robin(["a1", "a2", "b1", "a3", "c1"], lambda event: event[0], Counter({"c": 1}))
+    ['a1', 'b1', 'a2', 'c1', 'a3']
+    """
+    rounds = running.copy()
+    ranked = []
+    for arrival, event in enumerate(events):
+        who = client(event)
+        ranked.append((rounds[who], arrival, event))
+        rounds[who] += 1
+    return [event for *_, event in sorted(ranked, key=lambda item: item[:2])]
+
+
+def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
+    """Refuse a new GPU or evaluation job, before it is queued, while its session has as many of that kind queued
+    or running as MAX_JOBS_PER_VISITOR allows, or its client as many as MAX_JOBS_PER_CLIENT allows, whatever
+    session ids the client sends (or none); and serve each group's queue round-robin across clients
+    (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue.
+    A client is an address (`client_of`, `header` a trusted proxy's).
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
     validator does, and an input it cannot preprocess then fails with no message), so this wraps the
@@ -51,17 +103,30 @@ def limit_jobs_per_visitor(demo: gr.Blocks) -> None:
     """
     queue = demo._queue
     push = queue.push
+    client = lambda event: client_of(event.request, header)  # noqa: E731
 
     async def push_unless_busy(body, request, username):
         fn = demo.fns.get(body.fn_index)
         group = getattr(fn, "concurrency_id", None)
-        visitor = body.session_hash
-        if group in BUSY and visitor and jobs_of(queue, visitor, group) >= MAX_JOBS_PER_VISITOR[group]:
+        if group not in BUSY:
+            return await push(body, request, username)
+        who, visitor = client_of(request, header), body.session_hash
+        jobs = [event for event in queue.event_ids_to_events.values() if event.concurrency_id == group]
+        busy = BUSY[group] if visitor and jobs_of(queue, visitor, group) >= MAX_JOBS_PER_VISITOR[group] else \
+            CLIENT_BUSY[group] if sum(client(event) == who for event in jobs) >= MAX_JOBS_PER_CLIENT[group] else None
+        if busy:
             # The page shows it under an input: the first text box (the message box, for a turn), else the first.
             answer = [gr.validate(True, "") for _ in fn.inputs]
             shown = next((i for i, block in enumerate(fn.inputs) if isinstance(block, gr.Textbox)), 0)
-            answer[shown] = gr.validate(False, BUSY[group]) | {"parameter_name": "queue"}
+            answer[shown] = gr.validate(False, busy) | {"parameter_name": "queue"}
             return False, answer, "validator_error"
-        return await push(body, request, username)
+        result = await push(body, request, username)
+        waiting = queue.event_queue_per_concurrency_id.get(group)
+        if waiting is not None and len(waiting.queue) > 1:  # no await from here: nothing else runs meanwhile
+            queued = set(map(id, waiting.queue))
+            running = Counter(client(event) for event in queue.event_ids_to_events.values()
+                              if event.concurrency_id == group and id(event) not in queued)
+            waiting.queue[:] = round_robin(waiting.queue, client, running)
+        return result
 
     queue.push = push_unless_busy
