@@ -89,3 +89,20 @@ def test_evaluate_endpoint(client, tmp_path):
     path.write_text(json.dumps(row) + "\n{broken\n", encoding="utf-8")
     report, errors, status = client.predict(handle_file(str(path)), "tiny", "card", api_name="/evaluate")
     assert report["data"][0][:2] == ["all rows", 1] and errors.startswith("line 2") and "Evaluated 1 rows" in status
+
+
+def test_cards_left_out_leave_the_turn_as_it_stands_and_cards_past_it_are_refused(client):
+    """A script that sends only some cards (or none) scores the turn with the others as they are, never as empty
+    replies; a text in a card past the turn's candidates is refused with a sentence, the turn unchanged."""
+    turn = client.predict("Hello", **SETTINGS, api_name="/chat")[TURN]
+    again = client.predict(rm="tiny", readout="card", rm2="none", api_name="/score")[TURN]
+    assert again["candidates"] == turn["candidates"] and again["rewards"] == turn["rewards"]
+    edited = client.predict(rm="tiny", readout="card", rm2="none", candidate_3="A third, rewritten.",
+                            api_name="/score")[TURN]
+    assert edited["candidates"] == [*turn["candidates"][:2], "A third, rewritten.", turn["candidates"][3]]
+    added = client.predict("My own reply.", "tiny", "card", "none", api_name="/add_candidate")[TURN]
+    assert added["candidates"] == [*edited["candidates"], "My own reply."]
+    refused = client.predict(rm="tiny", readout="card", rm2="none", candidate_7="Out of range.", api_name="/score")
+    assert all(o["__type__"] == "update" and "value" not in o | o.get("props", {}) for o in refused)  # a warning
+    # says why (tests/test_hardening.py), and the turn is as it was
+    assert client.predict(1, api_name="/use_candidate")[TURN]["candidates"] == added["candidates"]

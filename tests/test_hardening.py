@@ -10,7 +10,7 @@ from test_ui import assert_skipped, send, session_of
 from starling_demo import engine as engine_module
 from starling_demo import limits
 from starling_demo.ui import analysis, evaluation, models as ui_models
-from starling_demo.ui import choices, view
+from starling_demo.ui import choices, server, view
 from starling_demo.ui import turns as events
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
@@ -80,6 +80,10 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
     refused(events.rescore, engine, turn, *scoring, None, "y" * 20_001, *cards[1:], match="Candidate 1 has 20,001")
     refused(events.add_candidate, engine, turn, "z" * 20_001, *scoring, None, *cards,
             match="Your candidate has 20,001 characters")
+    past = cards[:6] + ["A seventh card.", ""]  # the turn has 4 candidates
+    refused(events.rescore, engine, turn, *scoring, None, *past, match="Candidate 7: this turn has 4 candidates, "
+            "so cards 5 to 8 must be left empty")
+    refused(events.add_candidate, engine, turn, "Mine.", *scoring, None, *past, match="Candidate 7: this turn has 4")
 
 
 def test_picking_and_insight_numbers_are_checked(turn):
@@ -189,5 +193,6 @@ def test_readme_states_the_limits():
               f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting) and "
               f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation",
               f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs and {limits.MAX_JOBS_PER_CLIENT['eval']} "
-              "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns"]
+              "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
+              f"a body that stalls for {server.BODY_SECONDS} s is refused with 408"]
     assert [value for value in values if value not in section] == []

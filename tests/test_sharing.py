@@ -2,6 +2,7 @@
 cannot read. Driven through gradio_client, like the load benchmark's visitors."""
 import json
 import math
+import socket
 import threading
 import uuid
 
@@ -12,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 
 from starling_demo import limits
-from starling_demo.ui import evaluation
+from starling_demo.ui import evaluation, server
 from starling_demo.ui.cards import MAX_CARDS
 
 STATUS, TURN = 1, 2
@@ -200,3 +201,42 @@ def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(ap
     assert starts[limits.MAX_JOBS_PER_CLIENT["gpu"]].wait(60)  # all five ran
     attacker_prompt = started[0]
     assert started[1] != attacker_prompt and started[2:] == [attacker_prompt] * (len(started) - 2)
+
+
+def raw_request(url: str, head: str, body: bytes) -> bytes:
+    """Send `head` (the request line and headers) and `body` as they are over one connection; the answer's bytes.
+    The server may answer, and close, before the body is all sent."""
+    address = httpx.URL(url)
+    with socket.create_connection((address.host, address.port), timeout=30) as sock:
+        try:
+            sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and b'"}' in answer:
+                return answer
+        return answer
+
+
+def chunked(data: bytes, size: int = 65536) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size])
+                    for i in range(0, len(data), size)) + b"0\r\n\r\n"
+
+
+def test_a_body_over_the_limit_is_refused_by_its_bytes_and_a_stalled_one_in_time(app_url, monkeypatch):
+    """The limit counts the bytes that arrive: a chunked body, or one that says it is 5 bytes long and is not, is
+    refused once past 2 MB, before the app parses it; a body that stops coming is refused after BODY_SECONDS."""
+    body = b'{"data": ["' + b"b" * (limits.MAX_REQUEST_BYTES + 1) + b'"]}'
+    answer = httpx.post(f"{app_url}gradio_api/queue/join", content=iter([body[:1000], body[1000:]]),
+                        headers={"content-type": "application/json"})  # an iterator: sent chunked
+    assert answer.status_code == 413 and answer.json()["detail"].startswith("The request has over 2.0 MB; this")
+    path = f"{httpx.URL(app_url).path}gradio_api/queue/join"
+    lying = raw_request(app_url, f"POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+                                 "Content-Length: 5\nTransfer-Encoding: chunked\n", chunked(body))
+    assert lying.startswith(b"HTTP/1.1 413") and b"this server takes at most 2 MB" in lying
+    monkeypatch.setattr(server, "BODY_SECONDS", 1)
+    stalled = raw_request(app_url, f"POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+                                   "Content-Length: 100\n", b'{"data": [')
+    assert stalled.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in stalled

@@ -2,6 +2,7 @@
 many sessions it opens, never filling the queue for everyone nor going ahead of others' turns."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 
+BODY_SECONDS = 30  # a request body that stalls this long is refused (408)
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
         "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
 CLIENT_BUSY = {"gpu": f"Your address already has {MAX_JOBS_PER_CLIENT['gpu']} turns running or waiting (other tabs, "
@@ -21,20 +23,45 @@ CLIENT_BUSY = {"gpu": f"Your address already has {MAX_JOBS_PER_CLIENT['gpu']} tu
 
 
 class RequestLimit:
-    """Refuse a request body over MAX_REQUEST_BYTES, by its Content-Length, before it is read and parsed:
-    otherwise a 10 MB text costs the server its parsing before the app can say it is too long. Uploads
-    have their own limit (`max_file_size`)."""
+    """Refuse a request body over MAX_REQUEST_BYTES before the app reads or parses it, counting the bytes that
+    arrive (a chunked body, or one longer than its Content-Length, included), and a body that stalls for
+    BODY_SECONDS: otherwise a 10 MB text costs the server its parsing before the app can say it is too long,
+    and a promised body that never comes holds a connection for ever. Uploads have their own limit
+    (`max_file_size`), counted by Gradio as they stream."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].endswith("/upload") or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
         length = dict(scope.get("headers", ())).get(b"content-length", b"0")
-        if scope["type"] == "http" and not scope["path"].endswith("/upload") and int(length) > MAX_REQUEST_BYTES:
-            detail = (f"The request has {int(length) / 2**20:.1f} MB; this server takes at most "
-                      f"{MAX_REQUEST_BYTES // 2**20} MB: shorten the texts (see README's limits).")
-            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if int(length or 0) > MAX_REQUEST_BYTES:
+            return await too_large(int(length), scope, receive, send)
+        messages, size = [], 0
+        while True:  # the whole body, at most MAX_REQUEST_BYTES of it, before the app sees any
+            try:
+                message = await asyncio.wait_for(receive(), BODY_SECONDS)
+            except TimeoutError:
+                detail = f"The request's body did not arrive within {BODY_SECONDS} s: send it whole, then wait."
+                return await JSONResponse({"detail": detail}, status_code=408)(scope, receive, send)
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > MAX_REQUEST_BYTES:
+                return await too_large(size, scope, receive, send, at_least=True)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def too_large(size: int, scope, receive, send, at_least: bool = False) -> None:
+    detail = (f"The request has {'over ' if at_least else ''}{size / 2**20:.1f} MB; this server takes at most "
+              f"{MAX_REQUEST_BYTES // 2**20} MB: shorten the texts (see README's limits).")
+    await JSONResponse({"detail": detail}, status_code=413, headers={"connection": "close"})(scope, receive, send)
 
 
 def server_kwargs() -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import time
 
 import gradio as gr
@@ -202,19 +203,21 @@ def regenerate(engine: Engine, session: dict, lm: str, rm: str, n: float, temper
 
 def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, readout: str, rm2: str | None,
              request: gr.Request | None, rm_format: str):
-    """The session with the current turn's candidates replaced and scored, or a warning saying why not.
+    """The session with the current turn's candidates replaced and scored, or a warning saying why not. An empty
+    text leaves its candidate as it stands (a card a call left out, or a new own candidate's slot: never empty).
 
     While it scores, the visitor counts as running, so that Undo or Clear meanwhile are refused rather
     than undone by the scored session this returns.
     """
+    work = copy.deepcopy(session)
+    turn = current_turn(work)
     try:
         models(engine, rm=rm, rm2=rm2)
         check_rm_format(rm_format)
-        candidates = card_texts(candidates)
+        candidates = [text or old for text, old in itertools.zip_longest(card_texts(candidates), turn["candidates"])
+                      ][:len(candidates)]
     except ValueError as error:
         return None, str(error)
-    work = copy.deepcopy(session)
-    turn = current_turn(work)
     turn.update(origins=origins_after_edit(turn, candidates), candidates=candidates)
     visitor = getattr(request, "session_hash", None)
     RUNNING.add(visitor)
@@ -227,6 +230,17 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     return work, None
 
 
+def beyond_the_turn(cards, count: int) -> str | None:
+    """Why `cards` cannot be scored as the turn's `count` candidates: a text in a card past them (None if none).
+
+    >>> beyond_the_turn(["a", "", "", "c"], 2)
+    'Candidate 4: this turn has 2 candidates, so cards 3 to 8 must be left empty (add a reply with Add & score).'
+    """
+    extra = next((k for k, card in enumerate(cards[count:], count + 1) if card), None)
+    return None if extra is None else (f"Candidate {extra}: this turn has {count} candidates, so cards {count + 1} to "
+                                       f"{MAX_CARDS} must be left empty (add a reply with Add & score).")
+
+
 @named_cards
 def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | None, request: gr.Request,
             *cards: str, rm_format: str = "rlhf"):
@@ -234,6 +248,8 @@ def rescore(engine: Engine, session: dict, rm: str, readout: str, rm2: str | Non
     turn = current_turn(session)
     if not turn or not turn["candidates"]:
         return unchanged("Nothing to score yet: send a message first.")
+    if error := beyond_the_turn(cards, len(turn["candidates"])):
+        return unchanged(error)
     work, error = rescored(engine, session, list(cards[: len(turn["candidates"])]), rm, readout, rm2, request,
                            rm_format)
     return unchanged(error) if error else view(work, scored_status(current_turn(work)))
@@ -253,6 +269,8 @@ def add_candidate(engine: Engine, session: dict, text: str, rm: str, readout: st
             problem = "Send a message first: your candidate is scored as a reply to it."
         elif len(turn["candidates"]) >= MAX_CARDS:
             problem = f"All {MAX_CARDS} cards are in use: edit one of them and press Score instead."
+        elif problem := beyond_the_turn(cards, len(turn["candidates"])):
+            pass
         else:
             count = len(turn["candidates"])
             work, problem = rescored(engine, session, [*cards[:count], text], rm, readout, rm2, request, rm_format)
