@@ -253,6 +253,16 @@ def custom_edit(prefix: str = "", suffix: str = "", find: str = "", replace: str
     return Edit("custom", ", ".join(said), lambda text: prefix + text.replace(find, replace) + suffix)
 
 
+def custom_length(text: str, prefix: str = "", suffix: str = "", find: str = "", replace: str = "") -> int:
+    """The length of `text` under `custom_edit(prefix, suffix, find, replace)`, worked out without building it.
+
+    >>> custom_length("A cat and a cat.", prefix="Sure! ", find="cat", replace="dog"), custom_length("abc", find="b")
+    (22, 2)
+    """
+    grown = text.count(find) * (len(replace) - len(find)) if find else 0
+    return len(prefix) + len(text) + grown + len(suffix)
+
+
 def pick_edits(names: list[str] | None, custom: Edit | None = None) -> list[Edit]:
     """The edits to run: `names` from EDITS in EDITS' order (None: all of them), then `custom`.
 

@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from conftest import SETTINGS
 from test_ui import assert_skipped, send, session_of
@@ -10,7 +11,7 @@ from test_ui import assert_skipped, send, session_of
 from starling_demo import engine as engine_module
 from starling_demo import limits
 from starling_demo.ui import analysis, evaluation, models as ui_models
-from starling_demo.ui import choices, server, view
+from starling_demo.ui import choices, probing, server, view
 from starling_demo.ui import turns as events
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
@@ -30,8 +31,8 @@ def no_model_work(engine, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("model work was started for a bad input")
 
-    monkeypatch.setattr(engine, "generate", refuse)
-    monkeypatch.setattr(engine, "score", refuse)
+    for work in ("generate", "score", "probe", "attribute"):
+        monkeypatch.setattr(engine, work, refuse)
 
 
 def refused(handler, *args, match, message=None):
@@ -84,6 +85,19 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
     refused(events.rescore, engine, turn, *scoring, None, *past, match="Candidate 7: this turn has 4 candidates, "
             "so cards 5 to 8 must be left empty")
     refused(events.add_candidate, engine, turn, "Mine.", *scoring, None, *past, match="Candidate 7: this turn has 4")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("prefix", "p" * 20_001, "The probe's prefix has 20,001 characters; shorten it to at most 20,000"),
+    ("find", "\ud800", "The probe's find is not valid Unicode"),
+    ("suffix", 3, "The probe's suffix must be text, not int"),
+    ("replace", "r" * 19_999, "Your edit would make candidate 1 "),  # each space of the reply: 19,999 r
+])
+def test_the_probes_own_edit_is_bounded_before_it_is_built(engine, turn, no_model_work, field, value, match):
+    own = {"prefix": None, "suffix": None, "find": " " if field == "replace" else None, "replace": None} | {field: value}
+    with pytest.warns(UserWarning, match=match):
+        outputs = probing.probe_candidates(engine, turn, "1", None, **own)
+    assert outputs == [gr.skip()] * 4
 
 
 def test_picking_and_insight_numbers_are_checked(turn):
@@ -194,5 +208,7 @@ def test_readme_states_the_limits():
               f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation",
               f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs and {limits.MAX_JOBS_PER_CLIENT['eval']} "
               "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
-              f"a body that stalls for {server.BODY_SECONDS} s is refused with 408"]
+              f"a body that stalls for {server.BODY_SECONDS} s is refused with 408",
+              f"prefix, suffix, find and replacement {limits.MAX_MESSAGE_CHARS:,} characters each, and the reply it "
+              f"would make at most {limits.MAX_MESSAGE_CHARS:,}"]
     assert [value for value in values if value not in section] == []

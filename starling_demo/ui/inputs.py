@@ -26,7 +26,7 @@ def message_text(message, what: str = "The message") -> str:
 
 
 def card_texts(cards) -> list[str]:
-    """The candidate cards' texts (an edited card may be empty: it is scored as an empty reply)."""
+    """The candidate cards' texts, checked (an empty one stands for its candidate as it is: `turns.rescored`)."""
     return [check_text(f"Candidate {i}", card or "", MAX_MESSAGE_CHARS) for i, card in enumerate(cards, 1)]
 
 

@@ -9,9 +9,10 @@ import time
 import gradio as gr
 
 from .. import insight
-from ..edits import EDITS, custom_edit, pick_edits
+from ..edits import EDITS, custom_edit, custom_length, pick_edits
 from ..engine import Engine
 from ..probes import aggregate
+from ..limits import MAX_MESSAGE_CHARS, check_text
 from ..templates import check_rm_format
 from .analysis import scored_turn
 from .blind import JUDGE_FIRST, conversation_number, hidden, tallied_turns
@@ -148,6 +149,13 @@ def on_rm(engine: Engine, rm: str, work):
         return None
 
 
+def edit_text(label: str, value) -> str:
+    """A field of the probe's own edit, checked: text (None: empty) of at most MAX_MESSAGE_CHARS, valid Unicode."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"The probe's {label} must be text, not {type(value).__name__}.")
+    return check_text(f"The probe's {label}", value or "", MAX_MESSAGE_CHARS)
+
+
 def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None = ALL_EDITS,
                      prefix: str | None = None, suffix: str | None = None, find: str | None = None,
                      replace: str | None = None, rm: str | None = None,
@@ -158,12 +166,19 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     as JSON."""
     rm = rm or engine.rm_name
     try:
+        own = [edit_text(label, value) for label, value in (("prefix", prefix), ("suffix", suffix), ("find", find),
+                                                            ("replacement", replace))]
         turn = turn_to_probe(engine, session, rm, rm_format, request)
-        edits = pick_edits(names, custom_edit(prefix or "", suffix or "", find or "", replace or ""))
+        edits = pick_edits(names, custom_edit(*own))
         if not edits:
             raise ValueError("Tick at least one edit, or write your own, then run the probes.")
         count = len(turn["candidates"])
         picked = list(range(count)) if str(number).strip().lower() == "all" else [candidate_index(number, count)]
+        for k in picked:  # before the edit builds it: 100 matches of a 400 KB replacement would be 40 MB
+            if (length := custom_length(turn["candidates"][k], *own)) > MAX_MESSAGE_CHARS:
+                raise ValueError(f"Your edit would make candidate {k + 1} {length:,} characters long; at most "
+                                 f"{MAX_MESSAGE_CHARS:,} are scored: shorten the replacement, the prefix or the "
+                                 "suffix.")
     except ValueError as error:
         gr.Warning(str(error))
         return [gr.skip()] * 4
