@@ -16,7 +16,7 @@ from .evaluation import report_table
 from .generation import MAX_CANDIDATES
 from .insight import ranking
 from .judging import agreement, parse_ranking, tally
-from .jsonl_input import InputError, jsonl_records, progress_bar, read_jsonl, read_lines
+from .jsonl_input import MAX_LINE_BYTES, InputError, jsonl_records, progress_bar, read_jsonl, read_lines
 from .limits import check_text, max_new_tokens_for
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
@@ -98,7 +98,10 @@ def parser() -> argparse.ArgumentParser:
                                               "reward model's ranking; a last line tallies the agreement")
     add_model_flags(judge, reward_required=True)
     for command in (score, render, generate, evaluate, probe, judge):
-        command.add_argument("file", help="JSONL input, one conversation per line")
+        command.add_argument("file", help="JSONL input, one conversation per line (a regular file: it is read twice)")
+        command.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
+                             help=f"the longest line read (default {MAX_LINE_BYTES // 2**20} MiB): a longer one "
+                                  "stops the run with its line number, so memory stays bounded")
     convert = commands.add_parser("convert-rm", help="convert a Starling RM to a LlamaForSequenceClassification "
                                                      "checkpoint for vLLM's pooling runner")
     convert.add_argument("source", help="RM preset name or local directory")
@@ -126,9 +129,10 @@ def run(args: argparse.Namespace, out) -> None:
         from .evaluation import evaluate
 
         # evaluate skips malformed rows by line; the file itself must still be UTF-8 text.
-        with progress_bar(args.file, "Scoring") as bar:
-            result = evaluate(engine, read_lines(args.file), readout=args.readout, rm_format=args.rm_format,
-                              budget=args.batch_tokens, progress=lambda done: bar.update(done - bar.n))
+        with progress_bar(args.file, "Scoring", args.max_line_bytes) as bar:
+            result = evaluate(engine, read_lines(args.file, args.max_line_bytes), readout=args.readout,
+                              rm_format=args.rm_format, budget=args.batch_tokens,
+                              progress=lambda done: bar.update(done - bar.n))
         for error in result["errors"]:
             print(f"skipped {error}", file=sys.stderr)
         print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace, out) -> None:
         return
     if args.command == "score":
         return score_lines(engine, args, out)
-    records = read_jsonl(args.file, need_candidates=args.command in ("probe", "judge"))
+    records = read_jsonl(args.file, args.command in ("probe", "judge"), args.max_line_bytes)
     if args.command == "probe":
         return probe_lines(engine, args, records, probe_edits(args), out)
     if args.command == "judge":
@@ -174,12 +178,13 @@ def score_lines(engine: Engine, args: argparse.Namespace, out) -> None:
     """Each record of the file with its "rewards" (and with --traces its "traces"), in file order, from batched
     passes over the file read as a stream. The file is checked whole first, so a bad line stops the run before
     any output."""
-    for _ in jsonl_records(args.file, need_candidates=True):
+    for _ in jsonl_records(args.file, True, args.max_line_bytes):
         pass
     tokenizer = engine.tokenizer("rm") if args.traces else None
-    with progress_bar(args.file, "Scoring") as bar:
-        for ready, done in engine.score_stream(jsonl_records(args.file, need_candidates=True), readout=args.readout,
-                                               rm_format=args.rm_format, traces=args.traces, budget=args.batch_tokens,
+    with progress_bar(args.file, "Scoring", args.max_line_bytes) as bar:
+        for ready, done in engine.score_stream(jsonl_records(args.file, True, args.max_line_bytes),
+                                               readout=args.readout, rm_format=args.rm_format, traces=args.traces,
+                                               budget=args.batch_tokens,
                                                conversation=lambda line: (line[1]["messages"], line[1]["candidates"])):
             for (number, record), scores in ready:
                 if isinstance(scores, ValueError):  # not expected: the file was checked above

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterable, Iterator
 
 from .engine import Engine
-from .limits import check_text
+from .limits import check_text, json_row
 from .templates import check_conversation, check_rm_format
 
 NO_SUBSET = "all"  # the subset of rows that name none: a key of the report's "subsets" (the CLI prints it as JSON)
@@ -84,9 +83,9 @@ def eval_rows(lines: Iterable[tuple[int, str]], max_line_chars: int | None = Non
             yield {"line": n, "error": f"line {n}: {len(line):,} characters; a row may have at most {max_line_chars:,}"}
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield {"line": n, "error": f"line {n}: invalid JSON ({e.msg})"}
+            obj = json_row(line)
+        except ValueError as error:
+            yield {"line": n, "error": f"line {n}: {error}"}
             continue
         row, error = _parse_row(obj)
         yield {"line": n, "error": f"line {n}: {error}"} if error else {"line": n, **row}

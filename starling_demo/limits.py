@@ -7,7 +7,9 @@ a user scoring their own file may send as much as they like.
 from __future__ import annotations
 
 import codecs
+import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 
 MAX_MESSAGE_CHARS = 20_000  # a message, your own candidate, an edited card
@@ -84,6 +86,32 @@ def utf8_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
         except UnicodeDecodeError as error:
             column = len(line[:error.start].decode("utf-8")) + 1  # in characters, as an editor counts
             raise NotUtf8(number, line[error.start], column) from None
+
+
+MAX_JSON_DEPTH = 32  # arrays and objects in one row: a conversation needs 3; Python's parser fails near 1,000
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_row(text: str, max_depth: int = MAX_JSON_DEPTH):
+    """`text` parsed as JSON; ValueError saying what is wrong when it is not JSON or nests arrays and objects
+    deeper than `max_depth` (measured before parsing: a row nested 100,000 deep would exhaust the parser).
+
+    >>> json_row('{"messages": [{"role": "user", "content": "[[[["}]}')
+    {'messages': [{'role': 'user', 'content': '[[[['}]}
+    >>> json_row("[" * 40 + "]" * 40)
+    Traceback (most recent call last):
+    ValueError: arrays and objects nested 40 deep; a row may nest at most 32
+    """
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > max_depth:
+        raise ValueError(f"arrays and objects nested {deepest:,} deep; a row may nest at most {max_depth}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON ({error.msg})") from None
 
 
 def check_number(what: str, value, low: float, high: float, whole: bool = False) -> float | int:

@@ -1,5 +1,6 @@
 """The command line on good and malformed input."""
 import json
+import os
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_generate_ranks_best_of_n(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("{not json", "line 2: Expecting property name"),
+    ("{not json", "line 2: invalid JSON (Expecting property name"),
     ('["a list"]', "line 2: each line must be a JSON object"),
     ('{"messages": [], "candidates": ["a"]}', "line 2: 'messages' must be a non-empty list"),
     ('{"messages": [{"role": "user", "content": "a"}], "candidates": []}', "line 2: 'candidates' must be"),
@@ -155,7 +156,37 @@ def test_a_missing_file_or_a_folder_is_named(tmp_path, capsys):
     code, out, err = run(capsys, "render", "--lm", "tiny", str(missing))
     assert code == 1 and out == [] and err == f"error: cannot read {missing}: no such file or directory\n"
     code, out, err = run(capsys, "eval", "--reward-model", "tiny", str(tmp_path))
-    assert code == 1 and out == [] and err == f"error: cannot read {tmp_path}: is a directory\n"
+    assert code == 1 and out == [] and err == (f"error: {tmp_path} is not a regular file (a pipe, a device or a "
+                                               "folder): save the input to a file and give its path.\n")
+
+
+def test_a_pipe_a_device_or_a_line_past_the_cap_stop_at_once_with_a_sentence(tmp_path, capsys):
+    """A FIFO with no writer would hang, /dev/zero never ends and a gigabyte line would be held whole: each stops
+    the run with one sentence before any model work, the memory bounded by --max-line-bytes."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        code, out, err = run(capsys, "score", "--reward-model", "tiny", str(path))
+        assert code == 1 and out == [] and err == (f"error: {path} is not a regular file (a pipe, a device or a "
+                                                   "folder): save the input to a file and give its path.\n")
+    long = write(tmp_path, [GOOD[0], {"messages": [{"role": "user", "content": "x" * 5000}], "candidates": ["a"]}])
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", "--max-line-bytes", "4096", long)
+    assert code == 1 and out == [] and err == f"error: {long}, line 2: longer than 4,096 bytes; raise " \
+                                              "--max-line-bytes to read it.\n"
+    raised = ["--max-line-bytes", "8192"]
+    assert run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", *raised, long)[0] == 0
+
+
+def test_a_row_nested_too_deep_is_named_by_its_line(tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000  # Python's own parser would raise RecursionError
+    path = write(tmp_path, [GOOD[0], deep])
+    code, out, err = run(capsys, "score", "--reward-model", "tiny", "--precision", "fp32", path)
+    assert code == 1 and out == [] and err == (f"error: {path}, line 2: arrays and objects nested 100,000 deep; a "
+                                               "row may nest at most 32\n")
+    row = {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go away"}
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", write(tmp_path, [row, deep]))
+    assert code == 0 and out[0]["report"]["overall"]["n"] == 1
+    assert out[0]["skipped"] == ["line 2: arrays and objects nested 100,000 deep; a row may nest at most 32"]
 
 
 def test_eval_skips_a_row_whose_candidate_is_not_valid_unicode(tmp_path, capsys):
