@@ -106,3 +106,11 @@ def test_cards_left_out_leave_the_turn_as_it_stands_and_cards_past_it_are_refuse
     assert all(o["__type__"] == "update" and "value" not in o | o.get("props", {}) for o in refused)  # a warning
     # says why (tests/test_hardening.py), and the turn is as it was
     assert client.predict(1, api_name="/use_candidate")[TURN]["candidates"] == added["candidates"]
+
+
+def test_a_candidate_number_reaches_the_app_as_sent(client):
+    """1.5 is not rounded to 2 on its way in (the app refuses it with a sentence, the turn unchanged); 2 picks #2."""
+    client.predict("Hello", **SETTINGS, api_name="/chat")
+    refused = client.predict(1.5, api_name="/use_candidate")
+    assert all(o["__type__"] == "update" and "value" not in o | o.get("props", {}) for o in refused)
+    assert client.predict(2, api_name="/use_candidate")[TURN]["chosen"] == 1

@@ -132,6 +132,11 @@ def test_a_visitor_who_leaves_mid_evaluation_stops_it(app_url, tmp_path, watched
     ("top_p", math.nan, "top_p must be a number from 0.05 to 1, not nan."),
     ("n", math.nan, "The number of candidates (N) must be a whole number from 1 to 8, not nan."),
     ("max_new_tokens", math.nan, "Max new tokens (for tiny) must be a whole number from 1 to 512, not nan."),
+    ("temperature", math.inf, "Temperature must be a number from 0 to 2, not inf."),  # sent as Infinity
+    ("top_p", -math.inf, "top_p must be a number from 0.05 to 1, not -inf."),
+    ("temperature", 5, "Temperature must be a number from 0 to 2, not 5."),  # Gradio's own check answered first
+    ("n", "four", "The number of candidates (N) must be a whole number from 1 to 8, not 'four'."),
+    ("max_new_tokens", None, "Max new tokens (for tiny) must be a whole number from 1 to 512, not None."),
     ("system", "b " * 500_000, "The system prompt has 999,999 characters; shorten it to at most 8,000."),
     ("system", "\ud800",
      "The system prompt is not valid Unicode (a lone surrogate \\ud800 at character 1): remove it."),

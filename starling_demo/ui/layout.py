@@ -20,6 +20,28 @@ from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .render import REPORT_HEADERS, ranking_html
 
+class Slider(gr.Slider):
+    """A slider whose value reaches the handler as sent: the handlers check every number (`limits.check_number`) and
+    refuse NaN, infinity, text and values out of range with one sentence and every output unchanged, where
+    Gradio's own check would answer with a bare error first."""
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+    def preprocess(self, payload):
+        return payload
+
+
+class Number(gr.Number):
+    """A number field whose value reaches the handler as sent, as `Slider`'s does (1.5 is not rounded to 2)."""
+
+    def get_block_name(self) -> str:
+        return "number"
+
+    def preprocess(self, payload):
+        return payload
+
+
 INTRO = ("**Starling-LM** writes N replies, a **Starling reward model** ranks them, the best continues the chat "
          "unless you pick another. Settings: ‹ at the top right; why a reply won: below.")
 TRACE_NOTE = ("Each token is coloured by **the value the head would give if the reply ended at this token** "
@@ -57,11 +79,11 @@ def settings_sidebar(engine: Engine) -> SimpleNamespace:
         gr.Markdown("### Settings")
         lm = model_dropdown(engine, "lm", "Language model")
         rm = model_dropdown(engine, "rm", "Reward model")
-        n = gr.Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)", elem_id="n")
-        temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
-        top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="top_p")
+        n = Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)", elem_id="n")
+        temperature = Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
+        top_p = Slider(0.05, 1, value=1.0, step=0.05, label="top_p")
         longest = max_new_tokens_for(engine.context())
-        max_new_tokens = gr.Slider(1, longest, value=min(64 if engine.lm_name == "tiny" else 512, longest), step=1,
+        max_new_tokens = Slider(1, longest, value=min(64 if engine.lm_name == "tiny" else 512, longest), step=1,
                                    label="Max new tokens", elem_id="max-tokens")
         seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the status line)",
                           elem_id="seed")
@@ -169,7 +191,7 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             wins = gr.HTML(elem_id="wins", js_on_load=None)
             luce = gr.Markdown(elem_id="luce")
         with gr.Tab("Length bias", elem_id="tab-bias"):
-            alpha = gr.Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
+            alpha = Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
                               "(length-penalised reward r − α·len/100)")
             bias_text = gr.Markdown(elem_id="bias")
             # Coloured by kind: the RM's best, the longest, the others (`render.length_frame`, `analysis.bias_panel`);
