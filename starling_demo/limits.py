@@ -25,6 +25,10 @@ EVAL_BATCH_TOKENS = 4096
 # candidates stream), and one evaluation; and of one client (an address: `ui.server.client_of`), however many
 # sessions it opens (or none): two sessions' worth, for people behind one address.
 MAX_JOBS_PER_VISITOR = {"gpu": 2, "eval": 1}
+# A session (its conversation, tallies and probes: up to about 7 MB) is forgotten this long after its last change,
+# and the server keeps at most this many, the least recently used going first.
+SESSION_SECONDS = 3 * 3600
+MAX_SESSIONS = 1000
 MAX_JOBS_PER_CLIENT = {"gpu": 4, "eval": 2}
 MAX_NEW_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)

@@ -210,5 +210,17 @@ def test_readme_states_the_limits():
               "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
               f"a body that stalls for {server.BODY_SECONDS} s is refused with 408",
               f"prefix, suffix, find and replacement {limits.MAX_MESSAGE_CHARS:,} characters each, and the reply it "
-              f"would make at most {limits.MAX_MESSAGE_CHARS:,}"]
+              f"would make at most {limits.MAX_MESSAGE_CHARS:,}",
+              f"forgotten {limits.SESSION_SECONDS // 3600} hours after its last change; the server keeps at most "
+              f"{limits.MAX_SESSIONS:,}"]
     assert [value for value in values if value not in section] == []
+
+
+def test_sessions_expire_and_are_bounded_in_number(engine):
+    """A session is forgotten SESSION_SECONDS after its last change (Gradio deletes expired state every second), and
+    the server holds at most MAX_SESSIONS: about 7 MB each at most, not 10,000 kept for ever."""
+    demo = build_demo(engine)
+    [session] = [block for block in demo.blocks.values() if isinstance(block, gr.State) and block.elem_id is None
+                 and isinstance(block.value, dict) and "turns" in block.value]
+    assert session.time_to_live == limits.SESSION_SECONDS
+    assert launch_kwargs()["state_session_capacity"] == limits.MAX_SESSIONS

@@ -9,6 +9,7 @@ from types import MethodType, SimpleNamespace
 import gradio as gr
 
 from ..engine import Engine
+from ..limits import SESSION_SECONDS
 from . import layout
 from .analysis import bias_panel, export_judged, export_nectar, export_pairs, insight_json, panels, trace_panel
 from .blind import judge_panel, judging_json
@@ -76,7 +77,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
     """
     # Every 15 minutes, uploads and sent files older than an hour are deleted from Gradio's cache.
     with gr.Blocks(title="Starling demo", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
-        session = gr.State(new_session())
+        session = gr.State(new_session(), time_to_live=SESSION_SECONDS)
         settings = layout.settings_sidebar(engine)
         if banner:
             gr.Markdown(banner, elem_id="banner")

@@ -11,7 +11,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
-from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
+from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_UPLOAD_BYTES
 
 BODY_SECONDS = 30  # a request body that stalls this long is refused (408)
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
@@ -65,8 +65,9 @@ async def too_large(size: int, scope, receive, send, at_least: bool = False) -> 
 
 
 def server_kwargs() -> dict:
-    """`launch()` arguments that limit uploads and refuse oversized requests."""
-    return {"max_file_size": MAX_UPLOAD_BYTES, "app_kwargs": {"middleware": [Middleware(RequestLimit)]}}
+    """`launch()` arguments that limit uploads, refuse oversized requests and bound the sessions kept."""
+    return {"max_file_size": MAX_UPLOAD_BYTES, "app_kwargs": {"middleware": [Middleware(RequestLimit)]},
+            "state_session_capacity": MAX_SESSIONS}
 
 
 def jobs_of(queue, visitor: str, group: str) -> int:
