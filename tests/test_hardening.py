@@ -87,6 +87,13 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
     refused(events.add_candidate, engine, turn, "Mine.", *scoring, None, *past, match="Candidate 7: this turn has 4")
 
 
+def test_the_probes_edit_names_are_checked(engine, turn, no_model_work):
+    for names, match in ((["refusal", "bogus"], "Unknown edit 'bogus': choose from "), ("refusal", "must be a list"),
+                         ([3], "must be a list of names")):
+        with pytest.warns(UserWarning, match=match):
+            assert probing.probe_candidates(engine, turn, "1", names) == [gr.skip()] * 4
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("prefix", "p" * 20_001, "The probe's prefix has 20,001 characters; shorten it to at most 20,000"),
     ("find", "\ud800", "The probe's find is not valid Unicode"),

@@ -42,6 +42,17 @@ class Number(gr.Number):
         return payload
 
 
+class CheckboxGroup(gr.CheckboxGroup):
+    """Ticked choices that reach the handler as sent (null included), as `Slider`'s value does: the probe names an
+    unknown edit in a sentence."""
+
+    def get_block_name(self) -> str:
+        return "checkboxgroup"
+
+    def preprocess(self, payload):
+        return payload
+
+
 INTRO = ("**Starling-LM** writes N replies, a **Starling reward model** ranks them, the best continues the chat "
          "unless you pick another. Settings: ‹ at the top right; why a reply won: below.")
 TRACE_NOTE = ("Each token is coloured by **the value the head would give if the reply ended at this token** "
@@ -245,7 +256,7 @@ def probes_tab() -> SimpleNamespace:
     with gr.Row():
         pick = gr.Radio([], label="Candidate", elem_id="probe-pick", scale=2)
         run = gr.Button("Run probes", variant="primary", elem_id="run-probes", scale=1)
-    edits = gr.CheckboxGroup(EDIT_CHOICES, value=list(EDITS), label="Edits", elem_id="probe-edits")
+    edits = CheckboxGroup(EDIT_CHOICES, value=list(EDITS), label="Edits", elem_id="probe-edits")
     with gr.Accordion("Your own edit", open=False, elem_id="own-edit"):
         with gr.Row():
             prefix = gr.Textbox(label="Put before the reply", elem_id="edit-prefix")

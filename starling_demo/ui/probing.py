@@ -168,6 +168,8 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     try:
         own = [edit_text(label, value) for label, value in (("prefix", prefix), ("suffix", suffix), ("find", find),
                                                             ("replacement", replace))]
+        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+            raise ValueError(f"The edits must be a list of names from {', '.join(EDITS)} (or null for all).")
         turn = turn_to_probe(engine, session, rm, rm_format, request)
         edits = pick_edits(names, custom_edit(*own))
         if not edits:
