@@ -170,7 +170,11 @@ def test_leaving_each_sentence_out_colours_each_unit(page):
     page.click("#score")
     expect(page.locator("#badge-1")).to_contain_text("edited by you", timeout=WAIT)
     tab(page, "Reward trace")
-    page.locator("#trace-pick").get_by_text(re.compile(r"^#1 · rank")).click()
+    # The picker's labels carry rank and reward: wait for those of this scoring (the panels come after the cards).
+    reward = re.search(r"reward (-?\d+\.\d+)", page.locator("#badge-1").inner_text()).group(1)
+    option = page.locator("#trace-pick").get_by_text(re.compile(rf"^#1 · rank .*{re.escape(reward)}"))
+    expect(option).to_be_visible(timeout=WAIT)
+    option.click()
     page.click("#attribute")
     units = page.locator("#attribution .attribution span.unit")
     expect(units).to_have_count(4, timeout=WAIT)
