@@ -47,7 +47,8 @@ def visit(url: str, settings: dict, visitors: int, turns: int) -> tuple[list[flo
     start = threading.Barrier(visitors)
 
     def visitor(k: int) -> None:
-        client = Client(url, verbose=False)
+        # Each visitor from an address of its own, as the proxy reports it (one address may hold 4 jobs).
+        client = Client(url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{k + 1}"})
         try:
             start.wait()
             for turn in range(turns):
@@ -96,7 +97,8 @@ def main() -> None:
             for backend in ("local", "vllm"):
                 urls = dict(lm_url=served.lm_server.url, rm_url=served.rm_server.url) if backend == "vllm" else {}
                 engine = Engine(str(served.lm), str(served.rm), "fp32", "cpu", rm_kind=KIND, backend=backend, **urls)
-                demo = build_demo(engine, turns_at_once=args.turns_at_once if backend == "vllm" else 1)
+                demo = build_demo(engine, turns_at_once=args.turns_at_once if backend == "vllm" else 1,
+                                  client_header="X-Forwarded-For")
                 _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
                 # The visitors run in a process of their own, as on their own machines: here they share the cores
                 # with the app, but not its interpreter lock.

@@ -147,14 +147,15 @@ def test_eight_visitors_at_once_keep_their_own_conversations(served):
         yield from steps
 
     engine.generate = generate_together
-    demo = build_demo(engine, turns_at_once=8)
+    # Eight visitors from eight addresses, as a proxy reports them (one address may hold 4 jobs: `server`).
+    demo = build_demo(engine, turns_at_once=8, client_header="X-Forwarded-For")
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     settings = dict(lm=str(served.lm), rm=str(served.rm), n=2, temperature=0.7, top_p=1.0, max_new_tokens=8,
                     seed="3", mode="GPT4 Correct", system="", readout="last-token", rm2="none", rm_format="rlhf")
     results, errors = {}, []
 
     def visitor(k: int):
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{k + 1}"})
         try:
             for turn in range(2):
                 outputs = client.predict(f"visitor {k} turn {turn}", **settings, api_name="/chat")
