@@ -36,6 +36,12 @@ def reward_strings(rewards):
     return [s for r in rewards for s in (repr(r), f"{r:.4f}", f"{r:.3f}")]
 
 
+def shows(secrets, text: str) -> bool:
+    """Whether `text` holds one of `secrets` as a number of its own, not inside another (a queue estimate of
+    10.1234 s is not a reward of 0.123)."""
+    return any(re.search(rf"(?<![\d.]){re.escape(secret)}(?![\d])", text) for secret in secrets)
+
+
 def test_a_blind_turn_shows_no_reward_until_judged(engine):
     frames = blind_turn(engine)
     session = frames[-1][0]
@@ -44,13 +50,13 @@ def test_a_blind_turn_shows_no_reward_until_judged(engine):
     secrets = reward_strings(rewards)
     for frame in frames:  # everything but the session, which Gradio keeps on the server
         page = json.dumps(frame[1:], ensure_ascii=False)
-        assert not any(secret in page for secret in secrets)
+        assert not shows(secrets, page)
     last = frames[-1]
     assert "rewards hidden" in last[STATUS] and last[TURN]["rewards"] is None and last[TURN]["hidden"]
     assert last[TURN]["ranking"] is None and "stay hidden" in last[RANKING]
     assert all("reward hidden until you judge" in badge for badge in last[5:RANKING][1::2][:4])
     panels = analysis.panels(engine, session, None, 0.5)
-    assert not any(secret in json.dumps(str(panels)) for secret in secrets)
+    assert not shows(secrets, json.dumps(str(panels)))
     assert "Judge first" in panels[1]
     with pytest.warns(UserWarning, match="Judge first"):
         analysis.insight_json(engine, session, 0.5)
@@ -113,8 +119,8 @@ def test_the_page_gets_no_reward_before_the_ranking(app_url):
     assert turn["human"] == [1, 3, 0, 2] and len(turn["rewards"]) == 4
     secrets = reward_strings(turn["rewards"])
     sent = json.dumps(hidden)
-    assert not any(secret in sent for secret in secrets) and re.search(r'"rewards": null', sent)
-    assert any(secret in json.dumps(revealed) for secret in secrets)  # the check can see a reward when one is sent
+    assert not shows(secrets, sent) and re.search(r'"rewards": null', sent)
+    assert shows(secrets, json.dumps(revealed))  # the check can see a reward when one is sent
 
 
 def test_probes_and_attribution_through_the_api(app_url):
