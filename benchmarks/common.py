@@ -60,7 +60,7 @@ def rm_config(true_shape: bool) -> LlamaConfig:
 def quantize_4bit(model: nn.Module, keep_full: list[str], device: str) -> nn.Module:
     """Swap every Linear outside `keep_full` for a bitsandbytes Linear4bit with the project's settings.
 
-    The settings (NF4, compute dtype, double quantisation) are read from `precision_kwargs`, the loader's
+    The settings (NF4, compute dtype, double quantisation: off) are read from `precision_kwargs`, the loader's
     own; this quantises random weights in place, which is what `from_pretrained` does with real ones.
     """
     import bitsandbytes as bnb

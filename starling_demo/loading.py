@@ -89,7 +89,9 @@ def precision_kwargs(precision: str, device: str, keep_full: list[str]) -> dict:
     if precision == "bf16":
         return {"dtype": torch.bfloat16}
     dtype = compute_dtype(device)
-    # llm_int8_skip_modules replaces the default skip list, so the head must be named here.
+    # llm_int8_skip_modules replaces the default skip list, so the head must be named here. Double quantisation stays
+    # off: it would save about 0.4 bits a weight (0.3 GB for 7B) at the cost of dequantising the scales too in every
+    # 4-bit matmul, which a batch-1 decode step pays in full.
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                llm_int8_skip_modules=keep_full)
     return {"dtype": dtype, "quantization_config": quant}

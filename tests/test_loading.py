@@ -129,3 +129,14 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     else:
         with pytest.raises(LoadError, match="--device cpu"):
             loading.resolve_device("cuda")
+
+
+def test_4bit_is_nf4_without_double_quantisation_as_the_documents_say():
+    from pathlib import Path
+
+    from starling_demo.loading import precision_kwargs
+
+    quant = precision_kwargs("4bit", "cpu", ["lm_head"])["quantization_config"]
+    assert quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant is False
+    results = (Path(__file__).resolve().parent.parent / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    assert "double quantisation off" in results and "which the loader leaves off" in results
