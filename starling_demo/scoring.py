@@ -180,8 +180,8 @@ def invariant_values(model, groups: list[list[list[int]]], starts: list[list[int
     A row's prompt (its ids before `starts`, at least one id, leaving one) runs in a pass of its own shape, once for
     the rows that share it; then each row's reply in a pass of one row after it. Batching rows changes the shapes
     of the matrix products, and a GPU then picks other kernels that sum in another order. On a GPU both passes are
-    right-padded to a multiple of SHAPE_BUCKETS["cuda"] (a width that depends on the row alone), so that turns repeat a few
-    shapes and a GPU's set-up per new shape (cuDNN's attention plans, for one) runs once per bucket.
+    right-padded to a multiple of SHAPE_BUCKETS["cuda"] (a width that depends on the row alone), so that turns
+    repeat a few shapes and a GPU's set-up per new shape (cuDNN's attention plans, for one) runs once per bucket.
     """
     device = model.device
     bucket = SHAPE_BUCKETS.get(device.type, 1)
@@ -195,6 +195,7 @@ def invariant_values(model, groups: list[list[list[int]]], starts: list[list[int
         cache = SharedPrefixCache(config=model.config)
         ids, prefix_mask = pad([list(prompt)], pad_id, bucketed(len(prompt), bucket))
         head = model(ids.to(device), cache=cache, use_cache=True)  # no mask: as in `value_groups`
+        head = head[0, : len(prompt)].float().cpu() if per_token else None
         for i in members:
             suffix = rows[i][len(prompt):]
             width = bucketed(len(suffix) + (query_position is not None), bucket)
@@ -202,7 +203,7 @@ def invariant_values(model, groups: list[list[list[int]]], starts: list[list[int
                                  width)
             last[i], query[i] = values[0, len(suffix) - 1].item(), values[0, -1].item()
             if per_token:
-                full[i] = torch.cat([head[0, : len(prompt)].float().cpu(), values[0, : len(suffix)]]).tolist()
+                full[i] = torch.cat([head, values[0, : len(suffix)]]).tolist()
     return per_group(groups, last, query if query_position is not None else None, full if per_token else None)
 
 

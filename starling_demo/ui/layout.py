@@ -20,37 +20,14 @@ from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .render import REPORT_HEADERS, ranking_html
 
-class Slider(gr.Slider):
-    """A slider whose value reaches the handler as sent: the handlers check every number (`limits.check_number`) and
-    refuse NaN, infinity, text and values out of range with one sentence and every output unchanged, where
-    Gradio's own check would answer with a bare error first."""
-
-    def get_block_name(self) -> str:
-        return "slider"
-
-    def preprocess(self, payload):
-        return payload
-
-
-class Number(gr.Number):
-    """A number field whose value reaches the handler as sent, as `Slider`'s does (1.5 is not rounded to 2)."""
-
-    def get_block_name(self) -> str:
-        return "number"
-
-    def preprocess(self, payload):
-        return payload
-
-
-class CheckboxGroup(gr.CheckboxGroup):
-    """Ticked choices that reach the handler as sent (null included), as `Slider`'s value does: the probe names an
-    unknown edit in a sentence."""
-
-    def get_block_name(self) -> str:
-        return "checkboxgroup"
-
-    def preprocess(self, payload):
-        return payload
+def as_sent(component):
+    """`component` with its value handed to the handler as sent, unchecked: the handlers check every value
+    (`limits.check_number`, the probe's names) and refuse NaN, infinity, text, null and values out of range with one
+    sentence and every output unchanged, where Gradio's own bounds check and rounding would answer first with a
+    bare error (or turn 1.5 into 2). Set on the instance: a subclass would make Gradio write a .pyi file beside
+    this module at every import."""
+    component.preprocess = lambda payload: payload
+    return component
 
 
 INTRO = ("**Starling-LM** writes N replies, a **Starling reward model** ranks them, the best continues the chat "
@@ -90,12 +67,13 @@ def settings_sidebar(engine: Engine) -> SimpleNamespace:
         gr.Markdown("### Settings")
         lm = model_dropdown(engine, "lm", "Language model")
         rm = model_dropdown(engine, "rm", "Reward model")
-        n = Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)", elem_id="n")
-        temperature = Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
-        top_p = Slider(0.05, 1, value=1.0, step=0.05, label="top_p")
+        n = as_sent(gr.Slider(1, MAX_CARDS, value=4, step=1, label="Candidates per turn (N)", elem_id="n"))
+        temperature = as_sent(gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)",
+                                        elem_id="temperature"))
+        top_p = as_sent(gr.Slider(0.05, 1, value=1.0, step=0.05, label="top_p"))
         longest = max_new_tokens_for(engine.context())
-        max_new_tokens = Slider(1, longest, value=min(64 if engine.lm_name == "tiny" else 512, longest), step=1,
-                                   label="Max new tokens", elem_id="max-tokens")
+        max_new_tokens = as_sent(gr.Slider(1, longest, value=min(64 if engine.lm_name == "tiny" else 512, longest),
+                                           step=1, label="Max new tokens", elem_id="max-tokens"))
         seed = gr.Textbox("", label="Seed (blank = random; the seed used is shown in the status line)",
                           elem_id="seed")
         mode = gr.Radio(["GPT4 Correct", "Code"], value="GPT4 Correct", label="Template mode")
@@ -202,8 +180,8 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             wins = gr.HTML(elem_id="wins", js_on_load=None)
             luce = gr.Markdown(elem_id="luce")
         with gr.Tab("Length bias", elem_id="tab-bias"):
-            alpha = Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
-                              "(length-penalised reward r − α·len/100)")
+            alpha = as_sent(gr.Slider(0, 5, value=0.5, step=0.1, label="α: reward given up per 100 tokens "
+                                      "(length-penalised reward r − α·len/100)"))
             bias_text = gr.Markdown(elem_id="bias")
             # Coloured by kind: the RM's best, the longest, the others (`render.length_frame`, `analysis.bias_panel`);
             # a point's tooltip names its candidate. No `height`: with one and a label, Gradio 6.31 cuts off the
@@ -256,7 +234,7 @@ def probes_tab() -> SimpleNamespace:
     with gr.Row():
         pick = gr.Radio([], label="Candidate", elem_id="probe-pick", scale=2)
         run = gr.Button("Run probes", variant="primary", elem_id="run-probes", scale=1)
-    edits = CheckboxGroup(EDIT_CHOICES, value=list(EDITS), label="Edits", elem_id="probe-edits")
+    edits = as_sent(gr.CheckboxGroup(EDIT_CHOICES, value=list(EDITS), label="Edits", elem_id="probe-edits"))
     with gr.Accordion("Your own edit", open=False, elem_id="own-edit"):
         with gr.Row():
             prefix = gr.Textbox(label="Put before the reply", elem_id="edit-prefix")

@@ -89,7 +89,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                 decision = layout.candidates_section()
         panel, evaluation = layout.analysis_section()
         summary = gr.JSON(label="Turn", visible=False)  # for API callers
-        pick = layout.Number(visible=False, precision=0, label="Candidate number")  # for API callers
+        pick = layout.as_sent(gr.Number(visible=False, precision=0, label="Candidate number"))  # for API callers
         pick_button = gr.Button(visible=False)
         facts = gr.JSON(label="Insight", visible=False)  # for API callers
         facts_button = gr.Button(visible=False)
