@@ -224,13 +224,17 @@ class Engine:
 
     def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> dict:
-        """Each candidate under each of `edits` (`probes.probe`), in batched passes."""
-        return probes.probe(self.rm(rm), messages, candidates, edits, readout, rm_format)
+        """Each candidate under each of `edits` (`probes.probe`), in batched passes, each taking the device as batch
+        work (`lock(batch=True)`): others' turns go between them."""
+        return probes.probe(self.rm(rm), messages, candidates, edits, readout, rm_format,
+                            lambda: self.lock("rm", rm, batch=True))
 
     def attribute(self, messages: list[dict], candidate: str, rm: str | None = None, readout: str | None = None,
                   rm_format: str = "rlhf") -> dict:
-        """The reward of `candidate` with each of its sentences left out (`probes.attribute`), in batched passes."""
-        return probes.attribute(self.rm(rm), messages, candidate, readout, rm_format)
+        """The reward of `candidate` with each of its sentences left out (`probes.attribute`), in batched passes
+        taken as batch work, as `probe`'s."""
+        return probes.attribute(self.rm(rm), messages, candidate, readout, rm_format,
+                                lambda: self.lock("rm", rm, batch=True))
 
 
 BYTES_PER_PARAMETER = {"4bit": 0.6, "bf16": 2.0, "fp32": 4.0}  # 4-bit: nf4 weights plus the layers kept in bf16

@@ -22,14 +22,14 @@ MAX_LINE_CHARS = 200_000  # one row of an evaluation file
 # the GPU (a turn's 4 candidates of 512 tokens after a 1,000-token conversation take about 3,000).
 EVAL_BATCH_TOKENS = 4096
 # Queued or running jobs of one browser session: a turn and one waiting behind it (a Score pressed while the
-# candidates stream), and one evaluation; and of one client (an address: `ui.server.client_of`), however many
-# sessions it opens (or none): two sessions' worth, for people behind one address.
-MAX_JOBS_PER_VISITOR = {"gpu": 2, "eval": 1}
+# candidates stream), one probe or attribution, and one evaluation; and of one client (an address:
+# `ui.server.client_of`), however many sessions it opens (or none): two sessions' worth, for people behind one address.
+MAX_JOBS_PER_VISITOR = {"gpu": 2, "probe": 1, "eval": 1}
 # A session (its conversation, tallies and probes: up to about 7 MB) is forgotten this long after its last change,
 # and the server keeps at most this many, the least recently used going first.
 SESSION_SECONDS = 3 * 3600
 MAX_SESSIONS = 1000
-MAX_JOBS_PER_CLIENT = {"gpu": 4, "eval": 2}
+MAX_JOBS_PER_CLIENT = {"gpu": 4, "probe": 2, "eval": 2}
 MAX_NEW_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_P_RANGE = (0.05, 1.0)

@@ -2,7 +2,9 @@
 batched passes that encode the conversation once (`batching.score_stream`), never one call per variant."""
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
@@ -14,30 +16,32 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
-def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None,
-                 rm_format: str = "rlhf") -> tuple[dict[str, float], str, str | None]:
+def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None, rm_format: str = "rlhf",
+                 lock: Callable = contextlib.nullcontext) -> tuple[dict[str, float], str, str | None]:
     """The reward of each distinct text of `texts` as a reply to `messages`, with the read-out used and its note.
 
     The distinct texts are the candidates of one conversation in `batching.score_stream`: its encoding runs once per
     batch of at most the model's `batch_tokens()` ids, the replies in runs of similar length. Each reward equals
-    `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
+    `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers. Each pass runs
+    inside `with lock():`, so that a long probe lets others' turns use the device between its passes.
     """
     distinct = list(dict.fromkeys(texts))
-    [(_, scores)] = [pair for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format) for pair in ready]
+    [(_, scores)] = [pair for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format, lock=lock)
+                     for pair in ready]
     if isinstance(scores, ValueError):
         raise scores
     return dict(zip(distinct, scores.rewards)), scores.readout, scores.note
 
 
 def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], readout: str | None = None,
-          rm_format: str = "rlhf") -> dict:
+          rm_format: str = "rlhf", lock: Callable = contextlib.nullcontext) -> dict:
     """Each candidate as written and under each edit, scored together: per candidate its reward and, per edit,
     the variant's reward and `delta` (variant minus candidate). A text is scored once however many edits give it,
-    and an edit that leaves a candidate as it was is `changed` False, delta 0.
+    and an edit that leaves a candidate as it was is `changed` False, delta 0. `lock` as in `text_rewards`.
     """
     variants = [[edit.apply(text) for edit in edits] for text in candidates]
     reward_of, readout, note = text_rewards(rm, messages, [*candidates, *(v for row in variants for v in row)],
-                                            readout, rm_format)
+                                            readout, rm_format, lock)
     results = [{"candidate": k, "reward": reward_of[text], "edits": [
         {"edit": edit.name, "description": edit.description, "text": variant, "changed": variant != text,
          "reward": reward_of[variant], "delta": reward_of[variant] - reward_of[text]}
@@ -45,15 +49,17 @@ def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], re
     return {"readout": readout, "readout_note": note, "rm_format": rm_format, "candidates": results}
 
 
-def attribute(rm, messages: list[dict], candidate: str, readout: str | None = None, rm_format: str = "rlhf") -> dict:
+def attribute(rm, messages: list[dict], candidate: str, readout: str | None = None, rm_format: str = "rlhf",
+              lock: Callable = contextlib.nullcontext) -> dict:
     """The reward of `candidate` with each of its `edits.units` (sentences, list items, code blocks) left out, all
-    in batched passes: per unit its text, span, `reward_without` and `drop` (the reward minus that).
+    in batched passes (`lock` as in `text_rewards`): per unit its text, span, `reward_without` and `drop` (the
+    reward minus that).
 
     A positive drop is reward the unit earns: without it the reply scores lower.
     """
     parts = units(candidate)
     leaving = [without(candidate, u) for u in parts]
-    reward_of, readout, note = text_rewards(rm, messages, [candidate, *leaving], readout, rm_format)
+    reward_of, readout, note = text_rewards(rm, messages, [candidate, *leaving], readout, rm_format, lock)
     base = reward_of[candidate]
     return {"reward": base, "readout": readout, "readout_note": note, "rm_format": rm_format, "units": [
         {"start": u.start, "end": u.end, "kind": u.kind, "text": text_of(candidate, u), "reward_without": reward_of[t],

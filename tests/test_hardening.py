@@ -87,6 +87,20 @@ def test_edited_and_own_candidates_are_checked(engine, turn, no_model_work):
     refused(events.add_candidate, engine, turn, "Mine.", *scoring, None, *past, match="Candidate 7: this turn has 4")
 
 
+def test_while_its_probe_runs_a_session_takes_no_turn_nor_scoring(engine, turn, no_model_work, monkeypatch):
+    """A probe runs beside the turns' queue (`in_group("probe")`) and keeps the session it started from: a turn or a
+    scoring that ended meanwhile would be undone, so they are refused until it ends."""
+    request = gr.Request(session_hash="prober")
+    monkeypatch.setattr(view, "RUNNING", {"prober"})
+    monkeypatch.setattr(events, "RUNNING", view.RUNNING)
+    cards = [c for c in turn["turns"][-1]["candidates"]] + [""] * 4
+    scoring = [SETTINGS[k] for k in ("rm", "readout", "rm2")]
+    refused(events.chat, engine, turn, "Next?", *SETTINGS.values(), request, match="Your probe or attribution is "
+            "still running", message="Next?")
+    refused(events.rescore, engine, turn, *scoring, request, *cards, match="Your probe or attribution is still")
+    refused(events.add_candidate, engine, turn, "Mine.", *scoring, request, *cards, match="Your probe or attribution")
+
+
 def test_the_probes_edit_names_are_checked(engine, turn, no_model_work):
     for names, match in ((["refusal", "bogus"], "Unknown edit 'bogus': choose from "), ("refusal", "must be a list"),
                          ([3], "must be a list of names")):
@@ -211,10 +225,11 @@ def test_readme_states_the_limits():
               f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, "
               f"{limits.MAX_LINE_CHARS:,} characters",
               f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"batches of at most {limits.EVAL_BATCH_TOKENS:,} tokens",
-              f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting) and "
+              f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting), "
+              f"{limits.MAX_JOBS_PER_VISITOR['probe']} probe or attribution and "
               f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation",
-              f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs and {limits.MAX_JOBS_PER_CLIENT['eval']} "
-              "evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
+              f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs, {limits.MAX_JOBS_PER_CLIENT['probe']} "
+              f"probes and {limits.MAX_JOBS_PER_CLIENT['eval']} evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
               f"a body that stalls for {server.BODY_SECONDS} s is refused with 408",
               f"prefix, suffix, find and replacement {limits.MAX_MESSAGE_CHARS:,} characters each, and the reply it "
               f"would make at most {limits.MAX_MESSAGE_CHARS:,}",

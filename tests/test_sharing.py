@@ -14,6 +14,7 @@ from gradio_client.exceptions import ValidationError
 
 from starling_demo import limits
 from starling_demo.ui import evaluation, server
+from starling_demo.edits import EDITS
 from starling_demo.ui.cards import MAX_CARDS
 
 STATUS, TURN = 1, 2
@@ -245,3 +246,42 @@ def test_a_body_over_the_limit_is_refused_by_its_bytes_and_a_stalled_one_in_time
     stalled = raw_request(app_url, f"POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n"
                                    "Content-Length: 100\n", b'{"data": [')
     assert stalled.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in stalled
+
+
+@pytest.fixture
+def parked_probe(engine, monkeypatch):
+    """The next probe stops before its second pass, outside the device, until the test lets it go: (parked, go)."""
+    parked, go, batch = threading.Event(), threading.Event(), engine.device_lock.batch
+    passes = []
+
+    def parking():
+        passes.append(1)
+        if len(passes) == 2:
+            parked.set()
+            assert go.wait(90), "the test never let the probe go on"
+        return batch()
+
+    monkeypatch.setattr(engine.device_lock, "batch", parking)
+    yield parked, go
+    go.set()
+
+
+def test_a_turn_goes_between_the_passes_of_anothers_long_probe(visitors, parked_probe):
+    """A probe runs pass by pass as batch work beside the turns' queue: another client's turn does not wait for the
+    whole probe, and the prober's own session takes nothing else until its probe ends (a turn that ended meanwhile
+    would be undone by the session the probe keeps)."""
+    parked, go = parked_probe
+    prober, visitor = visitors(), visitors()
+    prober.predict("Hi", **SETTINGS, api_name="/chat")
+    probe = prober.submit(number="all", prefix="word " * 2000, api_name="/probe")  # passes of long variants
+    assert parked.wait(60)
+    assert "Scored 4 candidates" in visitor.submit("Hello", **SETTINGS, api_name="/chat").result(timeout=60)[STATUS]
+    assert not probe.done()
+    refused = prober.predict("And you?", **SETTINGS, api_name="/chat")  # test_hardening checks its sentence
+    assert refused[STATUS] == refused[TURN] == SKIPPED
+    with pytest.raises(ValidationError, match="Your probe is still running"):
+        prober.predict(number="1", api_name="/probe")
+    go.set()
+    table, _, figures = probe.result(timeout=120)
+    assert len(figures["candidates"]) == 4 and all(len(c["edits"]) == len(EDITS) + 1 for c in figures["candidates"])
+    assert len(prober.predict("And you?", **SETTINGS, api_name="/chat")[0]) == 4  # two turns: two exchanges

@@ -127,8 +127,9 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
 
         def in_group(group: str, handler, inputs: list) -> dict:
             """Event arguments: `handler` runs in concurrency group `group` ("gpu": turns and scoring,
-            `turns_at_once` at a time; "eval": batch evaluations, one at a time, which share the device with turns
-            chunk by chunk); see `limit_jobs_per_client` for how many of a group's jobs one client may have."""
+            `turns_at_once` at a time; "probe": probes and attribution, and "eval": batch evaluations, one at a time
+            each, which share the device with turns batch by batch, so a turn never waits for a whole probe or
+            file); see `limit_jobs_per_client` for how many of a group's jobs one client may have."""
             return dict(fn=bind(handler), inputs=inputs, concurrency_id=group,
                         concurrency_limit=turns_at_once if group == "gpu" else 1)
 
@@ -224,12 +225,12 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         for pick, trigger, visibility in ((api_number, api.probe, "public"), (p.pick, p.run, "undocumented")):
             trigger.click(outputs=[session, p.view, p.summary, probe_figures], api_visibility=visibility,
                           api_name="probe" if visibility == "public" else None,
-                          **in_group("gpu", probe_candidates, [session, pick, *probe_inputs]))
+                          **in_group("probe", probe_candidates, [session, pick, *probe_inputs]))
         for pick, trigger, visibility in ((api_number, api.attribute, "public"),
                                           (panel.trace_pick, panel.attribute, "undocumented")):
             trigger.click(outputs=[session, panel.attribution, attribution_figures], api_visibility=visibility,
                           api_name="attribute" if visibility == "public" else None,
-                          **in_group("gpu", attribute_candidate, [session, pick, s.rm, s.readout, s.rm_format]))
+                          **in_group("probe", attribute_candidate, [session, pick, s.rm, s.readout, s.rm_format]))
         then_panels(chat_ui.undo.click(undo, [session], turn_outputs, api_name="undo"), new_turn=True)
         then_panels(chat_ui.clear.click(clear, [session], turn_outputs, api_name="clear"), new_turn=True)
         then_panels(chat_ui.clear_all.click(clear_all, [session], turn_outputs, api_name="clear_all"), new_turn=True)

@@ -20,7 +20,7 @@ from .cards import candidate_choices
 from .colour import value_colour
 from .inputs import candidate_index, models
 from .models import PROBLEMS, explain
-from .view import BUSY, RUNNING, current_turn, running
+from .view import BUSY, RUNNING, busy, current_turn
 
 PROBE_NOTE = ("Each edit below changes the candidate, and the reward model scores every variant with the candidate "
               "in batched passes that encode the conversation once. **Δ** is the variant's reward minus the "
@@ -130,7 +130,7 @@ def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, reques
     if not turn:
         raise ValueError(JUDGE_FIRST if hidden(current_turn(session)) else
                          "Nothing to probe yet: send a message and let its candidates be scored first.")
-    if running(request):
+    if busy(request):  # a turn that ends while the probe runs would be lost when the probe's session is kept
         raise ValueError(BUSY)
     models(engine, rm=rm)
     check_rm_format(rm_format)
@@ -138,12 +138,11 @@ def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, reques
 
 
 def on_rm(engine: Engine, rm: str, work):
-    """`work()` with reward model `rm` loaded and, in process, its device lock held; None, with a warning saying
-    why, if the model fails."""
+    """`work()` with reward model `rm` loaded (the engine takes the device for each of its passes); None, with a
+    warning saying why, if the model fails."""
     try:
         engine.rm(rm)
-        with engine.lock("rm", rm):
-            return work()
+        return work()
     except PROBLEMS as error:
         gr.Warning(explain(error))
         return None

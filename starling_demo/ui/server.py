@@ -15,9 +15,12 @@ from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTE
 
 BODY_SECONDS = 30  # a request body that stalls this long is refused (408)
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
+        "probe": "Your probe is still running: wait for it to finish first.",
         "eval": "Your evaluation is still running: wait for it to finish, or cancel it, first."}
 CLIENT_BUSY = {"gpu": f"Your address already has {MAX_JOBS_PER_CLIENT['gpu']} turns running or waiting (other tabs, "
                       "people or scripts behind it): wait for one of them to end.",
+               "probe": f"Your address already has {MAX_JOBS_PER_CLIENT['probe']} probes running or waiting: wait for "
+                        "one of them to end.",
                "eval": f"Your address already has {MAX_JOBS_PER_CLIENT['eval']} evaluations running or waiting: wait "
                        "for one of them to end."}
 
@@ -119,8 +122,8 @@ def round_robin(events: list, client: Callable, running: Counter) -> list:
 
 
 def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
-    """Refuse a new GPU or evaluation job, before it is queued, while its session has as many of that kind queued
-    or running as MAX_JOBS_PER_VISITOR allows, or its client as many as MAX_JOBS_PER_CLIENT allows, whatever
+    """Refuse a new turn, probe or evaluation job, before it is queued, while its session has as many of that kind
+    queued or running as MAX_JOBS_PER_VISITOR allows, or its client as many as MAX_JOBS_PER_CLIENT allows, whatever
     session ids the client sends (or none); and serve each group's queue round-robin across clients
     (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue.
     A client is an address (`client_of`, `header` a trusted proxy's).

@@ -21,7 +21,7 @@ from .cards import MAX_CARDS, origins_after_edit, unscored_edit
 from .inputs import card_texts, message_text, models, named_cards, turn_settings
 from .models import PROBLEMS, explain, loading_status
 from .render import conversation
-from .view import RUNNING, STOP_REQUESTS, busy, current_turn, unchanged, view
+from .view import RUNNING, STILL_RUNNING, STOP_REQUESTS, busy, current_turn, running, unchanged, view
 
 # A streamed turn sends the page at most one frame per FRAME_SECONDS: token-rate updates of N long texts
 # cost the browser a re-render each, and it fell behind the server (4x slower than the API).
@@ -111,6 +111,9 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
         check_rm_format(rm_format)
     except ValueError as error:
         yield unchanged(str(error), typed)
+        return
+    if running(request):
+        yield unchanged(STILL_RUNNING, typed)
         return
     if hidden(current_turn(session)):
         yield unchanged(f"The last turn is not judged yet. {JUDGE_FIRST} Then send again.", typed)
@@ -209,6 +212,8 @@ def rescored(engine: Engine, session: dict, candidates: list[str], rm: str, read
     While it scores, the visitor counts as running, so that Undo or Clear meanwhile are refused rather
     than undone by the scored session this returns.
     """
+    if running(request):
+        return None, STILL_RUNNING
     work = copy.deepcopy(session)
     turn = current_turn(work)
     try:

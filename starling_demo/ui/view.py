@@ -19,6 +19,8 @@ from .server import jobs_of
 RUNNING: set[str] = set()
 STOP_REQUESTS: set[str] = set()
 BUSY = "The candidates are still being generated or scored: wait for them (or press Stop), then try again."
+# A probe runs beside the turns' queue: what it keeps would undo a turn or a scoring that ended meanwhile.
+STILL_RUNNING = "Your probe or attribution is still running: wait for it to end, then try again."
 # Outputs of every turn event, in order: session, chatbot, status, turn JSON, message box, (text, badge) per
 # card, the ranking, then each card's reply as rendered Markdown (added last: API callers' positions stay valid).
 # All are values, never property updates, which Gradio turns into a new component and config per output and frame
