@@ -1,21 +1,32 @@
-"""Does one hostile visitor degrade the app for the others? The real app, driven through its Gradio API.
+"""Does one hostile client degrade the app for the others? The real app, driven through its Gradio API.
 
 Starts `app.py` as a subprocess (no GPU: the tiny presets on CPU) and drives it with `gradio_client`, one
 Client per visitor (one Client = one conversation). The app trusts X-Forwarded-For (`--client-header`), as behind
-a Space's proxy, so that each visitor is a client of its own address, as on the internet. Phase A: V visitors in
-parallel, T `/chat` turns each (n=4, T=0.7). Phase B: the same while one hostile client, from one address, sends
-40 quick jobs at once, then keeps the largest evaluation the app takes running, sends a `/chat` with a 10 MB
-system prompt every second, and from 30 more sessions (and REST calls with no session id) keeps sending turns.
-Reports the visitors' p50/p95 turn latency in each phase and B/A (target: at most 1.5x, and no visitor's turn
-refused), then keeps driving normal turns until --total-turns have completed and reports the server's RSS after
-the first turn and at the end.
+a Space's proxy, so that each visitor is a client of its own address, as on the internet.
 
-    python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--max-new-tokens 32] [--total-turns 200]
+- Phase A: V visitors in parallel, T `/chat` turns each (n=4, T=0.7, --max-new-tokens).
+- Phase C0: one visitor alone, K turns.
+- The attack, from one address, in a process of its own (as on its own machine), for --attack-seconds: 40 quick
+  turns at once; then the largest evaluation the app takes, again and again, and a `/chat` with a 10 MB system
+  prompt every second; 30 more sessions that each send a turn (a visitor's settings) as soon as their last one ends
+  or is refused, and REST `/call/chat` requests with no session id; and a session that probes 8 cards of 18,000
+  characters with every edit and a 2,000-character prefix (the largest probe edit the limits allow), again and
+  again. Timing starts once the attacker's sessions are open and its first jobs sent.
+- Phase B: the V visitors' turns while the attack runs; phase C1: the one visitor's K turns facing the attack alone.
+
+Reports p50/p95 turn latency per phase with B/A (target: p95 at most 1.5x, no visitor's turn refused) and C1/C0
+(target: at most 2x), then the server's RSS before the attack and after it (target: back within 50 MiB), and
+after --total-turns normal turns in all.
+
+    python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--max-new-tokens 32] [--attack-seconds 60]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures as cf
+import functools
+import itertools
 import json
 import os
 import socket
@@ -26,6 +37,8 @@ import tempfile
 import multiprocessing
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = ["Name three birds that mimic sounds.", "Why is the sky blue?", "Write a haiku about rain.",
             "What is 17 times 23?", "Give me a tip for learning Python.", "Summarise the plot of Hamlet.",
             "How do starlings flock?", "Suggest a name for a cat."]
+SESSIONS = 30  # the hostile client's sessions that each keep a turn coming
 
 
 # /call/chat's inputs: the message; lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2,
@@ -97,14 +111,26 @@ def rss_mib(pid: int) -> float:
             return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
-def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, tickets=None) -> tuple[list[float], int]:
-    """Visitor `number`'s chat: `turns` turns, or (turns=None) as long as the shared `tickets` iterator lasts.
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process `pid` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, tickets=None,
+            until: float | None = None) -> tuple[list[float], int]:
+    """Visitor `number`'s chat: `turns` turns, or as long as the shared `tickets` iterator lasts, or until the clock
+    (`time.monotonic`) reaches `until`.
 
     Returns the latency in seconds of every turn that succeeded and the number that failed.
     """
     client = Client(url, verbose=False, analytics_enabled=False, headers=address(number))
     latencies, failures = [], 0
-    for turn, _ in enumerate(range(turns) if turns is not None else tickets):
+    plan = range(turns) if turns is not None else tickets if tickets is not None else itertools.count()
+    for turn, _ in enumerate(plan):
+        if until is not None and time.monotonic() >= until:
+            break
         start = time.perf_counter()
         try:
             client.predict(MESSAGES[(number + turn) % len(MESSAGES)], n=4,
@@ -120,10 +146,11 @@ def address(number: int) -> dict:
     return {"X-Forwarded-For": "203.0.113.66" if number < 0 else f"198.51.100.{number + 1}"}
 
 
-def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None):
+def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None,
+          until: float | None = None):
     """`visitors` visitors in parallel threads, each its own Client; all latencies and the failure count."""
     with cf.ThreadPoolExecutor(visitors) as pool:
-        results = list(pool.map(lambda i: visitor(url, i, turns, max_new_tokens, tickets), range(visitors)))
+        results = list(pool.map(lambda i: visitor(url, i, turns, max_new_tokens, tickets, until), range(visitors)))
     return [t for lat, _ in results for t in lat], sum(f for _, f in results)
 
 
@@ -138,62 +165,116 @@ def write_eval_file(rows: int, folder: str) -> str:
     return path
 
 
-def count(counts: dict, kind: str, job) -> None:
+def outcome(job) -> str:
+    """How a job ended: "done", or the name of the exception it raised."""
     try:
         job.result()
-        outcome = "done"
-    except Exception as error:  # noqa: BLE001 - a refusal is what the hostile visitor gets, and a figure here
-        outcome = type(error).__name__
-    counts[f"{kind}: {outcome}"] = counts.get(f"{kind}: {outcome}", 0) + 1
+        return "done"
+    except Exception as error:  # noqa: BLE001 - a refusal is what the hostile client gets, and a figure here
+        return type(error).__name__
 
 
-def hostile(url: str, eval_path: str, stop: threading.Event, counts: dict) -> None:
-    """One visitor (one session) until `stop`: 40 quick jobs at once, then the largest evaluation the app
-    takes, again and again, and a /chat with a 10 MB system prompt every second; the running job is
-    cancelled at the end. Outcomes are counted in `counts`."""
-    client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
-    sessions = threading.Thread(target=many_sessions, args=(url, stop, counts))
-    sessions.start()
-    burst = [client.submit("hi", api_name="/chat") for _ in range(40)]
-    for job in burst:
-        count(counts, "burst of 40 /chat", job)
-    evaluation = None
-    while not stop.wait(timeout=1.0):  # the pace of a script that polls once a second
-        if evaluation is None or evaluation.done():
-            if evaluation is not None:
-                count(counts, "/evaluate", evaluation)
-            evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
-        count(counts, "/chat with a 10 MB system prompt",
-              client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
-    if evaluation is not None:
-        progress = evaluation.outputs()  # the status line is the last output of each update
-        counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
-        evaluation.cancel()
-    sessions.join()
+def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) -> None:
+    """The hostile client, from one address, until `stop`; sets `ready` once all its faces are at work (its sessions
+    open, its first jobs sent). Outcomes are counted in `counts`.
 
-
-def many_sessions(url: str, stop: threading.Event, counts: dict, sessions: int = 30) -> None:
-    """The hostile client's other face until `stop`: 30 sessions (Clients) from its one address, each sending a
-    turn as soon as its last one ends or is refused, and REST `/call/chat` requests with no session id."""
+    Its sessions send raw requests from one event loop, and it runs at the lowest CPU priority: on the internet it
+    has a machine of its own, and here 30 gradio_client sessions' threads took most of the 2 cores the server needs
+    (125 of 150 CPU seconds in one run).
+    """
+    os.nice(19)
     lock = threading.Lock()
+    opened = threading.Barrier(3, action=ready.set)  # the sessions and REST, the prober, and the main face
 
-    def session(number: int) -> None:
-        client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+    def tally_key(key: str) -> None:
+        with lock:
+            counts[key] = counts.get(key, 0) + 1
+
+    def tally(kind: str, job) -> None:
+        tally_key(f"{kind}: {outcome(job)}")  # waited for outside the lock: the other faces go on meanwhile
+
+    def raw_faces() -> None:
+        """The sessions and the REST calls, as a script would send them: raw requests from one event loop (cheap
+        for the attacker, so that what it costs is the server's)."""
+        asyncio.run(sessions_and_rest(url, max_new_tokens, stop, opened, tally_key))
+
+    # The prober's turn: 8 cards of 18,000 characters, so that with a 2,000-character prefix every edited reply is
+    # at the 20,000-character limit.
+    probing = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+    probing.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
+    cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
+    probing.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
+
+    def prober() -> None:
+        """The largest probe the limits allow, again and again: every edit of every card, and the prefix."""
+        opened.wait()
         while not stop.is_set():
-            job = client.submit("hi", max_new_tokens=64, api_name="/chat")
-            with lock:
-                count(counts, "30 sessions' /chat", job)
+            tally("largest /probe", probing.submit(number="all", prefix="p" * 2_000, api_name="/probe"))
 
-    def no_session() -> None:
-        with httpx.Client(headers=address(-1), timeout=30) as client:
-            while not stop.wait(timeout=0.5):
-                answer = client.post(f"{url}gradio_api/call/chat", json={"data": REST_TURN})
-                with lock:
-                    key = f"/call/chat with no session: HTTP {answer.status_code}"
-                    counts[key] = counts.get(key, 0) + 1
+    def face(work) -> Callable:
+        def run() -> None:
+            try:
+                work()
+            except BaseException:
+                opened.abort()  # the others stop waiting for it; the benchmark then stops the attack
+                raise
+        return run
 
-    with cf.ThreadPoolExecutor(sessions + 1) as pool:
-        list(pool.map(lambda i: session(i) if i < sessions else no_session(), range(sessions + 1)))
+    client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+    faces = [threading.Thread(target=face(raw_faces)), threading.Thread(target=face(prober))]
+    for thread in faces:
+        thread.start()
+    burst = [client.submit("hi", n=4, max_new_tokens=max_new_tokens, api_name="/chat") for _ in range(40)]
+    evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+    opened.wait()
+    for job in burst:
+        tally("burst of 40 /chat", job)
+    while not stop.wait(timeout=1.0):  # the pace of a script that polls once a second
+        if evaluation.done():
+            tally("/evaluate", evaluation)
+            evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+        tally("/chat with a 10 MB system prompt", client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
+    progress = evaluation.outputs()  # the status line is the last output of each update
+    counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
+    evaluation.cancel()
+    for thread in faces:
+        thread.join()
+
+
+async def sessions_and_rest(url: str, max_new_tokens: int, stop, opened: threading.Barrier, tally) -> None:
+    """Until `stop`: SESSIONS sessions that each join a turn (a visitor's settings) as soon as their last one ends
+    or is refused, reading its events as the page does; and a REST `/call/chat` (no session id) every 0.5 s.
+    Each outcome is passed to `tally`."""
+    turn = [None, "hi", "tiny", "tiny", 4, 0.7, 1.0, max_new_tokens, "", "GPT4 Correct", "", "card", "none", "rlhf",
+            *[""] * 8, False]  # /chat's inputs as the queue takes them: the session state first
+    async with httpx.AsyncClient(base_url=url, headers=address(-1), timeout=60,
+                                 limits=httpx.Limits(max_connections=2 * SESSIONS + 2)) as http:
+        fn_index = next(d["id"] for d in (await http.get("config")).json()["dependencies"]
+                        if d.get("api_name") == "chat")
+        await asyncio.to_thread(opened.wait)
+
+        async def session() -> None:
+            session_hash = uuid.uuid4().hex
+            while not stop.is_set():
+                joined = await http.post("gradio_api/queue/join", json={
+                    "data": turn, "fn_index": fn_index, "session_hash": session_hash, "event_data": None,
+                    "trigger_id": None})
+                if joined.status_code != 200:
+                    tally(f"{SESSIONS} sessions' /chat: HTTP {joined.status_code}")
+                    continue
+                async with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as events:
+                    async for line in events.aiter_lines():
+                        if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
+                            break
+                tally(f"{SESSIONS} sessions' /chat: done")
+
+        async def no_session() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+                answer = await http.post("gradio_api/call/chat", json={"data": REST_TURN})
+                tally(f"/call/chat with no session: HTTP {answer.status_code}")
+
+        await asyncio.gather(no_session(), *(session() for _ in range(SESSIONS)))
 
 
 def p50_p95(latencies: list[float]) -> tuple[float, float]:
@@ -205,8 +286,10 @@ def p50_p95(latencies: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--visitors", type=int, default=8, help="normal visitors in parallel, one Client each")
-    parser.add_argument("--turns", type=int, default=4, help="/chat turns per visitor in phases A and B")
+    parser.add_argument("--turns", type=int, default=4, help="/chat turns per visitor in phase A")
+    parser.add_argument("--single-turns", type=int, default=8, help="the single visitor's turns in C0 and C1")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="max_new_tokens of every normal turn")
+    parser.add_argument("--attack-seconds", type=float, default=60, help="how long phase B runs, at least")
     parser.add_argument("--total-turns", type=int, default=200, help="normal turns in all before RSS is read")
     parser.add_argument("--eval-rows", type=int, default=MAX_EVAL_ROWS,
                         help="rows of the hostile /evaluate upload (default: the most the app takes)")
@@ -217,34 +300,45 @@ def main() -> None:
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
     before = cpu_snapshot()
+    run = functools.partial(crowd, url, max_new_tokens=args.max_new_tokens)
     # The log is opened to append: the app shares its file offset, so reading it back must not move its writes.
     with tempfile.TemporaryDirectory() as scratch, open(os.path.join(scratch, "app.log"), "a+") as log:
         proc = start_app(port, log, args.startup_timeout)
         try:
             # One turn first: it loads the models, which no phase should pay for, and sets the RSS baseline.
-            crowd(url, 1, args.max_new_tokens, turns=1)
+            run(1, turns=1)
             rss_start = rss_mib(proc.pid)
-            a, a_failed = crowd(url, args.visitors, args.max_new_tokens, turns=args.turns)
-            rss_before_b = rss_mib(proc.pid)
-            # The hostile client runs in a process of its own, as on its own machine: its 30 sessions' threads
-            # would otherwise slow the visitors' own clients through this interpreter's lock.
+            a, a_failed = run(args.visitors, turns=args.turns)
+            c0, c0_failed = run(1, turns=args.single_turns)
+            rss_before = rss_mib(proc.pid)
             spawn = multiprocessing.get_context("spawn")
             manager = spawn.Manager()
-            stop, counts = manager.Event(), manager.dict()
-            attacker = spawn.Process(target=hostile, args=(url, write_eval_file(args.eval_rows, scratch), stop,
-                                                           counts))
+            ready, stop, counts = manager.Event(), manager.Event(), manager.dict()
+            attacker = spawn.Process(target=hostile, args=(url, write_eval_file(args.eval_rows, scratch),
+                                                           args.max_new_tokens, ready, stop, counts))
             attacker.start()
             try:
-                b, b_failed = crowd(url, args.visitors, args.max_new_tokens, turns=args.turns)
+                deadline = time.monotonic() + 300
+                while not ready.wait(timeout=1):
+                    if not attacker.is_alive() or time.monotonic() > deadline:
+                        raise RuntimeError("the hostile client stopped or did not get going within 300 s")
+                attack_start, cpu = time.monotonic(), (cpu_seconds(proc.pid), cpu_seconds(attacker.pid))
+                b, b_failed = run(args.visitors, until=attack_start + args.attack_seconds)
+                c1, c1_failed = run(1, turns=args.single_turns)
+                attack_s = time.monotonic() - attack_start
+                cpu = [cpu_seconds(pid) - used for pid, used in zip((proc.pid, attacker.pid), cpu)]
             finally:
                 stop.set()
-                attacker.join()
+                attacker.join(timeout=60)
+                if attacker.is_alive():
+                    attacker.terminate()
             counts = dict(counts)
             manager.shutdown()
-            rss_after_b = rss_mib(proc.pid)
-            done = 1 + len(a) + a_failed + len(b) + b_failed
+            run(1, turns=1)  # the attack's jobs have ended (cancelled, refused or done)
+            rss_after = rss_mib(proc.pid)
+            done = 2 + len(a) + a_failed + len(c0) + c0_failed + len(b) + b_failed + len(c1) + c1_failed
             tickets = iter(range(max(args.total_turns - done, 0)))  # shared: next() on a range iterator is atomic
-            rest, rest_failed = crowd(url, args.visitors, args.max_new_tokens, tickets=tickets)
+            rest, rest_failed = run(args.visitors, tickets=tickets)
             rss_end, total = rss_mib(proc.pid), done + len(rest) + rest_failed
         except BaseException:
             print(tail(log), file=sys.stderr)
@@ -253,18 +347,25 @@ def main() -> None:
             stop_app(proc)
 
     print(f"# bench_load on {machine()}; {args.visitors} visitors x {args.turns} turns, n=4, "
-          f"max_new_tokens={args.max_new_tokens}, hostile upload {args.eval_rows} rows")
-    (a50, a95), (b50, b95) = p50_p95(a), p50_p95(b)
+          f"max_new_tokens={args.max_new_tokens}, attack {attack_s:.0f} s, hostile upload {args.eval_rows} rows")
+    (a50, a95), (b50, b95), (c050, c095), (c150, c195) = map(p50_p95, (a, b, c0, c1))
     print(table(["phase", "turns ok", "turns failed", "p50 s", "p95 s"],
                 [["A: visitors only", len(a), a_failed, a50, a95],
-                 ["B: with a hostile visitor", len(b), b_failed, b50, b95],
-                 ["B/A", "", "", b50 / a50, b95 / a95]]))
-    print("hostile visitor's jobs: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"))
-    met = [verdict("p50 latency B/A", b50 / a50, "<=", 1.5), verdict("p95 latency B/A", b95 / a95, "<=", 1.5)]
-    print(f"all load targets met (and no visitor turn failed in B): {all(met) and not b_failed}")
+                 ["B: visitors with the hostile client", len(b), b_failed, b50, b95],
+                 ["B/A", "", "", b50 / a50, b95 / a95],
+                 ["C0: one visitor alone", len(c0), c0_failed, c050, c095],
+                 ["C1: one visitor with the hostile client", len(c1), c1_failed, c150, c195],
+                 ["C1/C0", "", "", c150 / c050, c195 / c095]]))
+    sent = sum(number for key, number in counts.items() if isinstance(number, int))
+    print(f"CPU during the attack ({attack_s:.0f} s, {os.cpu_count()} cores): server {cpu[0]:.0f} s, the hostile "
+          f"client's process (nice 19) {cpu[1]:.0f} s; it sent {sent} jobs ({sent / attack_s:.1f} a second)")
+    print("hostile client's jobs: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"))
+    met = [verdict("p95 latency B/A", b95 / a95, "<=", 1.5), verdict("p95 latency C1/C0", c195 / c095, "<=", 2),
+           verdict("RSS after the attack - before it", rss_after - rss_before, "<=", 50, " MiB")]
+    print(f"all load targets met (and no visitor turn failed in B or C1): {all(met) and not b_failed + c1_failed}")
     print(table(["server RSS", "MiB"], [["after the first turn", round(rss_start)],
-                                         ["after phase A (before the attack)", round(rss_before_b)],
-                                         ["after phase B", round(rss_after_b)],
+                                         ["before the attack", round(rss_before)],
+                                         ["after the attack", round(rss_after)],
                                          [f"after {total} turns", round(rss_end)],
                                          ["growth", round(rss_end - rss_start)]]))
     report_contention(before)  # the app is a waited-for child by now, so its CPU time counts as this run's

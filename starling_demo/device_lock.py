@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 
@@ -14,8 +15,9 @@ class DeviceLock:
 
     Turns are served one after another, so between two of them the device is briefly free: a plain lock
     would hand it to the batch job every time, and each turn would wait for a whole chunk. Here a batch
-    chunk that took d seconds lets turns have d / BATCH_SHARE - d seconds of the device before the next
-    chunk, unless no turn comes for IDLE seconds; a turn never waits for more than one chunk.
+    chunk never goes before a waiting turn, and while turns keep coming (one ended less than IDLE seconds ago), a
+    chunk that took d seconds lets turns have d / BATCH_SHARE - d seconds of the device before the next chunk; a
+    turn never waits for more than one chunk. With no turn about, chunks run back to back.
 
     >>> lock = DeviceLock()
     >>> with lock.batch():
@@ -28,7 +30,8 @@ class DeviceLock:
         self.share, self.idle, self.clock = share, idle, clock
         self._changed = threading.Condition()
         self._busy = False
-        self._released = clock()  # when the device was last given back
+        self._waiting_turns = 0
+        self._turn_ended = -math.inf  # when a turn last gave the device back
         self._owed = 0.0  # seconds of device time turns may still take before the next batch chunk
 
     def _give_back(self, started: float, batch: bool) -> None:
@@ -36,12 +39,18 @@ class DeviceLock:
             now = self.clock()
             held = now - started
             self._owed = held * (1 - self.share) / self.share if batch else max(0.0, self._owed - held)
-            self._busy, self._released = False, now
+            if not batch:
+                self._turn_ended = now
+            self._busy = False
             self._changed.notify_all()
 
     def __enter__(self):
         with self._changed:
-            self._changed.wait_for(lambda: not self._busy)
+            self._waiting_turns += 1
+            try:
+                self._changed.wait_for(lambda: not self._busy)
+            finally:
+                self._waiting_turns -= 1
             self._busy, self._turn_started = True, self.clock()
 
     def __exit__(self, *exc):
@@ -50,7 +59,8 @@ class DeviceLock:
     @contextlib.contextmanager
     def batch(self):
         with self._changed:
-            while self._busy or (self._owed > 0 and self.clock() - self._released < self.idle):
+            while self._busy or self._waiting_turns or (
+                    self._owed > 0 and self.clock() - self._turn_ended < self.idle):
                 # Timed: that no turn came for IDLE seconds is noticed by no one else.
                 self._changed.wait(timeout=self.idle)
             self._busy, started = True, self.clock()

@@ -30,6 +30,10 @@ MAX_JOBS_PER_VISITOR = {"gpu": 2, "probe": 1, "eval": 1}
 SESSION_SECONDS = 3 * 3600
 MAX_SESSIONS = 1000
 MAX_JOBS_PER_CLIENT = {"gpu": 4, "probe": 2, "eval": 2}
+# Requests for those jobs (accepted or refused) from one client: a burst, then this many a second; one that would
+# wait longer than PACE_SECONDS for its turn waits that long and is refused. A script that resends each refused job
+# at once would otherwise cost the server its answers as fast as it can ask (75 a second in bench_load).
+JOB_REQUESTS_PER_SECOND, JOB_REQUEST_BURST, PACE_SECONDS = 2, 20, 10
 MAX_NEW_TOKENS = 2048
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_P_RANGE = (0.05, 1.0)

@@ -35,3 +35,37 @@ def test_a_batch_chunk_lets_turns_have_their_share_before_the_next():
     second.join()
     assert order == ["turn", "batch 2"]
 
+
+
+def test_batch_work_alone_runs_its_chunks_back_to_back():
+    """With no turn about, a chunk does not wait for turns that are not coming (it waited IDLE seconds before each
+    chunk: a 2,000-row evaluation alone on a GPU waited a minute in all)."""
+    clock = Clock()
+    lock = DeviceLock(share=0.2, idle=60, clock=clock)
+
+    def chunks():
+        for _ in range(3):
+            with lock.batch():
+                clock.now += 1.0
+
+    job = threading.Thread(target=chunks)
+    job.start()
+    job.join(timeout=10)
+    assert not job.is_alive()
+
+
+def test_a_chunk_waits_while_turns_keep_coming():
+    """Right after a turn, turns are owed their share: the next chunk waits (here for the turn's IDLE to pass)."""
+    clock = Clock()
+    lock = DeviceLock(share=0.5, idle=0.05, clock=clock)
+    with lock.batch():
+        clock.now += 1.0
+    with lock:
+        clock.now += 0.25  # the turns are still owed 0.75 s
+    chunk = threading.Thread(target=lambda: lock.batch().__enter__())
+    chunk.start()
+    chunk.join(timeout=0.5)
+    assert chunk.is_alive()  # the fake clock stands still: another turn could come at any moment
+    clock.now += 0.1  # no turn for IDLE seconds: the chunk goes
+    chunk.join(timeout=10)
+    assert not chunk.is_alive()

@@ -205,6 +205,23 @@ def test_evaluation_scores_in_batches_and_stops_when_closed(engine, tmp_path, mo
     assert len(batches) == 1
 
 
+def test_probes_and_evaluations_give_their_memory_back_also_when_stopped(engine, turn, tmp_path, monkeypatch):
+    """The freed heap of a long scoring job goes back to the system when the job ends, however it ends: glibc would
+    keep its peak (a server's RSS stayed 189 MiB up after an attack of largest probes, `bench_load`)."""
+    released = []
+    for module in (probing, evaluation):
+        monkeypatch.setattr(module, "release_freed_memory", lambda: released.append(1))
+    probing.probe_candidates(engine, turn, "1", ["refusal"], rm="tiny", readout="card")
+    assert released == [1]
+    evaluated(engine, write_rows(tmp_path / "rows.jsonl", 3))
+    assert released == [1, 1]
+    run = evaluation.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
+                                   progress=lambda *a, **k: None)
+    next(run)
+    run.close()  # cancelled
+    assert released == [1, 1, 1]
+
+
 def test_exports_leave_no_folders_behind(turn):
     first = Path(analysis.export_pairs(turn)).parent
     os.utime(first, (0, 0))  # as if exported long ago: Gradio has long since copied it

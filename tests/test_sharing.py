@@ -285,3 +285,24 @@ def test_a_turn_goes_between_the_passes_of_anothers_long_probe(visitors, parked_
     table, _, figures = probe.result(timeout=120)
     assert len(figures["candidates"]) == 4 and all(len(c["edits"]) == len(EDITS) + 1 for c in figures["candidates"])
     assert len(prober.predict("And you?", **SETTINGS, api_name="/chat")[0]) == 4  # two turns: two exchanges
+
+
+def test_a_clients_requests_for_jobs_are_paced_and_a_flood_refused(engine, monkeypatch):
+    """After a burst, a client's requests for turns wait for their turn at the pace; one that would wait too long waits
+    that long and is refused, so a script that resends refused jobs at once cannot make the server answer as fast as
+    it asks. Other clients are not held back."""
+    from starling_demo.ui import build_demo, launch_kwargs
+    monkeypatch.setattr(server, "JOB_REQUEST_BURST", 2)
+    monkeypatch.setattr(server, "JOB_REQUESTS_PER_SECOND", 0.1)
+    monkeypatch.setattr(server, "PACE_SECONDS", 0.5)
+    demo = build_demo(engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        score = [None, "tiny", "card", "none", *[""] * 8, "rlhf"]  # no turn yet: a quick job
+        flood, other = "127.0.0.4", "127.0.0.5"
+        assert [join(url, "score", score, uuid.uuid4().hex, flood).status_code for _ in range(2)] == [200, 200]
+        refused = join(url, "score", score, uuid.uuid4().hex, flood)
+        assert refused.status_code == 422 and "faster than 0.1 a second" in refused.text
+        assert join(url, "score", score, uuid.uuid4().hex, other).status_code == 200
+    finally:
+        demo.close()

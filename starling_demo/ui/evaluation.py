@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..engine import Engine
 from ..evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
+from ..loading import release_freed_memory
 from ..limits import EVAL_BATCH_TOKENS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
 from ..templates import check_rm_format
 from .inputs import models
@@ -135,6 +136,8 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
         if run is not None:
             run["failed"] = True  # Gradio shows the error; `finished` says how far it got
         raise
+    finally:  # also when cancelled: the server would otherwise keep the scoring's peak for good
+        release_freed_memory()
     ended()
     result = evaluation_result(rows, errors)
     table = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]

@@ -11,6 +11,7 @@ import gradio as gr
 from .. import insight
 from ..edits import EDITS, custom_edit, custom_length, pick_edits
 from ..engine import Engine
+from ..loading import release_freed_memory
 from ..probes import aggregate
 from ..limits import MAX_MESSAGE_CHARS, check_text
 from ..templates import check_rm_format
@@ -139,13 +140,16 @@ def turn_to_probe(engine: Engine, session: dict, rm: str, rm_format: str, reques
 
 def on_rm(engine: Engine, rm: str, work):
     """`work()` with reward model `rm` loaded (the engine takes the device for each of its passes); None, with a
-    warning saying why, if the model fails."""
+    warning saying why, if the model fails. The memory its passes freed is given back after it: a server
+    otherwise keeps the largest probe's peak for good."""
     try:
         engine.rm(rm)
         return work()
     except PROBLEMS as error:
         gr.Warning(explain(error))
         return None
+    finally:
+        release_freed_memory()
 
 
 def edit_text(label: str, value) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -11,7 +12,8 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
-from ..limits import MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR, MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_UPLOAD_BYTES
+from ..limits import (JOB_REQUEST_BURST, JOB_REQUESTS_PER_SECOND, MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR,
+                      MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_UPLOAD_BYTES, PACE_SECONDS)
 
 BODY_SECONDS = 30  # a request body that stalls this long is refused (408)
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
@@ -105,6 +107,37 @@ def _public(address: str) -> bool:
         return False
 
 
+TOO_MANY = ("Your address sends requests for turns, probes or evaluations faster than {rate:g} a second: wait for "
+            "your jobs to end before you send more.")
+
+
+class Pace:
+    """Each client's requests paced to `rate` a second after a burst of `burst` (a token bucket): `wait(client)` is
+    how long its next one waits for its turn, or None where that would be over `longest` seconds (it is not
+    counted: make it wait `longest`, then refuse it).
+
+    >>> pace = Pace(rate=2, burst=2, longest=1, clock=lambda: 0.0)
+    >>> [pace.wait("a") for _ in range(5)], pace.wait("b")
+    ([0.0, 0.0, 0.5, 1.0, None], 0.0)
+    """
+
+    def __init__(self, rate: float, burst: int, longest: float, clock=time.monotonic):
+        self.rate, self.burst, self.longest, self.clock = rate, burst, longest, clock
+        self.levels: dict[str, tuple[float, float]] = {}  # per client: tokens left (below 0: reserved) and when
+
+    def wait(self, client: str) -> float | None:
+        now = self.clock()
+        level, at = self.levels.get(client, (self.burst, now))
+        level = min(self.burst, level + (now - at) * self.rate) - 1
+        if -level / self.rate > self.longest:
+            return None
+        self.levels[client] = (level, now)
+        if len(self.levels) > 10_000:  # forget the clients whose bucket has filled again: they are as new
+            self.levels = {who: (tokens, when) for who, (tokens, when) in self.levels.items()
+                           if tokens + (now - when) * self.rate < self.burst}
+        return max(0.0, -level / self.rate)
+
+
 def round_robin(events: list, client: Callable, running: Counter) -> list:
     """A group's queued `events` (first come first) in the order that lets clients take turns: a client's k-th
     event, counting its `running` ones, after every client's (k-1)-th; first come first within a round.
@@ -124,7 +157,8 @@ def round_robin(events: list, client: Callable, running: Counter) -> list:
 def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
     """Refuse a new turn, probe or evaluation job, before it is queued, while its session has as many of that kind
     queued or running as MAX_JOBS_PER_VISITOR allows, or its client as many as MAX_JOBS_PER_CLIENT allows, whatever
-    session ids the client sends (or none); and serve each group's queue round-robin across clients
+    session ids the client sends (or none); pace each client's requests for them (`Pace`: JOB_REQUEST_BURST, then
+    JOB_REQUESTS_PER_SECOND); and serve each group's queue round-robin across clients
     (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue.
     A client is an address (`client_of`, `header` a trusted proxy's).
 
@@ -133,7 +167,7 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
     queue's `push`, answering as a validator would; tests/test_sharing.py checks it against the real queue.
     """
     queue = demo._queue
-    push = queue.push
+    push, pace = queue.push, Pace(JOB_REQUESTS_PER_SECOND, JOB_REQUEST_BURST, PACE_SECONDS)
     client = lambda event: client_of(event.request, header)  # noqa: E731
 
     async def push_unless_busy(body, request, username):
@@ -142,8 +176,11 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
         if group not in BUSY:
             return await push(body, request, username)
         who, visitor = client_of(request, header), body.session_hash
+        wait = pace.wait(who)
+        await asyncio.sleep(pace.longest if wait is None else wait)  # a flood is answered at the pace, not at once
         jobs = [event for event in queue.event_ids_to_events.values() if event.concurrency_id == group]
-        busy = BUSY[group] if visitor and jobs_of(queue, visitor, group) >= MAX_JOBS_PER_VISITOR[group] else \
+        busy = TOO_MANY.format(rate=pace.rate) if wait is None else \
+            BUSY[group] if visitor and jobs_of(queue, visitor, group) >= MAX_JOBS_PER_VISITOR[group] else \
             CLIENT_BUSY[group] if sum(client(event) == who for event in jobs) >= MAX_JOBS_PER_CLIENT[group] else None
         if busy:
             # The page shows it under an input: the first text box (the message box, for a turn), else the first.
