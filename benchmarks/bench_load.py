@@ -6,12 +6,13 @@ a Space's proxy, so that each visitor is a client of its own address, as on the 
 
 - Phase A: V visitors in parallel, T `/chat` turns each (n=4, T=0.7, --max-new-tokens).
 - Phase C0: one visitor alone, K turns.
-- The attack, from one address, in a process of its own (as on its own machine), for --attack-seconds: 40 quick
-  turns at once; then the largest evaluation the app takes, again and again, and a `/chat` with a 10 MB system
-  prompt every second; 30 more sessions that each send a turn (a visitor's settings) as soon as their last one ends
-  or is refused, and REST `/call/chat` requests with no session id; and a session that probes 8 cards of 18,000
-  characters with every edit and a 2,000-character prefix (the largest probe edit the limits allow), again and
-  again. Timing starts once the attacker's sessions are open and its first jobs sent.
+- The attack, in a process of its own (as on its own machine), for --attack-seconds. From one address: 40 quick
+  turns at once, then a `/chat` with a 10 MB system prompt every second; 30 more sessions that each send a turn (a
+  visitor's settings) as soon as their last one ends or is refused, and REST `/call/chat` requests with no session
+  id. From a second address (the first one's requests are paced, so that its batch jobs would hardly start): the
+  largest evaluation the app takes, again and again, and a session that probes 8 cards of 18,000 characters with
+  every edit and a 2,000-character prefix (the largest probe edit the limits allow), again and again. Timing
+  starts once the attacker's sessions are open and its first jobs sent.
 - Phase B: the V visitors' turns while the attack runs; phase C1: the one visitor's K turns facing the attack alone.
 
 Reports p50/p95 turn latency per phase with B/A (target: p95 at most 1.5x, no visitor's turn refused) and C1/C0
@@ -142,8 +143,9 @@ def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, ticke
 
 
 def address(number: int) -> dict:
-    """The X-Forwarded-For header of visitor `number` (-1: the hostile client): documentation addresses."""
-    return {"X-Forwarded-For": "203.0.113.66" if number < 0 else f"198.51.100.{number + 1}"}
+    """The X-Forwarded-For header of visitor `number` (-1: the hostile client's flooding address, -2: its batch
+    address): documentation addresses."""
+    return {"X-Forwarded-For": {-1: "203.0.113.66", -2: "203.0.113.67"}.get(number, f"198.51.100.{number + 1}")}
 
 
 def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None,
@@ -175,8 +177,8 @@ def outcome(job) -> str:
 
 
 def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) -> None:
-    """The hostile client, from one address, until `stop`; sets `ready` once all its faces are at work (its sessions
-    open, its first jobs sent). Outcomes are counted in `counts`.
+    """The hostile client, from its two addresses (see the module's docstring), until `stop`; sets `ready` once all
+    its faces are at work (its sessions open, its first jobs sent). Outcomes are counted in `counts`.
 
     Its sessions send raw requests from one event loop, and it runs at the lowest CPU priority: on the internet it
     has a machine of its own, and here 30 gradio_client sessions' threads took most of the 2 cores the server needs
@@ -200,7 +202,7 @@ def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) 
 
     # The prober's turn: 8 cards of 18,000 characters, so that with a 2,000-character prefix every edited reply is
     # at the 20,000-character limit.
-    probing = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
+    probing = Client(url, verbose=False, analytics_enabled=False, headers=address(-2))
     probing.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
     cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
     probing.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
@@ -225,14 +227,15 @@ def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) 
     for thread in faces:
         thread.start()
     burst = [client.submit("hi", n=4, max_new_tokens=max_new_tokens, api_name="/chat") for _ in range(40)]
-    evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+    batch = Client(url, verbose=False, analytics_enabled=False, headers=address(-2))
+    evaluation = batch.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
     opened.wait()
     for job in burst:
         tally("burst of 40 /chat", job)
     while not stop.wait(timeout=1.0):  # the pace of a script that polls once a second
         if evaluation.done():
             tally("/evaluate", evaluation)
-            evaluation = client.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+            evaluation = batch.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
         tally("/chat with a 10 MB system prompt", client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
     progress = evaluation.outputs()  # the status line is the last output of each update
     counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
@@ -256,23 +259,30 @@ async def sessions_and_rest(url: str, max_new_tokens: int, stop, opened: threadi
         async def session() -> None:
             session_hash = uuid.uuid4().hex
             while not stop.is_set():
-                joined = await http.post("gradio_api/queue/join", json={
-                    "data": turn, "fn_index": fn_index, "session_hash": session_hash, "event_data": None,
-                    "trigger_id": None})
-                if joined.status_code != 200:
-                    tally(f"{SESSIONS} sessions' /chat: HTTP {joined.status_code}")
-                    continue
-                async with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as events:
-                    async for line in events.aiter_lines():
-                        if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
-                            break
-                tally(f"{SESSIONS} sessions' /chat: done")
+                try:
+                    joined = await http.post("gradio_api/queue/join", json={
+                        "data": turn, "fn_index": fn_index, "session_hash": session_hash, "event_data": None,
+                        "trigger_id": None})
+                    if joined.status_code != 200:
+                        tally(f"{SESSIONS} sessions' /chat: HTTP {joined.status_code}")
+                        continue
+                    async with http.stream("GET", "gradio_api/queue/data",
+                                           params={"session_hash": session_hash}) as events:
+                        async for line in events.aiter_lines():
+                            if line.startswith("data:") and '"process_completed"' in line:
+                                break
+                    tally(f"{SESSIONS} sessions' /chat: done")
+                except httpx.HTTPError as error:  # a timeout or a cut stream: the attacker just goes on
+                    tally(f"{SESSIONS} sessions' /chat: {type(error).__name__}")
 
         async def no_session() -> None:
             while not stop.is_set():
                 await asyncio.sleep(0.5)
-                answer = await http.post("gradio_api/call/chat", json={"data": REST_TURN})
-                tally(f"/call/chat with no session: HTTP {answer.status_code}")
+                try:
+                    answer = await http.post("gradio_api/call/chat", json={"data": REST_TURN})
+                    tally(f"/call/chat with no session: HTTP {answer.status_code}")
+                except httpx.HTTPError as error:
+                    tally(f"/call/chat with no session: {type(error).__name__}")
 
         await asyncio.gather(no_session(), *(session() for _ in range(SESSIONS)))
 

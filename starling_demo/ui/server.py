@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections import Counter
+import itertools
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import gradio as gr
@@ -138,20 +139,23 @@ class Pace:
         return max(0.0, -level / self.rate)
 
 
-def round_robin(events: list, client: Callable, running: Counter) -> list:
+def round_robin(events: list, client: Callable, running: Counter, served: dict | None = None) -> list:
     """A group's queued `events` (first come first) in the order that lets clients take turns: a client's k-th
-    event, counting its `running` ones, after every client's (k-1)-th; first come first within a round.
+    event, counting its `running` ones, after every client's (k-1)-th; within a round, the client served longest ago
+    first (`served`: a number per client that grows with each job started; never served: first), then first come.
 
     >>> round_robin(["a1", "a2", "b1", "a3", "c1"], lambda event: event[0], Counter({"c": 1}))
     ['a1', 'b1', 'a2', 'c1', 'a3']
+    >>> round_robin(["a1", "a2", "b1"], lambda event: event[0], Counter(), served={"a": 7, "b": 3})
+    ['b1', 'a1', 'a2']
     """
-    rounds = running.copy()
+    rounds, served = running.copy(), served or {}
     ranked = []
     for arrival, event in enumerate(events):
         who = client(event)
-        ranked.append((rounds[who], arrival, event))
+        ranked.append((rounds[who], served.get(who, -1), arrival, event))
         rounds[who] += 1
-    return [event for *_, event in sorted(ranked, key=lambda item: item[:2])]
+    return [event for *_, event in sorted(ranked, key=lambda item: item[:3])]
 
 
 def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
@@ -163,8 +167,9 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
     A client is an address (`client_of`, `header` a trusted proxy's).
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
-    validator does, and an input it cannot preprocess then fails with no message), so this wraps the
-    queue's `push`, answering as a validator would; tests/test_sharing.py checks it against the real queue.
+    validator does, and an input it cannot preprocess then fails with no message), nor one that orders a queue, so
+    this wraps the queue's `push`, answering as a validator would, and its `get_events`, which takes each group's
+    next event; tests/test_sharing.py checks both against the real queue.
     """
     queue = demo._queue
     push, pace = queue.push, Pace(JOB_REQUESTS_PER_SECOND, JOB_REQUEST_BURST, PACE_SECONDS)
@@ -188,13 +193,25 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
             shown = next((i for i, block in enumerate(fn.inputs) if isinstance(block, gr.Textbox)), 0)
             answer[shown] = gr.validate(False, busy) | {"parameter_name": "queue"}
             return False, answer, "validator_error"
-        result = await push(body, request, username)
-        waiting = queue.event_queue_per_concurrency_id.get(group)
-        if waiting is not None and len(waiting.queue) > 1:  # no await from here: nothing else runs meanwhile
-            queued = set(map(id, waiting.queue))
-            running = Counter(client(event) for event in queue.event_ids_to_events.values()
-                              if event.concurrency_id == group and id(event) not in queued)
-            waiting.queue[:] = round_robin(waiting.queue, client, running)
-        return result
+        return await push(body, request, username)
 
-    queue.push = push_unless_busy
+    def next_in_turn():
+        """The queue's next events, each group's queue put in `round_robin` order first where it can start one."""
+        for group, waiting in queue.event_queue_per_concurrency_id.items():
+            if group in BUSY and len(waiting.queue) > 1 and (
+                    waiting.concurrency_limit is None or waiting.current_concurrency < waiting.concurrency_limit):
+                queued = set(map(id, waiting.queue))
+                running = Counter(client(event) for event in queue.event_ids_to_events.values()
+                                  if event.concurrency_id == group and id(event) not in queued)
+                waiting.queue[:] = round_robin(waiting.queue, client, running, served[group])
+        picked = get_events()
+        for event in picked[0] if picked else ():
+            if event.concurrency_id in BUSY:
+                last = served[event.concurrency_id]
+                last[client(event)] = next(started)
+                if len(last) > 10_000:  # the clients served longest ago are as if never served
+                    served[event.concurrency_id] = dict(sorted(last.items(), key=lambda item: item[1])[-5_000:])
+        return picked
+
+    get_events, served, started = queue.get_events, defaultdict(dict), itertools.count()
+    queue.push, queue.get_events = push_unless_busy, next_in_turn
