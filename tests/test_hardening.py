@@ -248,6 +248,8 @@ def test_readme_states_the_limits():
               f"{limits.MAX_JOBS_PER_CLIENT['gpu']} turn or scoring jobs, {limits.MAX_JOBS_PER_CLIENT['probe']} "
               f"probes and {limits.MAX_JOBS_PER_CLIENT['eval']} evaluations from one address", f"hold at most {limits.MAX_JOBS_PER_CLIENT['gpu']} turns",
               f"a body that stalls for {server.BODY_SECONDS} s is refused with 408",
+              f"{limits.JOB_REQUEST_BURST} at once, then {limits.JOB_REQUESTS_PER_SECOND} a second: a later one waits "
+              f"for its turn, and one that would wait over {limits.PACE_SECONDS} s waits {limits.PACE_SECONDS} s",
               f"prefix, suffix, find and replacement {limits.MAX_MESSAGE_CHARS:,} characters each, and the reply it "
               f"would make at most {limits.MAX_MESSAGE_CHARS:,}",
               f"forgotten {limits.SESSION_SECONDS // 3600} hours after its last change; the server keeps at most "
