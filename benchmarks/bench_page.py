@@ -26,13 +26,13 @@ from gradio_client import Client  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from starling_demo.engine import Engine  # noqa: E402
+from tests.browser import launch  # noqa: E402
 from starling_demo.steering import answer, steered  # noqa: E402
 from starling_demo.ui import build_demo, launch_kwargs  # noqa: E402
 from starling_demo.ui import turns  # noqa: E402
 
 from .common import cpu_snapshot, machine, parse_args, report_contention, table, verdict  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 TURN = dict(lm="tiny", rm="tiny", temperature=0.7, top_p=1.0, seed="11", mode="GPT4 Correct", system="",
             readout="card", rm2="none", rm_format="rlhf")
 MESSAGE = "Write a long story about a starling."
@@ -277,7 +277,7 @@ def main() -> None:
     runs = [(f"a frame at most every {float(f):g} s" if float(f) else "a frame every token step", float(f))
             for f in args.frames.split(",")]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         if args.pin:
             pin_browser(",".join(map(str, cores[1:])))
         # Warm-up: models loaded. Each page has a fresh context, so its assets load anew ("KiB other").

@@ -17,10 +17,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from starling_demo.engine import Engine  # noqa: E402
+from tests.browser import launch  # noqa: E402
 from starling_demo.steering import answer, steered  # noqa: E402
 from starling_demo.ui import build_demo, launch_kwargs  # noqa: E402
 
-from .bench_page import CHROMIUM_ARGS  # noqa: E402
 
 LONG_TASKS = """() => { window.longTasks = [];
   new PerformanceObserver(list => list.getEntries().forEach(e => window.longTasks.push(e.duration)))
@@ -59,7 +59,7 @@ def main() -> None:
     demo = build_demo(engine)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     with steered(lm.model, answer(lm.tokenizer, args.tokens + 50)), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
         page.goto(url)
         page.get_by_role("button", name="Toggle Sidebar").click()

@@ -12,6 +12,12 @@ SETTINGS = dict(lm="tiny", rm="tiny", n=4, temperature=0.7, top_p=1.0, max_new_t
                 mode="GPT4 Correct", system="", readout="card", rm2="none", rm_format="rlhf")
 
 
+def pytest_report_header(config):
+    from browser import describe
+
+    return f"browser tests drive: {describe()}"
+
+
 @pytest.fixture(autouse=True)
 def private_views(tmp_path, monkeypatch):
     """Keep the folders the loader writes for local checkpoints out of the user's cache."""

@@ -5,12 +5,21 @@ cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 python="$venv/bin/python"
-# CPU torch first: with no torch present, a bare `torch` requirement pulls several GB of CUDA packages.
-"$python" -c "import torch" 2>/dev/null || "$python" -m pip install -q torch==2.13.0
+# Torch first (the CPU build where there is no NVIDIA GPU): with no torch present, a bare `torch` requirement pulls
+# several GB of CUDA packages.
+bash tests/install_torch.sh "$python"
 "$python" -m pip install -q -r requirements.txt -r tests/requirements.txt
-if ! command -v chromium >/dev/null; then  # the browser tests drive Debian's Chromium, not a downloaded one
+# A Chromium for the browser tests (tests/browser.py finds it; pytest's header says which): Debian's package where
+# apt has one, else Playwright's own build and the libraries it needs.
+if ! "$python" tests/browser.py >/dev/null 2>&1; then
     sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+    if command -v apt-get >/dev/null && apt-cache show chromium >/dev/null 2>&1; then
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+    else
+        "$python" -m playwright install chromium
+        $sudo "$python" -m playwright install-deps chromium || echo "run.sh: could not install Chromium's libraries" \
+            "(playwright install-deps needs root and apt); the browser tests will say what is missing" >&2
+    fi
 fi
 # The real vLLM that tests/test_vllm.py serves tiny models with: its own venv, cached outside the clone.
 STARLING_VLLM_PYTHON=$(bash tests/vllm_env.sh)

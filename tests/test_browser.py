@@ -4,11 +4,10 @@ import re
 from pathlib import Path
 
 import pytest
+from browser import launch
 from playwright.sync_api import expect, sync_playwright
 
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
 WAIT = 60_000  # ms; a turn on the tiny models takes a second or two
 XSS = ["<img src=x onerror=alert(1)>", "<script>window.__xss=1</script>"]
 CODE = "```cpp\n#include <vector>\n```\nand `<script>window.__xss=2</script>` inline"
@@ -17,7 +16,7 @@ CODE = "```cpp\n#include <vector>\n```\nand `<script>window.__xss=2</script>` in
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = launch(playwright, headless=True)
         yield browser
         browser.close()
 

