@@ -66,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     add_batch_flags(score)
     score.add_argument("--traces", action="store_true",
                        help="each line also gets 'traces': per candidate its reply tokens and the value at each")
-    render = commands.add_parser("render", help="print the exact LM prompt text and ids")
+    render = commands.add_parser("render", help="print the exact LM prompt text and ids (loads the LM's tokenizer "
+                                 "and config only, never its weights)")
     render.add_argument("--lm", default="starling-lm-7b-beta")
     render.add_argument("--mode", choices=["gpt4", "code"], default="gpt4")
     render.add_argument("--system", default="")
@@ -151,7 +152,8 @@ def run(args: argparse.Namespace, out) -> None:
                     Settings(args.n, args.temperature, args.top_p, args.max_new_tokens, args.seed, args.mode,
                              args.system))
         # Whether a prompt fits takes the LM's tokenizer and context: every line's is checked before any output.
-        engine.lm()  # first, so that a model that cannot load is not blamed on line 1
+        # First, so that a model that cannot load is not blamed on line 1; render needs no weights.
+        engine.tokenizer("lm") if args.command == "render" else engine.lm()
         if settings.max_new_tokens >= engine.context():  # the flag's problem, not any line's
             raise InputError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for a prompt in the "
                              f"model's {engine.context():,} positions: use at most "

@@ -170,13 +170,13 @@ class Engine:
         return loaded.context if loaded else self.preset("lm", name).context
 
     def prompt(self, messages: list[dict], settings: Settings, lm: str | None = None) -> tuple[Encoded, str | None]:
-        """The exact LM prompt for `messages`, trimmed to leave room for the reply."""
-        loaded = self.lm(lm)
-        context = loaded.context
+        """The exact LM prompt for `messages`, trimmed to leave room for the reply. It takes the LM's tokenizer and
+        context only: rendering a prompt loads no weights."""
+        context = self.context(lm)
         if settings.max_new_tokens >= context:
             raise ValueError(f"{settings.max_new_tokens:,} new tokens leave no room for a prompt in the model's "
                              f"{context:,} positions: ask for at most {max_new_tokens_for(context):,}.")
-        return fit_prompt(loaded.tokenizer, messages, context - settings.max_new_tokens, settings.mode,
+        return fit_prompt(self.tokenizer("lm", lm), messages, context - settings.max_new_tokens, settings.mode,
                           settings.system)
 
     def generate(self, messages: list[dict], settings: Settings, lm: str | None = None) -> Iterator[Generation]:

@@ -26,7 +26,10 @@ def run(capsys, *argv):
     return code, [json.loads(line) for line in out.splitlines()], err
 
 
-def test_render_prints_the_card_ids(tmp_path, capsys):
+def test_render_prints_the_card_ids_without_loading_the_weights(tmp_path, capsys, monkeypatch):
+    from starling_demo import engine
+
+    monkeypatch.setattr(engine, "load_lm", lambda *args, **kwargs: pytest.fail("render loaded the LM's weights"))
     code, out, _ = run(capsys, "render", "--lm", "tiny", write(tmp_path, GOOD))
     assert code == 0 and [o["input_ids"] for o in out] == [SINGLE, MULTI]
     assert out[0]["text"] == "<s>GPT4 Correct User: Hello<|end_of_turn|>GPT4 Correct Assistant:"
