@@ -1,7 +1,9 @@
 """Batch scoring of a JSONL file: RewardBench's loop vs the project row by row vs the project batched, end to end.
 
 (a) RewardBench's Starling pipeline as `run_rm.py` drives it: 16 rows a batch, each candidate position of the batch
-    tokenized together, padded to the longest, read at the token before the first pad (the last real one).
+    tokenized together, padded to the longest (pad = unk), read at the token before the first pad (the last real
+    one): RewardBench's reward at --batch_size 1; its own PAD_ID (the BOS id) reads shorter rows of a larger batch at
+    the batch's last column, which no fixed read-out reproduces, so (a) keeps its batching and cost, not that.
 (b) The project row by row, as before this issue: one `score` per row, building every candidate's trace (the
     per-token values and token texts) as it did on every score, its candidates in one padded pass
     (`scoring.SUFFIX_SPREAD` 0); and (b') row by row with this issue's scoring: no traces, the candidates in passes

@@ -90,10 +90,13 @@ def cuda_peak(precision: str) -> list:
     rows = [conversation + [min(t, 31999) for t in ids] for ids in state.ids]
     value_groups(rm, [rows], 0, CONTEXT - 1)
     scored = torch.cuda.max_memory_allocated()
+    # What a smaller card must hold besides the tensors: the caching allocator's reserve and the CUDA context.
+    reserved = torch.cuda.max_memory_reserved()
+    free, total = torch.cuda.mem_get_info()
     del lm, rm
     gc.collect()
     torch.cuda.empty_cache()
-    return [precision, weights / GIB, generated / GIB, scored / GIB]
+    return [precision, weights / GIB, generated / GIB, scored / GIB, reserved / GIB, (total - free) / GIB]
 
 
 def main() -> None:
@@ -106,7 +109,8 @@ def main() -> None:
         rows = [cuda_peak(p) for p in ("4bit", "bf16")]
         print(f"torch.cuda.max_memory_allocated, LM-7B + RM-7B, N={N} candidates x {CONTEXT} tokens "
               f"({CONTEXT - NEW} prompt + {NEW} generated), then value_groups on the 8 rows:")
-        print(table(["precision", "weights GiB", "peak after generation GiB", "peak after scoring GiB"], rows))
+        print(table(["precision", "weights GiB", "peak after generation GiB", "peak after scoring GiB",
+                     "peak reserved GiB", "device memory in use at the end GiB (CUDA context included)"], rows))
         verdict("4-bit LM + RM peak", rows[0][3], "<=", TARGET_GIB, " GiB")
     report_contention(before)
 
