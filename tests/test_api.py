@@ -114,3 +114,24 @@ def test_a_candidate_number_reaches_the_app_as_sent(client):
     refused = client.predict(1.5, api_name="/use_candidate")
     assert all(o["__type__"] == "update" and "value" not in o | o.get("props", {}) for o in refused)
     assert client.predict(2, api_name="/use_candidate")[TURN]["chosen"] == 1
+
+
+def test_the_readmes_curl_example_works_as_written(app_url):
+    """The REST example in README, run by bash and curl as written, but for the address and the models (this server
+    offers the tiny ones): a first turn, its four candidates scored."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```bash\n(curl .*?)```", readme, re.S)
+    example = example.replace("http://127.0.0.1:7860/", app_url).replace('"starling-lm-7b-beta"', '"tiny"')
+    example = example.replace('"starling-rm-7b-alpha"', '"tiny"')
+    assert shutil.which("curl"), "the REST example needs curl"
+    stream = subprocess.run(["bash", "-c", example], capture_output=True, text=True, timeout=120).stdout
+    assert "event: complete" in stream
+    outputs = json.loads(stream.split("event: complete\n")[1].split("data: ", 1)[1].splitlines()[0])
+    session, conversation, status, turn = outputs[:4]
+    assert session is None and len(conversation) == 2 and "Scored 4 candidates" in status
+    assert len(turn["candidates"]) == 4 and len(turn["rewards"]) == 4
