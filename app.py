@@ -7,6 +7,7 @@ except ImportError:
     spaces = None
 
 import argparse
+import importlib.util
 import os
 import socket
 from urllib.parse import urlparse
@@ -94,6 +95,10 @@ def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namesp
                         help="behind a proxy you trust, the header in which it reports the client's address; its "
                              "last public address is the client the per-client limits count (default: "
                              "X-Forwarded-For on a Hugging Face Space, else none: the connection's own address)")
+    parser.add_argument("--mcp", action="store_true", default=env("STARLING_MCP", "") in ("1", "true", "True"),
+                        help="also serve the stateless tools (score_candidates, generate_candidates, probe_candidate, "
+                             "attribute_reply) as an MCP server at /gradio_api/mcp/, for agents; needs "
+                             "pip install 'gradio[mcp]'")
     return parser.parse_args(argv)
 
 
@@ -178,17 +183,22 @@ def main() -> None:
         at_once = turns_at_once(args)
     except (LoadError, ValueError) as error:  # e.g. --device cuda without a GPU, an unknown preset
         raise SystemExit(f"Cannot start: {error}") from None
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        raise SystemExit("Cannot start: --mcp needs the mcp package: pip install 'gradio[mcp]', then start again.")
     print("\n".join(startup_lines(args, reason, engine.allowed, device)), flush=True)
     demo = build_demo(on_zero_gpu(engine), banner(args, reason), at_once, args.client_header or None)
     try:  # quiet: Gradio's own banner would suggest `share=True` in `launch()`, not this app's --share
         _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                                              quiet=True, prevent_thread_lock=True, **launch_kwargs())
+                                              quiet=True, prevent_thread_lock=True, mcp_server=args.mcp,
+                                              **launch_kwargs())
     except OSError as error:
         if "Cannot find empty port" not in str(error):
             raise
         raise SystemExit(f"Cannot start: port {args.port} on {args.host} is in use or cannot be used; "
                          "choose another with --port (or GRADIO_SERVER_PORT).") from None
     print(url_line(local_url, share_url, args.share), flush=True)
+    if args.mcp:
+        print(f"MCP server (the tools for agents): {local_url}gradio_api/mcp/", flush=True)
     demo.block_thread()  # until Ctrl+C, which closes the server
 
 

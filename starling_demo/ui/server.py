@@ -70,10 +70,34 @@ async def too_large(size: int, scope, receive, send, at_least: bool = False) -> 
     await JSONResponse({"detail": detail}, status_code=413, headers={"connection": "close"})(scope, receive, send)
 
 
+# Gradio's MCP server runs a tool by calling the app again from this machine, with the caller's headers: this one,
+# set here on the MCP request itself, carries the caller's own address into that call, for the limits.
+RELAYED_PEER = "x-starling-relayed-peer"
+
+
+class RelayPeer:
+    """Put the peer's address in RELAYED_PEER on a request to the MCP server, and drop that header from any request
+    that does not come from this machine (a client cannot name its own address)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            peer = scope["client"][0] if scope.get("client") else "unknown"
+            headers = [(name, value) for name, value in scope["headers"]
+                       if name != RELAYED_PEER.encode() or _loopback(peer)]
+            if "/gradio_api/mcp" in scope["path"]:
+                headers = [(name, value) for name, value in headers if name != RELAYED_PEER.encode()]
+                headers.append((RELAYED_PEER.encode(), peer.encode()))
+            scope = dict(scope, headers=headers)
+        return await self.app(scope, receive, send)
+
+
 def server_kwargs() -> dict:
     """`launch()` arguments that limit uploads, refuse oversized requests and bound the sessions kept."""
-    return {"max_file_size": MAX_UPLOAD_BYTES, "app_kwargs": {"middleware": [Middleware(RequestLimit)]},
-            "state_session_capacity": MAX_SESSIONS}
+    return {"max_file_size": MAX_UPLOAD_BYTES, "state_session_capacity": MAX_SESSIONS,
+            "app_kwargs": {"middleware": [Middleware(RelayPeer), Middleware(RequestLimit)]}}
 
 
 def jobs_of(queue, visitor: str, group: str) -> int:
@@ -98,12 +122,27 @@ def client_of(request, header: str | None = None) -> str:
     forwarded = [part for part in forwarded if part]
     if forwarded:
         return next((part for part in reversed(forwarded) if _public(part)), forwarded[-1])
-    return request.client.host if getattr(request, "client", None) else "unknown"
+    peer = request.client.host if getattr(request, "client", None) else "unknown"
+    return (request.headers.get(RELAYED_PEER) or peer) if _loopback(peer) else peer
+
+
+def relayed(request) -> bool:
+    """Whether `request` is Gradio's MCP server calling the app for an MCP caller (`RelayPeer`): one session for
+    every caller, so only the caller's client limits apply."""
+    peer = request.client.host if getattr(request, "client", None) else "unknown"
+    return _loopback(peer) and bool(request.headers.get(RELAYED_PEER))
 
 
 def _public(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
 
@@ -180,7 +219,7 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
         group = getattr(fn, "concurrency_id", None)
         if group not in BUSY:
             return await push(body, request, username)
-        who, visitor = client_of(request, header), body.session_hash
+        who, visitor = client_of(request, header), None if relayed(request) else body.session_hash
         wait = pace.wait(who)
         await asyncio.sleep(pace.longest if wait is None else wait)  # a flood is answered at the pace, not at once
         jobs = [event for event in queue.event_ids_to_events.values() if event.concurrency_id == group]
