@@ -2,7 +2,7 @@
 
 In order: $STARLING_CHROMIUM; the first of `NAMES` on PATH (a snap's is passed over: snap confinement keeps it from
 Playwright's profile folder in /tmp); Playwright's own build, once `python -m playwright install chromium` has
-downloaded it. `python tests/browser.py` prints the one found (tests/run.sh installs one where there is none).
+downloaded it. `python tests/browser.py` says which (tests/run.sh installs one where there is none, then says it).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def launch(playwright, **options):
     return playwright.chromium.launch(executable_path=installed_chromium(), args=ARGS, **options)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # one line saying which browser; the status says whether there is one
     path = installed_chromium() or playwright_chromium()
-    print(path)
+    print(f"browser tests drive: {describe()}")
     sys.exit(0 if os.access(path, os.X_OK) else 1)

@@ -21,6 +21,7 @@ if ! "$python" tests/browser.py >/dev/null 2>&1; then
             "(playwright install-deps needs root and apt); the browser tests will say what is missing" >&2
     fi
 fi
+"$python" tests/browser.py || true  # one line: which browser the tests drive
 # The real vLLM that tests/test_vllm.py serves tiny models with: its own venv, cached outside the clone.
 STARLING_VLLM_PYTHON=$(bash tests/vllm_env.sh)
 export STARLING_VLLM_PYTHON GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1
