@@ -159,6 +159,24 @@ def edit_text(label: str, value) -> str:
     return check_text(f"The probe's {label}", value or "", MAX_MESSAGE_CHARS)
 
 
+def probe_edits(names, prefix, suffix, find, replace, texts: dict[str, str]) -> list:
+    """The edits a probe runs: `names` from EDITS (None: all), then your own edit (prefix/suffix, find/replace).
+    Checked before any edit is built, with a ValueError saying what is wrong: a field that is not text or is over
+    the limits, or an own edit that would make one of `texts` (by label) longer than MAX_MESSAGE_CHARS."""
+    own = [edit_text(label, value) for label, value in (("prefix", prefix), ("suffix", suffix), ("find", find),
+                                                        ("replacement", replace))]
+    if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise ValueError(f"The edits must be a list of names from {', '.join(EDITS)} (or null for all).")
+    for label, text in texts.items():  # before the edit builds it: 100 matches of a 400 KB replacement would be 40 MB
+        if (length := custom_length(text, *own)) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"Your edit would make {label} {length:,} characters long; at most "
+                             f"{MAX_MESSAGE_CHARS:,} are scored: shorten the replacement, the prefix or the suffix.")
+    edits = pick_edits(names, custom_edit(*own))
+    if not edits:
+        raise ValueError("Tick at least one edit, or write your own, then run the probes.")
+    return edits
+
+
 def probe_candidates(engine: Engine, session: dict, number: str | None, names: list[str] | None = ALL_EDITS,
                      prefix: str | None = None, suffix: str | None = None, find: str | None = None,
                      replace: str | None = None, rm: str | None = None,
@@ -169,21 +187,11 @@ def probe_candidates(engine: Engine, session: dict, number: str | None, names: l
     as JSON."""
     rm = rm or engine.rm_name
     try:
-        own = [edit_text(label, value) for label, value in (("prefix", prefix), ("suffix", suffix), ("find", find),
-                                                            ("replacement", replace))]
-        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
-            raise ValueError(f"The edits must be a list of names from {', '.join(EDITS)} (or null for all).")
         turn = turn_to_probe(engine, session, rm, rm_format, request)
-        edits = pick_edits(names, custom_edit(*own))
-        if not edits:
-            raise ValueError("Tick at least one edit, or write your own, then run the probes.")
         count = len(turn["candidates"])
         picked = list(range(count)) if str(number).strip().lower() == "all" else [candidate_index(number, count)]
-        for k in picked:  # before the edit builds it: 100 matches of a 400 KB replacement would be 40 MB
-            if (length := custom_length(turn["candidates"][k], *own)) > MAX_MESSAGE_CHARS:
-                raise ValueError(f"Your edit would make candidate {k + 1} {length:,} characters long; at most "
-                                 f"{MAX_MESSAGE_CHARS:,} are scored: shorten the replacement, the prefix or the "
-                                 "suffix.")
+        edits = probe_edits(names, prefix, suffix, find, replace,
+                            {f"candidate {k + 1}": turn["candidates"][k] for k in picked})
     except ValueError as error:
         gr.Warning(str(error))
         return [gr.skip()] * 4

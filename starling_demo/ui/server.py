@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 import itertools
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -85,12 +85,9 @@ class RelayPeer:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             peer = scope["client"][0] if scope.get("client") else "unknown"
-            headers = [(name, value) for name, value in scope["headers"]
-                       if name != RELAYED_PEER.encode() or _loopback(peer)]
-            if "/gradio_api/mcp" in scope["path"]:
-                headers = [(name, value) for name, value in headers if name != RELAYED_PEER.encode()]
-                headers.append((RELAYED_PEER.encode(), peer.encode()))
-            scope = dict(scope, headers=headers)
+            to_mcp, name = "/gradio_api/mcp" in scope["path"], RELAYED_PEER.encode()
+            headers = [header for header in scope["headers"] if header[0] != name or (_loopback(peer) and not to_mcp)]
+            scope = dict(scope, headers=headers + [(name, peer.encode())] if to_mcp else headers)
         return await self.app(scope, receive, send)
 
 
@@ -123,7 +120,7 @@ def client_of(request, header: str | None = None) -> str:
     if forwarded:
         return next((part for part in reversed(forwarded) if _public(part)), forwarded[-1])
     peer = request.client.host if getattr(request, "client", None) else "unknown"
-    return (request.headers.get(RELAYED_PEER) or peer) if _loopback(peer) else peer
+    return request.headers.get(RELAYED_PEER) if relayed(request) else peer
 
 
 def relayed(request) -> bool:
@@ -234,6 +231,8 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
             return False, answer, "validator_error"
         return await push(body, request, username)
 
+    get_events, served, started = queue.get_events, defaultdict(dict), itertools.count()
+
     def next_in_turn():
         """The queue's next events, each group's queue put in `round_robin` order first where it can start one."""
         for group, waiting in queue.event_queue_per_concurrency_id.items():
@@ -252,5 +251,4 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
                     served[event.concurrency_id] = dict(sorted(last.items(), key=lambda item: item[1])[-5_000:])
         return picked
 
-    get_events, served, started = queue.get_events, defaultdict(dict), itertools.count()
     queue.push, queue.get_events = push_unless_busy, next_in_turn

@@ -10,14 +10,13 @@ import json
 import gradio as gr
 
 from .. import insight
-from ..edits import EDITS, custom_edit, custom_length, pick_edits
 from ..engine import Engine
 from ..limits import MAX_MESSAGE_CHARS, check_text
 from ..templates import check_conversation, check_rm_format
 from .cards import MAX_CARDS
 from .inputs import models, turn_settings
 from .models import PROBLEMS, explain
-from .probing import edit_text
+from .probing import probe_edits
 
 TOOLS = ("score_candidates", "generate_candidates", "probe_candidate", "attribute_reply")
 
@@ -36,17 +35,32 @@ def conversation_of(messages) -> list[dict]:
     return [{"role": message["role"], "content": message["content"]} for message in messages]
 
 
-def candidates_of(candidates, most: int = MAX_CARDS) -> list[str]:
-    """`candidates` (a list of texts, or its JSON text) checked: 1 to `most` non-empty texts within the limits."""
+def candidates_of(candidates) -> list[str]:
+    """`candidates` (a list of texts, or its JSON text) checked: 1 to MAX_CARDS non-empty texts within the limits."""
     if isinstance(candidates, str):
         try:
             candidates = json.loads(candidates)
         except ValueError:
             candidates = [candidates]  # one reply, as plain text
-    if not (isinstance(candidates, list) and 1 <= len(candidates) <= most
+    if not (isinstance(candidates, list) and 1 <= len(candidates) <= MAX_CARDS
             and all(isinstance(text, str) and text.strip() for text in candidates)):
-        raise ValueError(f"'candidates' must be a list of 1 to {most} non-empty texts.")
+        raise ValueError(f"'candidates' must be a list of 1 to {MAX_CARDS} non-empty texts.")
     return [check_text(f"Candidate {k}", text, MAX_MESSAGE_CHARS) for k, text in enumerate(candidates, 1)]
+
+
+def reply_of(candidate) -> str:
+    """The one reply a probe or an attribution is about, checked as a candidate."""
+    if not (isinstance(candidate, str) and candidate.strip()):
+        raise ValueError("'candidate' must be a non-empty text.")
+    return check_text("The candidate", candidate, MAX_MESSAGE_CHARS)
+
+
+def scoring_of(engine: Engine, rm: str | None, readout: str | None, rm_format: str | None) -> tuple:
+    """(rm, readout, rm_format) as a tool's call gives them, checked: an empty one is the server's default."""
+    rm, rm_format = rm or engine.rm_name, rm_format or "rlhf"
+    models(engine, rm=rm)
+    check_rm_format(rm_format)
+    return rm, readout or None, rm_format
 
 
 def answered(work) -> str:
@@ -86,10 +100,7 @@ def score_candidates(engine: Engine, messages, candidates, rm: str | None = None
     """
     def work():
         conversation, texts = conversation_of(messages), candidates_of(candidates)
-        model = rm or engine.rm_name
-        models(engine, rm=model)
-        check_rm_format(rm_format or "rlhf")
-        return scores_json(engine, conversation, texts, model, readout or None, rm_format or "rlhf")
+        return scores_json(engine, conversation, texts, *scoring_of(engine, rm, readout, rm_format))
     return answered(work)
 
 
@@ -114,17 +125,15 @@ def generate_candidates(engine: Engine, messages, n: float = 4, temperature: flo
         and their scores, as score_candidates gives them.
     """
     def work():
-        conversation = conversation_of(messages)
-        language, reward = lm or engine.lm_name, rm or engine.rm_name
-        models(engine, language, reward)
-        check_rm_format(rm_format or "rlhf")
+        conversation, language, scoring = conversation_of(messages), lm or engine.lm_name, scoring_of(
+            engine, rm, readout, rm_format)
+        models(engine, lm=language)
         settings = turn_settings(engine, language, n, temperature, 1.0, max_new_tokens, seed, "GPT4 Correct", "")
-        engine.lm(language)
+        engine.lm(language)  # loaded outside the device lock
         with engine.lock("lm", language):
             *_, final = engine.generate(conversation, settings, language)
         return {"candidates": final.texts, "token_counts": final.token_counts, "finished": final.finished,
-                "seed": final.seed, "lm": language} | scores_json(engine, conversation, final.texts, reward,
-                                                                   readout or None, rm_format or "rlhf")
+                "seed": final.seed, "lm": language} | scores_json(engine, conversation, final.texts, *scoring)
     return answered(work)
 
 
@@ -152,24 +161,12 @@ def probe_candidate(engine: Engine, messages, candidate: str, edits=None, prefix
         and "delta" (edited minus as written).
     """
     def work():
-        conversation, [text] = conversation_of(messages), candidates_of([candidate] if isinstance(candidate, str)
-                                                                        else candidate, most=1)
-        own = [edit_text(label, value) for label, value in (("prefix", prefix), ("suffix", suffix), ("find", find),
-                                                            ("replacement", replace))]
-        if (length := custom_length(text, *own)) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"Your edit would make the reply {length:,} characters long; at most "
-                             f"{MAX_MESSAGE_CHARS:,} are scored.")
-        names = edits or None
-        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
-            raise ValueError(f"'edits' must be a list of names from {', '.join(EDITS)} (empty: all).")
-        model = rm or engine.rm_name
-        models(engine, rm=model)
-        check_rm_format(rm_format or "rlhf")
-        engine.rm(model)
-        run = engine.probe(conversation, [text], pick_edits(names, custom_edit(*own)), model, readout or None,
-                           rm_format or "rlhf")
+        conversation, text = conversation_of(messages), reply_of(candidate)
+        chosen = probe_edits(edits or None, prefix, suffix, find, replace, {"the reply": text})
+        model, read, text_format = scoring_of(engine, rm, readout, rm_format)
+        run = engine.probe(conversation, [text], chosen, model, read, text_format)
         [result] = run["candidates"]
-        return {"rm": model, "readout": run["readout"], "rm_format": rm_format or "rlhf", "reward": result["reward"],
+        return {"rm": model, "readout": run["readout"], "rm_format": text_format, "reward": result["reward"],
                 "edits": [{key: value for key, value in edit.items() if key != "text"} for edit in result["edits"]]}
     return answered(work)
 
@@ -191,13 +188,9 @@ def attribute_reply(engine: Engine, messages, candidate: str, rm: str | None = N
         and "drop" (the reward it earns: positive if the reply scores lower without it).
     """
     def work():
-        conversation, [text] = conversation_of(messages), candidates_of([candidate] if isinstance(candidate, str)
-                                                                        else candidate, most=1)
-        model = rm or engine.rm_name
-        models(engine, rm=model)
-        check_rm_format(rm_format or "rlhf")
-        engine.rm(model)
-        return {"rm": model} | engine.attribute(conversation, text, model, readout or None, rm_format or "rlhf")
+        conversation, text = conversation_of(messages), reply_of(candidate)
+        model, read, text_format = scoring_of(engine, rm, readout, rm_format)
+        return {"rm": model} | engine.attribute(conversation, text, model, read, text_format)
     return answered(work)
 
 
