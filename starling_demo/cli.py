@@ -12,11 +12,11 @@ from .batching import BATCH_TOKENS, MAX_BATCH_TOKENS
 from .detokenize import token_texts
 from .edits import EDITS, custom_edit, pick_edits
 from .engine import Engine, Settings
-from .evaluation import report_table
+from .eval_command import add_eval_flags
 from .generation import MAX_CANDIDATES
 from .insight import ranking
 from .judging import agreement, parse_ranking, tally
-from .jsonl_input import MAX_LINE_BYTES, InputError, jsonl_records, progress_bar, read_jsonl, read_lines
+from .jsonl_input import MAX_LINE_BYTES, InputError, jsonl_records, progress_bar, read_jsonl
 from .limits import check_text, max_new_tokens_for
 from .loading import DEVICES, PRECISIONS, LoadError
 from .presets import RM_KINDS
@@ -82,9 +82,12 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--system", default="")
     generate.add_argument("--lm-url", help="with --backend vllm: the `vllm serve` URL of --lm")
     add_model_flags(generate, reward_required=False)
-    evaluate = commands.add_parser("eval", help="pairwise accuracy on candidates ranked best first")
+    evaluate = commands.add_parser("eval", help="accuracy on answers ranked best first or chosen/rejected (ours, "
+                                                "RewardBench's or RewardBench 2's rows; JSONL, .json or .parquet), "
+                                                "with length control and intervals")
     add_model_flags(evaluate, reward_required=True)
     add_batch_flags(evaluate)
+    add_eval_flags(evaluate)
     probe = commands.add_parser("probe", help="each candidate's reward under a set of edits (and with --attribution "
                                               "each sentence left out); a last line aggregates per edit")
     add_model_flags(probe, reward_required=True)
@@ -127,18 +130,9 @@ def run(args: argparse.Namespace, out) -> None:
         if note:
             print(f"note: {note}", file=sys.stderr)
     if args.command == "eval":
-        from .evaluation import evaluate
+        from .eval_command import run_eval
 
-        # evaluate skips malformed rows by line; the file itself must still be UTF-8 text.
-        with progress_bar(args.file, "Scoring", args.max_line_bytes) as bar:
-            result = evaluate(engine, read_lines(args.file, args.max_line_bytes), readout=args.readout,
-                              rm_format=args.rm_format, budget=args.batch_tokens,
-                              progress=lambda done: bar.update(done - bar.n))
-        for error in result["errors"]:
-            print(f"skipped {error}", file=sys.stderr)
-        print(json.dumps({"report": result["report"], "table": report_table(result["report"]),
-                          "skipped": result["errors"]}, ensure_ascii=False), file=out)
-        return
+        return run_eval(engine, args, out)
     if args.command == "score":
         return score_lines(engine, args, out)
     records = read_jsonl(args.file, args.command in ("probe", "judge"), args.max_line_bytes)

@@ -1,156 +1,24 @@
-"""Batch evaluation: score ranked or chosen/rejected conversations and report pairwise accuracy."""
+"""Batch evaluation: score rows of ranked or chosen/rejected answers, and report accuracy per subset with its
+length control and intervals, each row's result, and the comparison of two reward models on the same rows."""
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator
 
 from .engine import Engine
-from .limits import check_text, json_row
-from .templates import check_conversation, check_rm_format
+from .eval_layouts import NO_SUBSET, TIES, layout_sentence
+from .eval_stats import group_summary, overlap, paired_difference, row_measures, ties_score
+from .templates import check_rm_format
 
-NO_SUBSET = "all"  # the subset of rows that name none: a key of the report's "subsets" (the CLI prints it as JSON)
 # Names in the report table: "all" alone reads like the whole file, which is "overall".
 ALL_ROWS_LABEL, NO_SUBSET_LABEL = "all rows", "(no subset)"
-
-
-def pairwise_accuracy(rewards_best_first: list[float], tie: float = 0.0) -> float:
-    """Fraction of pairs (i < j) with r_i > r_j for answers given best first; a tie counts `tie`.
-
-    For a reward model ties count as wrong, as in RewardBench; the length baseline counts them half,
-    as a coin flip would.
-
-    >>> pairwise_accuracy([3.0, 1.0, 2.0]), pairwise_accuracy([5, 5], tie=0.5)
-    (0.6666666666666666, 0.5)
-    """
-    r = rewards_best_first
-    if len(r) < 2:
-        raise ValueError("pairwise accuracy needs at least 2 answers")
-    pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
-    return sum(1.0 if r[i] > r[j] else tie if r[i] == r[j] else 0.0 for i, j in pairs) / len(pairs)
-
-
-def _parse_row(obj) -> tuple[dict | None, str | None]:
-    if not isinstance(obj, dict):
-        return None, "expected a JSON object"
-    try:
-        check_conversation(obj.get("messages"))
-    except ValueError as error:
-        return None, str(error)
-    if "candidates" in obj and ("chosen" in obj or "rejected" in obj):
-        return None, "use either 'candidates' or 'chosen'/'rejected', not both"
-    if "candidates" in obj:
-        candidates = obj["candidates"]
-        if not isinstance(candidates, list) or len(candidates) < 2:
-            return None, "'candidates' needs at least 2 strings"
-    elif "chosen" in obj and "rejected" in obj:
-        candidates = [obj["chosen"], obj["rejected"]]
-    else:
-        return None, "needs 'candidates' or both 'chosen' and 'rejected'"
-    if not all(isinstance(c, str) for c in candidates):
-        return None, "candidates must be strings"
-    empty = [k for k, c in enumerate(candidates, 1) if not c.strip()]
-    if empty:
-        return None, f"candidate {empty[0]} is empty"
-    subset = obj.get("subset")
-    if subset is not None and not isinstance(subset, str):
-        return None, "'subset' must be a string"
-    texts = {f"candidate {k}": c for k, c in enumerate(candidates, 1)} | {"'subset'": subset or ""}
-    try:
-        for what, text in texts.items():
-            check_text(what, text, math.inf)
-    except ValueError as error:
-        return None, str(error)
-    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-    return {"messages": messages, "candidates": candidates, "subset": subset or NO_SUBSET}, None
-
-
-def eval_rows(lines: Iterable[tuple[int, str]], max_line_chars: int | None = None) -> Iterator[dict]:
-    """Each non-blank line (numbered) as a normalised row, or as {"line", "error"} when it is malformed.
-
-    Each line holds `messages` plus either `candidates` (best first) or `chosen`/`rejected`, and an optional
-    `subset`. A line longer than `max_line_chars` is an error.
-
-    >>> list(eval_rows([(1, '{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hi", "rejected": "Go"}'),
-    ...                 (2, "[]")]))
-    [{'line': 1, 'messages': [{'role': 'user', 'content': 'Hi'}], 'candidates': ['Hi', 'Go'], 'subset': 'all'}, \
-{'line': 2, 'error': 'line 2: expected a JSON object'}]
-    """
-    for n, line in lines:
-        if not line.strip():
-            continue
-        if max_line_chars is not None and len(line) > max_line_chars:
-            yield {"line": n, "error": f"line {n}: {len(line):,} characters; a row may have at most {max_line_chars:,}"}
-            continue
-        try:
-            obj = json_row(line)
-        except ValueError as error:
-            yield {"line": n, "error": f"line {n}: {error}"}
-            continue
-        row, error = _parse_row(obj)
-        yield {"line": n, "error": f"line {n}: {error}"} if error else {"line": n, **row}
-
-
-def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
-    """The rows of an evaluation JSONL text, and one error per malformed line (`eval_rows`).
-
-    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
-    >>> rows[0]["candidates"], errors
-    (['Hello', 'Go'], ['line 2: expected a JSON object'])
-    """
-    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters that splitlines() splits at.
-    parsed = list(eval_rows(enumerate(text.split("\n"), 1), max_line_chars))
-    return [row for row in parsed if "error" not in row], [row["error"] for row in parsed if "error" in row]
-
-
-def _mean_accuracy(scores_per_row: list[list[float]], tie: float) -> float | None:
-    if not scores_per_row:
-        return None
-    return sum(pairwise_accuracy(scores, tie) for scores in scores_per_row) / len(scores_per_row)
-
-
-def _summary(rewards: list[list[float]], lengths: list[list[int]]) -> dict:
-    return {"n": len(rewards), "accuracy": _mean_accuracy(rewards, tie=0.0),
-            "length_baseline": _mean_accuracy(lengths, tie=0.5)}
-
-
-def evaluation_report(rows: list[dict], rewards_per_row: list[list[float]], lengths_per_row: list[list[int]]) -> dict:
-    """Mean pairwise accuracy of the RM, and of a longer-is-better baseline, overall and per subset.
-
-    >>> evaluation_report([{"subset": "chat"}], [[1.0, 2.0]], [[30, 10]])["overall"]
-    {'n': 1, 'accuracy': 0.0, 'length_baseline': 1.0}
-    """
-    if not len(rows) == len(rewards_per_row) == len(lengths_per_row):
-        raise ValueError("rows, rewards_per_row and lengths_per_row differ in length")
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row.get("subset", NO_SUBSET), []).append(i)
-    subsets = {
-        name: _summary([rewards_per_row[i] for i in idx], [lengths_per_row[i] for i in idx])
-        for name, idx in sorted(groups.items())
-    }
-    return {"overall": _summary(rewards_per_row, lengths_per_row), "subsets": subsets}
-
-
-def report_table(report: dict) -> list[list]:
-    """Display rows [name, n, accuracy, length baseline]: "all rows", each named subset, then "(no subset)".
-
-    "all rows" is the report's "overall": the mean over every scored row, each row weighing the same.
-    "(no subset)" is the subset "all", the rows that named none; when no row named one it would repeat
-    "all rows", and is left out.
-
-    >>> summary = {"n": 1, "accuracy": 1.0, "length_baseline": 0.0}
-    >>> report_table({"overall": summary, "subsets": {"all": summary}})
-    [['all rows', 1, 1.0, 0.0]]
-    >>> [row[0] for row in report_table({"overall": summary, "subsets": {"all": summary, "chat": summary}})]
-    ['all rows', 'chat', '(no subset)']
-    """
-    subsets = dict(report["subsets"])
-    unnamed = subsets.pop(NO_SUBSET, None)
-    items = [(ALL_ROWS_LABEL, report["overall"]), *subsets.items()]
-    if unnamed and subsets:
-        items.append((NO_SUBSET_LABEL, unnamed))
-    return [[name, s["n"], s["accuracy"], s["length_baseline"]] for name, s in items]
+PAIRWISE, BEST_OF_K, TIES_SCORE = "pairwise", "best-of-K", "Ties score"
+# "chosen longer": accuracy where the chosen answer is the longer one (best-of-K: the longest), and its count (pairs
+# for pairwise accuracy, rows for best-of-K); "chosen shorter" likewise (best-of-K: the shortest).
+TABLE_COLUMNS = ["subset", "rows", "accuracy of", "accuracy", "low", "high", "chance", "longer wins", "shorter wins",
+                 "chosen longer", "chosen longer n", "chosen shorter", "chosen shorter n", "length-balanced",
+                 "length-balanced low", "length-balanced high"]
+KEPT = ("line", "id", "subset", "layout", "tiers", "rewards", "lengths", "error")  # of a scored row: no texts
 
 
 def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, readout: str | None = None,
@@ -173,27 +41,176 @@ def score_rows(engine: Engine, rows: Iterable[dict], rm: str | None = None, read
         yield [row for row, _ in ready], done
 
 
-def evaluate(engine: Engine, lines: Iterable[tuple[int, str]], rm: str | None = None,
-             readout: str | None = None, rm_format: str = "rlhf", budget: int | None = None,
-             progress=lambda done: None) -> dict:
-    """Score every well-formed row of an evaluation JSONL (numbered lines), read as a stream; report
-    accuracy per subset beside a length-only baseline.
-
-    Rows give candidates best first (or chosen/rejected). Malformed rows are listed under "errors" by line and
-    skipped. The result holds "report", "rows" (each scored row's line, subset, rewards and lengths; not its texts,
-    so memory stays small) and "errors". `progress(done)` is called with the rows done after each batch.
-    """
+def evaluate(engine: Engine, rows: Iterable[dict], rm: str | None = None, readout: str | None = None,
+             rm_format: str = "rlhf", budget: int | None = None, progress=lambda done: None) -> list[dict]:
+    """Score every well-formed row of `rows` (`eval_layouts`' rows, read as a stream) and keep each row's line, id,
+    subset, layout, tiers, rewards and lengths (not its texts, so memory stays small), or its error.
+    `progress(done)` is called with the rows done after each batch."""
     check_rm_format(rm_format)  # before the rows, whose own errors are collected one by one
     kept = []
-    for given, done in score_rows(engine, eval_rows(lines), rm, readout, rm_format, budget):
-        kept += [{k: row[k] for k in ("line", "subset", "rewards", "lengths", "error") if k in row} for row in given]
+    for given, done in score_rows(engine, rows, rm, readout, rm_format, budget):
+        kept += [{k: row[k] for k in KEPT if k in row} for row in given]
         progress(done)
-    return evaluation_result(kept, [])
+    return kept
 
 
-def evaluation_result(rows: list[dict], errors: list[str]) -> dict:
-    """The report of scored rows, the rows themselves, and every malformed line (parse and scoring errors)."""
+def row_result(row: dict) -> dict:
+    """A scored row as it is reported: its id and line, subset, rewards and lengths in the file's order, tiers (0 =
+    best), whether it is correct (every best answer outscores every other), its pairwise accuracy, and the margin
+    (the worst best answer's reward minus the best other one's: chosen minus best rejected) beside the same two
+    answers' length difference in RM tokens.
+
+    >>> row_result({"line": 1, "subset": "chat", "tiers": [0, 1, 1], "rewards": [2.0, 1.0, 2.5], "lengths": [9, 4, 7]})
+    {'id': None, 'line': 1, 'subset': 'chat', 'tiers': [0, 1, 1], 'rewards': [2.0, 1.0, 2.5], 'lengths': [9, 4, 7], \
+'correct': False, 'pairwise': 0.5, 'margin': -0.5, 'length_difference': 2}
+    """
+    rewards, lengths, tiers = row["rewards"], row["lengths"], row["tiers"]
+    best = [i for i, t in enumerate(tiers) if t == 0]
+    others = [i for i, t in enumerate(tiers) if t != 0]
+    worst_best = min(best, key=lambda i: rewards[i])
+    best_other = max(others, key=lambda i: rewards[i])
+    measures = row_measures(rewards, lengths, tiers)
+    return {"id": row.get("id"), "line": row["line"], "subset": row["subset"], "tiers": tiers, "rewards": rewards,
+            "lengths": lengths, "correct": bool(measures["best"]), "pairwise": measures["pairwise"],
+            "margin": rewards[worst_best] - rewards[best_other],
+            "length_difference": lengths[worst_best] - lengths[best_other]}
+
+
+def preferred(rewards: list[float]) -> int:
+    """The index of the answer a reward model prefers (the first of equal best rewards).
+
+    >>> preferred([1.0, 3.0, 3.0])
+    1
+    """
+    return max(range(len(rewards)), key=rewards.__getitem__)
+
+
+def headline(rows: list[dict]) -> str:
+    """The accuracy a group's layout calls for: best-of-K when some row has more than one rejected (or more than one
+    chosen) answer, as in RewardBench 2; else pairwise (pairs, and rankings: the mean over all pairs, as the RM-34B
+    card defines it)."""
+    return BEST_OF_K if any(len(r["tiers"]) > 2 and max(r["tiers"]) == 1 for r in rows) else PAIRWISE
+
+
+def _summary(rows: list[dict]) -> dict:
+    summary = group_summary([row_measures(r["rewards"], r["lengths"], r["tiers"]) for r in rows])
+    if rows:
+        summary["headline"] = headline(rows)
+        # The report's first keys as before: mean pairwise accuracy and the longer-wins baseline.
+        summary = {"n": summary["n"], "accuracy": summary["pairwise"]["accuracy"],
+                   "length_baseline": summary["pairwise"]["longer_wins"], **summary}
+    return summary
+
+
+def _groups(rows: list[dict]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.get("subset", NO_SUBSET), []).append(i)
+    return dict(sorted(groups.items()))
+
+
+def evaluation_report(rows: list[dict]) -> dict:
+    """Accuracy overall and per subset (`eval_stats.group_summary`: pairwise and best-of-K accuracy with intervals,
+    chance, the length-only judges, the length splits and length-balanced accuracy), RewardBench 2's Ties score for
+    a Ties subset, and, when every subset of a RewardBench 2 file is there, its score (the mean over subsets of
+    best-of-K accuracy, the Ties score for Ties).
+
+    >>> report = evaluation_report([{"subset": "chat", "tiers": [0, 1], "rewards": [1.0, 2.0], "lengths": [30, 10]}])
+    >>> report["overall"]["accuracy"], report["overall"]["length_baseline"], report["overall"]["headline"]
+    (0.0, 1.0, 'pairwise')
+    """
+    subsets = {}
+    for name, index in _groups(rows).items():
+        members = [rows[i] for i in index]
+        subsets[name] = _summary(members)
+        if name.lower() == TIES:
+            subsets[name]["ties"] = ties_score(members)
+    return {"overall": _summary(rows), "subsets": subsets}
+
+
+def report_table(report: dict) -> list[list]:
+    """The report as rows of TABLE_COLUMNS: "all rows", each named subset, then "(no subset)"; each group's
+    headline accuracy first, then best-of-K or pairwise beside it when its rows have more than two answers, and a
+    Ties subset's Ties score.
+
+    "all rows" is the report's "overall": every scored row weighing the same. "(no subset)" is the subset "all", the
+    rows that named none; when no row named one it would repeat "all rows", and is left out.
+
+    >>> s = group_summary([row_measures([2.0, 1.0], [20, 10], [0, 1])])
+    >>> table = report_table({"overall": {**s, "headline": "pairwise"}, "subsets": {"all": {**s, "headline": "pairwise"}}})
+    >>> [row[:4] for row in table]
+    [['all rows', 1, 'pairwise', 1.0]]
+    """
+    subsets = dict(report["subsets"])
+    unnamed = subsets.pop(NO_SUBSET, None)
+    items = [(ALL_ROWS_LABEL, report["overall"]), *subsets.items()]
+    if unnamed and subsets:
+        items.append((NO_SUBSET_LABEL, unnamed))
+    table = []
+    for name, summary in items:
+        if not summary.get("n"):
+            table.append([name, 0, PAIRWISE, *[None] * (len(TABLE_COLUMNS) - 3)])
+            continue
+        several = summary["pairwise"]["pairs"] > summary["n"]  # some row has more than two answers
+        metrics = [summary["headline"]] + ([BEST_OF_K if summary["headline"] == PAIRWISE else PAIRWISE]
+                                           if several else [])
+        for metric in metrics:
+            m = summary["best_of_k" if metric == BEST_OF_K else "pairwise"]
+            longer, shorter = (m["chosen_longest"], m["chosen_shortest"]) if metric == BEST_OF_K else \
+                (m["chosen_longer"], m["chosen_shorter"])
+            table.append([name, summary["n"], metric, m["accuracy"], m["low"], m["high"], m["chance"],
+                          m["longer_wins"], m["shorter_wins"], longer["accuracy"], longer["n"], shorter["accuracy"],
+                          shorter["n"], m["balanced"]["accuracy"], m["balanced"]["low"], m["balanced"]["high"]])
+        if summary.get("ties"):
+            table.append([name, summary["n"], TIES_SCORE, summary["ties"]["score"],
+                          *[None] * (len(TABLE_COLUMNS) - 4)])
+    return table
+
+
+def comparison(a_rows: list[dict], b_rows: list[dict]) -> dict:
+    """Two reward models (or read-outs) on the same rows, overall and per subset: the share of rows where both
+    prefer the same answer (`agreement`), and for pairwise and best-of-K accuracy each model's accuracy, B minus A
+    with a paired bootstrap interval, and whether A's and B's own intervals overlap."""
+    a_by_line = {row["line"]: row for row in a_rows}
+    pairs = [(a_by_line[row["line"]], row) for row in b_rows if row["line"] in a_by_line]
+
+    def compare(members: list[tuple[dict, dict]]) -> dict:
+        a_measures = [row_measures(a["rewards"], a["lengths"], a["tiers"]) for a, _ in members]
+        b_measures = [row_measures(b["rewards"], b["lengths"], b["tiers"]) for _, b in members]
+        a_summary, b_summary = group_summary(a_measures), group_summary(b_measures)
+        agree = [preferred(a["rewards"]) == preferred(b["rewards"]) for a, b in members]
+        result = {"n": len(members), "agreement": sum(agree) / len(members) if members else None}
+        for metric, key in ((PAIRWISE, "pairwise"), (BEST_OF_K, "best")):
+            summary_key = "best_of_k" if key == "best" else "pairwise"
+            result[metric] = {"a": a_summary[summary_key], "b": b_summary[summary_key],
+                              **paired_difference([m[key] for m in a_measures], [m[key] for m in b_measures]),
+                              "intervals_overlap": overlap(a_summary[summary_key], b_summary[summary_key])}
+            for side in ("a", "b"):  # each side's accuracy and interval only
+                result[metric][side] = {k: result[metric][side][k] for k in ("accuracy", "low", "high")}
+        return result
+
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for a, b in pairs:
+        groups.setdefault(b["subset"], []).append((a, b))
+    return {"overall": compare(pairs), "subsets": {name: compare(m) for name, m in sorted(groups.items())}}
+
+
+def evaluation_result(rows: list[dict], errors: list[str], compare_rows: list[dict] | None = None) -> dict:
+    """The report of scored rows, each row's result (`row_result`), every malformed line (parse and scoring errors),
+    which layout the rows were read as, and with `compare_rows` (the same rows scored by a second reward model or
+    read-out) the comparison, each row's second rewards and whether the two agree."""
     scored = [row for row in rows if "rewards" in row]
     errors = errors + [row["error"] for row in rows if "error" in row]
-    report = evaluation_report(scored, [row["rewards"] for row in scored], [row["lengths"] for row in scored])
-    return {"report": report, "rows": scored, "errors": errors}
+    result = {"layout": layout_sentence(scored), "report": evaluation_report(scored),
+              "rows": [row_result(row) for row in scored], "errors": errors}
+    if compare_rows is not None:
+        other = {row["line"]: row for row in compare_rows if "rewards" in row}
+        errors += [row["error"] for row in compare_rows if "error" in row and row["error"] not in errors]
+        result["comparison"] = comparison(scored, list(other.values()))
+        for record in result["rows"]:
+            b = other.get(record["line"])
+            if b is not None:
+                b_result = row_result(b)
+                record.update(rewards_b=b["rewards"], correct_b=b_result["correct"], margin_b=b_result["margin"],
+                              agree=preferred(record["rewards"]) == preferred(b["rewards"]))
+    return result

@@ -26,10 +26,8 @@ def read_lines(path: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tupl
     """Each line of `path` with its number (`limits.utf8_lines`), none longer than `max_line_bytes`; errors name
     the file. Only a regular file: the commands read their file twice (first to count its lines), and a pipe with
     no writer or a device such as /dev/zero would hang or never end."""
+    regular_file(path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise InputError(f"{path} is not a regular file (a pipe, a device or a folder): save the input to a "
-                             "file and give its path.")
         file = open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror.lower()}") from None
@@ -41,6 +39,16 @@ def read_lines(path: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tupl
         except LineTooLong as error:
             raise InputError(f"{path}, line {error.args[0]}: longer than {max_line_bytes:,} bytes; raise "
                              "--max-line-bytes to read it.") from None
+
+
+def regular_file(path: str) -> None:
+    """InputError unless `path` is a regular file that exists."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError(f"{path} is not a regular file (a pipe, a device or a folder): save the input to a "
+                             "file and give its path.")
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror.lower()}") from None
 
 
 class LineTooLong(ValueError):
@@ -97,11 +105,12 @@ def read_jsonl(path: str, need_candidates: bool, max_line_bytes: int = MAX_LINE_
     return list(jsonl_records(path, need_candidates, max_line_bytes))
 
 
-def progress_bar(path: str, what: str, max_line_bytes: int = MAX_LINE_BYTES):
-    """A progress bar on stderr when it is a terminal (none in a pipe or a log), over the non-blank lines of
-    `path`: counted first, in one pass that keeps nothing (and finds a file that cannot be read, before any model
-    work)."""
-    total = sum(1 for _, line in read_lines(path, max_line_bytes) if line.strip())
+def progress_bar(path: str, what: str, max_line_bytes: int = MAX_LINE_BYTES, total: int | None = None):
+    """A progress bar on stderr when it is a terminal (none in a pipe or a log), over `total` rows, or else the
+    non-blank lines of `path`: counted first, in one pass that keeps nothing (and finds a file that cannot be read,
+    before any model work)."""
+    if total is None:
+        total = sum(1 for _, line in read_lines(path, max_line_bytes) if line.strip())
     # A terminal that reports no size (some containers) gets the usual 80 columns, not a bar of none.
     return tqdm(total=total, unit=" rows", desc=what, file=sys.stderr, disable=None,
                 ncols=shutil.get_terminal_size().columns)

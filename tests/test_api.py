@@ -87,8 +87,14 @@ def test_evaluate_endpoint(client, tmp_path):
     path = tmp_path / "eval.jsonl"
     row = {"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Bye."}
     path.write_text(json.dumps(row) + "\n{broken\n", encoding="utf-8")
-    report, errors, status = client.predict(handle_file(str(path)), "tiny", "card", api_name="/evaluate")
+    report, errors, status, accuracy, margins, rows = client.predict(handle_file(str(path)), "tiny", "card",
+                                                                     api_name="/evaluate")
     assert report["data"][0][:2] == ["all rows", 1] and errors.startswith("line 2") and "Evaluated 1 rows" in status
+    assert json.loads(open(rows, encoding="utf-8").readline())["line"] == 1 and accuracy["type"] == "altair"
+    # A second reward model on the same rows: each row gets its rewards too, the status compares the two.
+    *_, status, _, _, rows = client.predict(handle_file(str(path)), "tiny", "card", "rlhf", "tiny-34b",
+                                            api_name="/evaluate")
+    assert "**tiny-34b** against **tiny**" in status and "rewards_b" in json.loads(open(rows).readline())
 
 
 def test_cards_left_out_leave_the_turn_as_it_stands_and_cards_past_it_are_refused(client):

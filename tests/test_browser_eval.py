@@ -123,3 +123,69 @@ def test_a_second_evaluate_while_one_runs_says_so(tab, tmp_path):
     expect(button).to_be_enabled()
     expect(button).to_have_text("Evaluate with the chosen reward model")
     assert tab.errors == []
+
+
+RB2_ROWS = [{"prompt": f"Question {i}: {'why ' * (i % 9)}?", "chosen": [f"A careful answer {'indeed ' * (i % 5)}."],
+             "rejected": ["No.", f"Maybe {'so ' * (i % 7)}", "?"], "subset": ["Focus", "Math", "Precise IF"][i % 3],
+             "id": str(i)} for i in range(30)]
+
+
+def painted_near(png: bytes, colour: tuple[int, int, int], within: int = 60) -> int:
+    """How many pixels of a screenshot are within `within` (per channel) of `colour`."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(pixels - np.array(colour)).max(axis=-1) <= within).sum())
+
+
+@pytest.mark.parametrize("size, scheme", [("desktop", "light"), ("desktop", "dark"), ("phone", "light"),
+                                          ("phone", "dark")])
+def test_the_tabs_pictures_follow_the_theme_and_fit_a_phone(browser, app_url, tmp_path, size, scheme):
+    """A RewardBench 2 file gives the accuracy picture and the margin picture: drawn, as wide as the tab (never
+    wider), their text in the page's own text colour (so readable in both schemes), with no page error."""
+    from test_page import SIZES
+
+    width, height = SIZES[size]
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(app_url + ("?__theme=dark" if scheme == "dark" else ""))
+    page.get_by_role("tab", name="Batch evaluation").click()
+    expect(page.locator("#evaluate")).to_be_visible(timeout=WAIT)
+    path = tmp_path / "rb2.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in RB2_ROWS), encoding="utf-8")
+    evaluate(page, str(path))
+    expect(page.locator("#eval-status")).to_contain_text("Evaluated 30 rows", timeout=WAIT)
+    expect(page.locator("#eval-status")).to_contain_text("Read as RewardBench 2 rows")
+    expect(page.locator("#report")).to_contain_text("best-of-K")
+    text_colour = page.evaluate("""() => {
+        const probe = document.createElement('span');
+        probe.style.color = 'var(--body-text-color)';
+        document.body.appendChild(probe);
+        const colour = getComputedStyle(probe).color;
+        probe.remove();
+        return colour.match(/\\d+/g).slice(0, 3).map(Number);
+    }""")
+    behind = page.evaluate("""() => {  // the first background painted behind the chart, going up from its block
+        for (let e = document.querySelector('#eval-accuracy'); e; e = e.parentElement) {
+            const colour = getComputedStyle(e).backgroundColor.match(/[\\d.]+/g).map(Number);
+            if (colour.length < 4 || colour[3] > 0) return colour.slice(0, 3);
+        }
+        return [255, 255, 255];
+    }""")
+    for plot in ("#eval-accuracy", "#eval-margins"):
+        chart = page.locator(f"{plot} canvas, {plot} svg.marks").first
+        expect(chart).to_be_visible(timeout=WAIT)
+        box, tab = chart.bounding_box(), page.locator("#tab-eval").bounding_box()
+        # As wide as the tab, and never wider than the screen (a phone would scroll sideways).
+        assert box["width"] > 0.6 * tab["width"] and box["x"] >= 0 and box["x"] + box["width"] <= width
+        png = chart.screenshot()
+        pixels = box["width"] * box["height"]
+        assert painted_near(png, tuple(behind), within=12) > 0.5 * pixels  # the block's own background shows through
+        assert painted_near(png, tuple(text_colour)) > 100  # axis labels in the theme's text colour
+    page.locator("#tab-eval").screenshot(path=str(SHOTS / f"eval-{size}-{scheme}.png"))
+    assert errors == []
+    page.context.close()

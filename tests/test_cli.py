@@ -348,7 +348,7 @@ def test_eval_shows_a_progress_bar_on_a_terminal_only(tmp_path, capsys):
             for i in range(7)]
     path = write(tmp_path, rows)
     code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", path)
-    assert code == 0 and out[0]["report"]["overall"]["n"] == 7 and "rows" not in err and "7/7" not in err
+    assert code == 0 and out[0]["report"]["overall"]["n"] == 7 and "rows/s" not in err and "7/7" not in err
     root = pathlib.Path(__file__).resolve().parent.parent
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide

@@ -181,7 +181,7 @@ def test_evaluation_lines_over_the_limit_are_listed_and_a_bom_is_accepted(engine
     with open(path, "a", encoding="utf-8") as file:
         file.write(json.dumps({"messages": [{"role": "user", "content": "x" * 300}], "chosen": "a", "rejected": "b"}))
     long_line = Path(path).read_text(encoding="utf-8").split("\n")[-1]
-    report, errors, status = evaluated(engine, path)[-1]
+    report, errors, status, *_ = evaluated(engine, path)[-1]
     assert list(report["rows"]) == [2] and errors == f"line 3: {len(long_line)} characters; a row may have at most 200"
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from starling_demo.evaluation import evaluation_report, pairwise_accuracy, parse_eval_jsonl, report_table
 from starling_demo.insight import (
     best_of_n,
     kendall_tau,
@@ -107,85 +106,6 @@ def test_length_penalised_and_best_of_n():
     assert best_of_n([1.0, 1.0, 0.0]) == 0
 
 
-def test_pairwise_accuracy():
-    assert pairwise_accuracy([3.0, 1.0, 2.0]) == pytest.approx(2 / 3)
-    assert pairwise_accuracy([2.0, 1.0]) == 1.0
-    assert pairwise_accuracy([1.0, 2.0]) == 0.0
-    assert pairwise_accuracy([1.0, 1.0]) == 0.0  # ties count as wrong
-    assert pairwise_accuracy([4.0, 3.0, 2.0, 1.0]) == 1.0
-    with pytest.raises(ValueError):
-        pairwise_accuracy([1.0])
-
-
-def test_parse_eval_jsonl_both_formats():
-    text = "\n".join([
-        json.dumps({"messages": USER, "candidates": ["a", "b", "c"], "subset": "chat"}),
-        "",
-        json.dumps({"messages": [{"role": "system", "content": "S"}] + USER, "chosen": "x", "rejected": "y"}),
-    ])
-    rows, errors = parse_eval_jsonl(text)
-    assert errors == []
-    assert rows == [
-        {"line": 1, "messages": USER, "candidates": ["a", "b", "c"], "subset": "chat"},
-        {"line": 3, "messages": [{"role": "system", "content": "S"}] + USER,
-         "candidates": ["x", "y"], "subset": "all"},
-    ]
-
-
-def test_parse_eval_jsonl_errors_name_the_line():
-    bad = [
-        "{not json",
-        "[1, 2]",
-        json.dumps({"candidates": ["a", "b"]}),
-        json.dumps({"messages": [{"role": "bot", "content": "x"}], "candidates": ["a", "b"]}),
-        json.dumps({"messages": USER + [{"role": "assistant", "content": "x"}], "candidates": ["a", "b"]}),
-        json.dumps({"messages": USER, "candidates": ["a"]}),
-        json.dumps({"messages": USER, "candidates": ["a", 3]}),
-        json.dumps({"messages": USER, "chosen": "a", "rejected": "  "}),
-        json.dumps({"messages": USER, "chosen": "a"}),
-        json.dumps({"messages": USER, "candidates": ["a", "b"], "subset": 5}),
-    ]
-    good = json.dumps({"messages": USER, "chosen": "a", "rejected": "b"})
-    rows, errors = parse_eval_jsonl("\n".join(bad + [good]))
-    assert [r["line"] for r in rows] == [11]
-    assert len(errors) == len(bad)
-    assert errors[0].startswith("line 1: invalid JSON")
-    assert errors[1:] == [
-        "line 2: expected a JSON object",
-        "line 3: 'messages' must be a non-empty list of {role, content} objects",
-        "line 4: message 1 should be a user message with text content; turns must alternate user/assistant "
-        "after an optional system message",
-        "line 5: the last message must be from the user",
-        "line 6: 'candidates' needs at least 2 strings",
-        "line 7: candidates must be strings",
-        "line 8: candidate 2 is empty",
-        "line 9: needs 'candidates' or both 'chosen' and 'rejected'",
-        "line 10: 'subset' must be a string",
-    ]
-
-
-def test_evaluation_report_and_table():
-    rows = [{"subset": "chat"}, {"subset": "chat"}, {"subset": "code"}]
-    rewards = [[2.0, 1.0], [1.0, 2.0], [3.0, 1.0, 2.0]]
-    lengths = [[10, 20], [30, 5], [9, 8, 7]]
-    report = evaluation_report(rows, rewards, lengths)
-    assert report["overall"] == {"n": 3, "accuracy": pytest.approx((1 + 0 + 2 / 3) / 3),
-                                 "length_baseline": pytest.approx(2 / 3)}
-    assert report["subsets"] == {
-        "chat": {"n": 2, "accuracy": 0.5, "length_baseline": 0.5},
-        "code": {"n": 1, "accuracy": pytest.approx(2 / 3), "length_baseline": 1.0},
-    }
-    assert report_table(report) == [
-        ["all rows", 3, pytest.approx(5 / 9), pytest.approx(2 / 3)],
-        ["chat", 2, 0.5, 0.5],
-        ["code", 1, pytest.approx(2 / 3), 1.0],
-    ]
-    assert evaluation_report([], [], [])["overall"] == {"n": 0, "accuracy": None, "length_baseline": None}
-    # Equal lengths tell the baseline nothing: half right, like a coin; equal rewards count as wrong.
-    assert evaluation_report([{}], [[1.0, 1.0]], [[10, 10]])["overall"] == {"n": 1, "accuracy": 0.0,
-                                                                           "length_baseline": 0.5}
-
-
 TURN = {
     "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
                  {"role": "user", "content": "Café?"}],
@@ -229,16 +149,6 @@ def test_nectar_jsonl_exact_record():
         "rm": "rm-y",
         "num_responses": 3,
     }
-
-
-def test_report_table_names_all_rows_apart_from_rows_without_a_subset():
-    rows = [{"subset": "all"}, {"subset": "chat"}, {"subset": "all"}]  # "all": what parse_eval_jsonl gives no subset
-    report = evaluation_report(rows, [[2.0, 1.0], [1.0, 2.0], [1.0, 2.0]], [[1, 2], [2, 1], [2, 1]])
-    assert set(report) == {"overall", "subsets"} and set(report["subsets"]) == {"all", "chat"}  # JSON keys as before
-    assert report_table(report) == [["all rows", 3, pytest.approx(1 / 3), pytest.approx(2 / 3)],
-                                    ["chat", 1, 0.0, 1.0], ["(no subset)", 2, 0.5, 0.5]]
-    only_unnamed = evaluation_report(rows[:1], [[2.0, 1.0]], [[1, 2]])
-    assert [name for name, *_ in report_table(only_unnamed)] == ["all rows"]
 
 
 def test_exports_carry_the_seed_the_turn_used():

@@ -157,7 +157,7 @@ def test_actions_with_nothing_to_act_on_warn_without_page_errors(browser, app_ur
                         ("Batch evaluation", "#evaluate")]:
         page.get_by_role("tab", name=tab).click()
         page.click(button)
-    expect(page.locator('[data-testid="toast-body"]', has_text="Upload a JSONL file first")).to_be_visible(
+    expect(page.locator('[data-testid="toast-body"]', has_text="Upload a JSONL, JSON or Parquet file first")).to_be_visible(
         timeout=WAIT)
     for tab in ["Reward trace", "Win probabilities", "Length bias", "Compare RMs", "Model inputs"]:
         page.get_by_role("tab", name=tab).click()

@@ -121,7 +121,7 @@ def test_a_visitor_who_leaves_mid_evaluation_stops_it(app_url, tmp_path, watched
     scored, closed = watched_scoring
     upload = httpx.post(f"{app_url}gradio_api/upload", files={"files": open(big_file(tmp_path)["path"], "rb")})
     file = {"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}
-    stream = raw_messages(app_url, "evaluate", [file, "tiny", "card", "rlhf"])
+    stream = raw_messages(app_url, "evaluate", [file, "tiny", "card", "rlhf", "none"])
     next(message for message in stream if message["msg"] == "process_generating")
     stream.close()  # the tab is closed
     assert closed.wait(timeout=60)

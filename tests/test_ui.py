@@ -317,22 +317,30 @@ def test_batch_evaluation_reports_accuracy_and_bad_lines(engine, tmp_path):
             "not json"]
     path = tmp_path / "eval.jsonl"
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows), encoding="utf-8")
-    *_, (report, errors, status) = evaluation.evaluate_file(engine, str(path), "tiny", "card",
-                                                             progress=lambda *a, **k: None)
-    assert list(report["subset"]) == ["all rows", "chat", "(no subset)"] and list(report["rows"]) == [2, 1, 1]
+    *_, (report, errors, status, accuracy, margins, rows_file) = evaluation.evaluate_file(
+        engine, str(path), "tiny", "card", progress=lambda *a, **k: None)
+    # Groups with a ranking of three get best-of-K beside pairwise accuracy (the ranking's own, first).
+    assert list(report["subset"]) == ["all rows", "all rows", "chat", "(no subset)", "(no subset)"]
+    assert list(report["rows"]) == [2, 2, 1, 1, 1]
+    assert list(report["accuracy of"]) == ["pairwise", "best-of-K", "pairwise", "pairwise", "best-of-K"]
+    assert accuracy.chart == margins.chart == "line"  # the chart kind Gradio styles with the page's theme
+    records = [json.loads(line) for line in open(rows_file, encoding="utf-8")]
+    assert [(r["line"], r["subset"], len(r["rewards"])) for r in records] == [(1, "chat", 2), (2, "all", 3)]
     assert errors.startswith("line 3: invalid JSON") and "Evaluated 2 rows" in status
 
 
-@pytest.mark.parametrize("content, problem", [(b"\xff\xfe not utf-8", "not UTF-8"), (None, "Upload a JSONL file")])
+@pytest.mark.parametrize("content, problem", [(b"\xff\xfe not utf-8", "not UTF-8"),
+                                              (None, "Upload a JSONL, JSON or Parquet file")])
 def test_batch_evaluation_of_a_bad_file_says_what_to_do(engine, tmp_path, content, problem):
     path = None
     if content is not None:
         path = tmp_path / "bad.jsonl"
         path.write_bytes(content)
     with pytest.warns(UserWarning, match=problem):
-        *_, (report, errors, status) = evaluation.evaluate_file(engine, path and str(path), "tiny", "card",
-                                                                 progress=lambda *a, **k: None)
+        *_, (report, errors, status, *pictures_and_rows) = evaluation.evaluate_file(
+            engine, path and str(path), "tiny", "card", progress=lambda *a, **k: None)
     assert report.empty and status.startswith("Nothing evaluated") and problem in status
+    assert pictures_and_rows == [None, None, None]
 
 
 def test_the_page_gets_a_frame_per_status_and_pulls_the_cards_meanwhile(engine, first_turn):
@@ -459,8 +467,9 @@ def eval_file(tmp_path, count):
 
 def test_the_page_empties_the_last_report_as_evaluate_is_pressed_and_restores_the_buttons_after(engine, tmp_path):
     visitor = SimpleNamespace(session_hash="evaluating-visitor")
-    report, errors, status, evaluate, cancel = evaluation.starting("tiny", visitor)
+    report, errors, status, accuracy, margins, rows, evaluate, cancel = evaluation.starting("tiny", visitor)
     assert report.empty and list(report.columns) == list(evaluation.REPORT_HEADERS) and errors == ""
+    assert accuracy is margins is rows is None  # nothing of the previous file
     assert status == "Scoring with **tiny**: starting…"
     assert evaluate == SKIP | {"interactive": False, "value": evaluation.RUNNING}
     assert cancel == SKIP | {"interactive": True}

@@ -141,11 +141,16 @@ def export_file(session: dict, kind: str):
         gr.Warning(NOT_JUDGED.strip("*") if kind == "judged" else
                    "Nothing to export yet: send a message and let its candidates be scored first.")
         return gr.skip()
-    text = EXPORTERS[kind](turns)
-    for old in EXPORTS.iterdir():  # Gradio copied each into its own cache (cleaned by delete_cache) when it was sent
+    return download(EXPORTERS[kind](turns), f"starling-{kind}.jsonl")
+
+
+def download(text: str, name: str) -> str:
+    """`text` written to a new file called `name` for a gr.File output; the path. Files sent over a minute ago go:
+    Gradio copied each into its own cache (cleaned by delete_cache) when it was sent."""
+    for old in EXPORTS.iterdir():
         if time.time() - old.stat().st_mtime > 60:
             shutil.rmtree(old, ignore_errors=True)
-    path = Path(tempfile.mkdtemp(dir=EXPORTS)) / f"starling-{kind}.jsonl"
+    path = Path(tempfile.mkdtemp(dir=EXPORTS)) / name
     path.write_text(text, encoding="utf-8")
     return str(path)
 

@@ -1,8 +1,10 @@
-"""Handler of the batch-evaluation tab: score an uploaded JSONL of ranked conversations within the server's limits;
+"""Handler of the batch-evaluation tab: score an uploaded file of ranked or chosen/rejected answers within the server's
+limits, with one reward model or two to compare, and show its report, pictures and each row's result;
 and the page's own steps around it (`starting`, `finished`): nothing of the previous file on screen while a new one
 is scored, one evaluation at a time, and a status that says how far a cancelled one got."""
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -10,13 +12,18 @@ import gradio as gr
 import pandas as pd
 
 from ..engine import Engine
-from ..evaluation import evaluation_result, parse_eval_jsonl, report_table, score_rows
+from ..eval_layouts import rows_of_file, split_errors
+from ..evaluation import evaluation_result, score_rows
 from ..loading import release_freed_memory
 from ..limits import EVAL_BATCH_TOKENS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
 from ..templates import check_rm_format
+from .analysis import download
+from .eval_plots import accuracy_plot, margin_plot
+from .eval_report import REPORT_HEADERS, display_table, summary
 from .inputs import models
 from .models import PROBLEMS, explain
-from .render import REPORT_HEADERS
+
+NO_COMPARISON = "none"  # the second reward model's choice that compares nothing
 
 OWN_MACHINE = "Split it, or score it on your own machine with `python -m starling_demo eval`, which has no limit."
 EVALUATE = "Evaluate with the chosen reward model"
@@ -31,19 +38,25 @@ MAX_RUNS = 1000
 
 
 def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
-    """The rows and malformed lines of an uploaded evaluation file, within this server's limits."""
+    """The rows and malformed rows of an uploaded evaluation file (JSONL, a JSON array or Parquet), within this
+    server's limits."""
     if not path:
-        raise ValueError("Upload a JSONL file first.")
+        raise ValueError("Upload a JSONL, JSON or Parquet file first.")
     size = os.path.getsize(path)
     if size > MAX_UPLOAD_BYTES:
         raise ValueError(f"The file has {size / 2**20:.1f} MB; this server takes at most {MAX_UPLOAD_BYTES // 2**20} "
                          f"MB. {OWN_MACHINE}")
+
+    def lines(file_path: str):
+        with open(file_path, "rb") as file:
+            yield from utf8_lines(file)
+
     try:
-        with open(path, "rb") as file:
-            text = "".join(line for _, line in utf8_lines(file))
+        rows, _ = rows_of_file(path, lines, MAX_LINE_CHARS)
+        rows, errors = split_errors(rows)
     except NotUtf8 as error:
-        raise ValueError(f"The file is not UTF-8 text (line {error.line}): upload a JSONL file.") from None
-    rows, errors = parse_eval_jsonl(text, MAX_LINE_CHARS)
+        raise ValueError(f"The file is not UTF-8 text (line {error.line}): upload a JSONL, JSON or Parquet "
+                         "file.") from None
     if len(rows) > MAX_EVAL_ROWS:
         raise ValueError(f"The file has {len(rows):,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
                          + OWN_MACHINE)
@@ -59,10 +72,11 @@ def visitor_of(request: gr.Request | None) -> str | None:
 
 
 def starting(rm: str, request: gr.Request = None) -> list:
-    """What the page shows the moment Evaluate is pressed, before the job is queued: no report and no malformed
-    rows (nothing of the previous file), a status that says it scores, Evaluate off saying why, Cancel on.
+    """What the page shows the moment Evaluate is pressed, before the job is queued: no report, pictures, rows file
+    or malformed rows (nothing of the previous file), a status that says it scores, Evaluate off saying why, Cancel
+    on.
 
-    Outputs: report, malformed rows, status, Evaluate, Cancel."""
+    Outputs: report, malformed rows, status, accuracy picture, margin picture, rows file, Evaluate, Cancel."""
     visitor = visitor_of(request)
     if visitor:
         with RUNS_LOCK:
@@ -70,7 +84,7 @@ def starting(rm: str, request: gr.Request = None) -> list:
             RUNS[visitor] = {"done": 0, "total": None}
             while len(RUNS) > MAX_RUNS:
                 del RUNS[next(iter(RUNS))]
-    return [empty_report(), "", f"Scoring with **{rm}**: starting…", gr.update(interactive=False, value=RUNNING),
+    return [*nothing_yet(f"Scoring with **{rm}**: starting…"), gr.update(interactive=False, value=RUNNING),
             gr.update(interactive=True)]
 
 
@@ -93,15 +107,23 @@ def finished(status: str | None, request: gr.Request = None) -> list:
     return [status, gr.update(interactive=True, value=EVALUATE), gr.update(interactive=False)]
 
 
+def nothing_yet(status: str) -> list:
+    """A frame with no report, pictures or rows file: while scoring, and when nothing was evaluated."""
+    return [empty_report(), "", status, None, None, None]
+
+
 def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_format: str = "rlhf",
-                  progress=gr.Progress(), request: gr.Request = None):
-    """Score an uploaded JSONL of ranked or chosen/rejected conversations; report accuracy and bad rows.
+                  compare_rm: str = NO_COMPARISON, progress=gr.Progress(), request: gr.Request = None):
+    """Score an uploaded file of ranked or chosen/rejected answers (ours, RewardBench's or RewardBench 2's); report
+    accuracy per subset with its length control and intervals, the pictures, each row's result as JSONL, and the
+    malformed rows; with `compare_rm`, score it again with that reward model and compare the two.
 
     Rows are scored in batched passes of at most EVAL_BATCH_TOKENS ids, each as batch work of the engine's device
     lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected job stops after
     its current batch. Its progress frames hold an empty report and no malformed rows, as values: Gradio rebuilds
     a component for every property update (gr.skip() too), and a value that did not change costs nothing. The page
     has emptied both already as Evaluate was pressed (`starting`).
+    Outputs: report, malformed rows, status, accuracy picture, margin picture, each row's result (a JSONL file).
     """
     visitor = visitor_of(request)
     with RUNS_LOCK:
@@ -113,24 +135,34 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
             if run is not None and RUNS.get(visitor) is run:
                 del RUNS[visitor]
 
+    comparing = bool(compare_rm) and compare_rm != NO_COMPARISON
     try:
         models(engine, rm=rm)
+        if comparing:
+            models(engine, rm=compare_rm)
         check_rm_format(rm_format)
         rows, errors = read_upload(path)
-        engine.rm(rm)  # here, not inside the GPU calls that score the rows
+        names = [rm, compare_rm] if comparing else [rm]
+        scored, total = [], len(rows) * len(names)
         if run is not None:
-            run["total"] = len(rows)
-        empty = empty_report()
-        for _, done in score_rows(engine, rows, rm, readout, rm_format, EVAL_BATCH_TOKENS,
-                                  lambda: engine.lock("rm", rm, batch=True)):
-            if run is not None:
-                run["done"] = done
-            progress((done, len(rows)), desc="Scoring rows")
-            yield [empty, "", f"Scoring with **{rm}**: {done:,} of {len(rows):,} rows…"]
+            run["total"] = total
+        for number, name in enumerate(names):
+            engine.rm(name)  # here, not inside the GPU calls that score the rows
+            # The second model scores copies: each row keeps the first model's rewards.
+            given = rows if number == 0 else [{k: v for k, v in row.items() if k not in ("rewards", "lengths")}
+                                              for row in rows]
+            for _, done in score_rows(engine, given, name, readout, rm_format, EVAL_BATCH_TOKENS,
+                                      lambda: engine.lock("rm", name, batch=True)):
+                done += number * len(rows)
+                if run is not None:
+                    run["done"] = done
+                progress((done, total), desc="Scoring rows")
+                yield nothing_yet(f"Scoring with **{name}**: {done:,} of {total:,} rows…")
+            scored.append(given)
     except PROBLEMS as error:
         ended()
         gr.Warning(explain(error))
-        yield [empty_report(), "", f"Nothing evaluated: {explain(error)}"]
+        yield nothing_yet(f"Nothing evaluated: {explain(error)}")
         return
     except Exception:
         if run is not None:
@@ -139,9 +171,9 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
     finally:  # also when cancelled: the server would otherwise keep the scoring's peak for good
         release_freed_memory()
     ended()
-    result = evaluation_result(rows, errors)
-    table = [[name, n, *(None if x is None else round(x, 3) for x in metrics)]
-             for name, n, *metrics in report_table(result["report"])]
-    status = (f"Evaluated {len(result['rows'])} rows with **{rm}**; "
-              f"{len(result['errors'])} malformed row(s) skipped.")
-    yield [pd.DataFrame(table, columns=REPORT_HEADERS), "\n".join(result["errors"]) or "No malformed rows.", status]
+    result = evaluation_result(scored[0], errors, scored[1] if comparing else None)
+    rows_file = download("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result["rows"]),
+                         "evaluation-rows.jsonl") if result["rows"] else None
+    pictures = [accuracy_plot(result["report"]), margin_plot(result["rows"])] if result["rows"] else [None, None]
+    yield [pd.DataFrame(display_table(result["report"]), columns=REPORT_HEADERS),
+           "\n".join(result["errors"]) or "No malformed rows.", summary(result, names), *pictures, rows_file]

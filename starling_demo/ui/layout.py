@@ -14,11 +14,12 @@ from ..edits import EDITS
 from .analysis import COMPARE_HEADERS
 from .blind import NOT_JUDGED, TALLY_HEADERS
 from .cards import MAX_CARDS, USE
-from .evaluation import EVALUATE
+from .evaluation import EVALUATE, NO_COMPARISON
 from .live import LIVE_JS, live_cards
 from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
-from .render import REPORT_HEADERS, ranking_html
+from .eval_report import REPORT_HEADERS
+from .render import ranking_html
 
 def as_sent(component):
     """`component` with its value handed to the handler as sent, unchecked: the handlers check every value
@@ -35,9 +36,14 @@ INTRO = ("**Starling-LM** writes N replies, a **Starling reward model** ranks th
 TRACE_NOTE = ("Each token is coloured by **the value the head would give if the reply ended at this token** "
               "(green above zero, red below; hover for the number). The reward itself is read after the reply's "
               "end marker (`</s>` or `<|im_end|>`), so it can differ from the last token's value.")
-EVAL_NOTE = ("Upload a JSONL file: one row per line, `{\"messages\": [...], \"candidates\": [best, ..., worst]}` "
-             "or `{\"messages\": [...], \"chosen\": ..., \"rejected\": ...}`, with an optional `\"subset\"`. "
-             "Accuracy is the share of pairs ranked right; the baseline prefers the longer reply.")
+EVAL_NOTE = ("Upload rows as they come: ours (`{\"messages\": [...], \"candidates\": [best, ..., worst]}` or "
+             "`\"chosen\"`/`\"rejected\"`), RewardBench's (`prompt`, `chosen`, `rejected`) or RewardBench 2's "
+             "(`chosen` and `rejected` lists; Ties scored as it does), with an optional `subset` and `id`; JSONL, "
+             "a JSON array or Parquet. **Pairwise** accuracy is the share of pairs ranked right (chance 0.5); "
+             "**best-of-K** the share of rows whose chosen answer outscores every rejected one (chance 1/K). Beside "
+             "each: the 95% bootstrap interval, what judging by length alone scores (longer wins, shorter wins), the "
+             "accuracy where the chosen answer is the longer one and where it is the shorter one, and their mean, "
+             "the **length-balanced** accuracy, on which length alone scores exactly chance.")
 
 
 # Undoing clicks of the cards' "Rank next", handled in the page alone (assets/page.js).
@@ -156,7 +162,7 @@ def candidates_section() -> SimpleNamespace:
                            judge_order=judge_order, reveal=reveal, live=live)
 
 
-def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
+def analysis_section(rm_choices: list[str]) -> tuple[SimpleNamespace, SimpleNamespace]:
     """Why one candidate scored higher: per-token trace, win probabilities, length bias, a second RM, exports,
     the exact model inputs; and the batch evaluation. The tabs wrap onto a second row on a phone instead of
     hiding in a menu."""
@@ -218,7 +224,7 @@ def analysis_section() -> tuple[SimpleNamespace, SimpleNamespace]:
             rm_input = gr.Textbox(label="RM input per candidate", lines=6, max_lines=30, elem_id="rm-input",
                                   buttons=["copy"])
         with gr.Tab("Batch evaluation", elem_id="tab-eval"):
-            evaluation = evaluation_section()
+            evaluation = evaluation_section(rm_choices)
     return SimpleNamespace(trace_pick=trace_pick, trace_view=trace_view, trace_plot=trace_plot, wins=wins, luce=luce,
                            alpha=alpha, bias_text=bias_text, bias_plot=bias_plot, compare_text=compare_text,
                            compare_table=compare_table, pairs_button=pairs_button, nectar_button=nectar_button,
@@ -249,15 +255,23 @@ def probes_tab() -> SimpleNamespace:
                            view=view, summary=summary)
 
 
-def evaluation_section() -> SimpleNamespace:
-    """Accuracy of the chosen reward model on an uploaded file of ranked conversations. Evaluate is off while an
-    evaluation runs, Cancel only then (ui/evaluation.py's `starting` and `finished`)."""
+def evaluation_section(rm_choices: list[str]) -> SimpleNamespace:
+    """Accuracy of the chosen reward model (and, to compare, of a second one) on an uploaded file of ranked or
+    chosen/rejected answers: the report, two pictures, each row's result as JSONL, and the malformed rows. Evaluate is
+    off while an evaluation runs, Cancel only then (ui/evaluation.py's `starting` and `finished`)."""
     gr.Markdown(EVAL_NOTE)
-    file = gr.File(label="Evaluation JSONL", file_types=[".jsonl", ".json", ".txt"], elem_id="eval-file")
+    file = gr.File(label="Evaluation file (JSONL, JSON array or Parquet)",
+                   file_types=[".jsonl", ".json", ".parquet", ".txt"], elem_id="eval-file")
+    compare = gr.Dropdown([NO_COMPARISON, *rm_choices], value=NO_COMPARISON, elem_id="eval-compare",
+                          label="Compare with a second reward model (scores the file twice)")
     with gr.Row(equal_height=True):
         button = gr.Button(EVALUATE, variant="primary", elem_id="evaluate", scale=4)
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-eval", interactive=False, scale=1, min_width=90)
     status = gr.Markdown(elem_id="eval-status")
-    report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report")
+    report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report", wrap=True)
+    accuracy = gr.Plot(label="Accuracy per subset", elem_id="eval-accuracy", show_label=False)
+    margins = gr.Plot(label="Reward margin against length difference", elem_id="eval-margins", show_label=False)
+    rows = gr.File(label="Each row's result (JSONL)", elem_id="eval-rows", interactive=False)
     errors = gr.Textbox(label="Malformed rows", lines=3, interactive=False, elem_id="eval-errors")
-    return SimpleNamespace(file=file, button=button, cancel=cancel, status=status, report=report, errors=errors)
+    return SimpleNamespace(file=file, compare=compare, button=button, cancel=cancel, status=status, report=report,
+                           accuracy=accuracy, margins=margins, rows=rows, errors=errors)

@@ -88,7 +88,7 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
                 chat_ui = layout.chat_section()
             with gr.Column(scale=6, min_width=330, elem_id="decision"):
                 decision = layout.candidates_section()
-        panel, evaluation = layout.analysis_section()
+        panel, evaluation = layout.analysis_section(layout.model_choices(engine, "rm"))
         summary = gr.JSON(label="Turn", visible=False)  # for API callers
         pick = layout.as_sent(gr.Number(visible=False, precision=0, label="Candidate number"))  # for API callers
         pick_button = gr.Button(visible=False)
@@ -255,13 +255,14 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         # RewardBench reads the last token; the read-out follows the format (and can still be changed).
         s.rm_format.change(lambda f: "last-token" if f == "rewardbench" else "card", [s.rm_format], [s.readout],
                            api_visibility="private", show_progress="hidden")
+        evaluated = [evaluation.report, evaluation.errors, evaluation.status, evaluation.accuracy, evaluation.margins,
+                     evaluation.rows]
         evaluating = evaluation.button.click(
             # The page empties the last report and turns Evaluate off (Cancel on) before it queues the evaluation.
-            evaluation_starting, [s.rm], [evaluation.report, evaluation.errors, evaluation.status, evaluation.button,
-                                          evaluation.cancel], queue=False, api_visibility="private",
-            show_progress="hidden").then(
-            outputs=[evaluation.report, evaluation.errors, evaluation.status], api_name="evaluate",
-            **in_group("eval", evaluate_file, [evaluation.file, s.rm, s.readout, s.rm_format]))
+            evaluation_starting, [s.rm], [*evaluated, evaluation.button, evaluation.cancel], queue=False,
+            api_visibility="private", show_progress="hidden").then(
+            outputs=evaluated, api_name="evaluate",
+            **in_group("eval", evaluate_file, [evaluation.file, s.rm, s.readout, s.rm_format, evaluation.compare]))
         # Cancel stops it after its current batch; after it ends, however it ends, `finished` turns the buttons back
         # and, if it was cancelled, says how many rows had been scored.
         evaluating.then(evaluation_finished, [evaluation.status],

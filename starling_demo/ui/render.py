@@ -12,7 +12,6 @@ from .. import insight
 from .blind import hidden_ranking_html
 from .colour import readable_text, value_colour, win_colour
 
-REPORT_HEADERS = ["subset", "rows", "RM accuracy", "length-only baseline"]
 WIN_CAPTION = "blue: the row's reply is more likely preferred; orange: the column's"
 SELF_CELL = "<td class='self' title='a reply against itself'>—</td>"
 RANK_COLUMNS = ["rank", "candidate", "reward bar", "reward", "gap to best", "RM tokens"]

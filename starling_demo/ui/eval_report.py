@@ -1,0 +1,93 @@
+"""The batch evaluation's report as the tab shows it: the table's cells as text (each accuracy with its interval),
+and the status that says which layout was read, what the headline numbers mean and how two reward models compare."""
+from __future__ import annotations
+
+from ..eval_layouts import NO_SUBSET
+from ..evaluation import ALL_ROWS_LABEL, BEST_OF_K, NO_SUBSET_LABEL, TIES_SCORE, report_table
+from ..eval_stats import overlap
+
+REPORT_HEADERS = ["subset", "rows", "accuracy of", "RM accuracy (95% interval)", "chance", "longer wins",
+                  "shorter wins", "chosen longer", "chosen shorter", "length-balanced (95% interval)"]
+
+
+def _value(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def with_interval(x: float | None, low: float | None, high: float | None) -> str:
+    """An accuracy and its interval, as the table shows them.
+
+    >>> with_interval(0.6123, 0.58, 0.641), with_interval(None, None, None), with_interval(1.0, None, None)
+    ('0.612 (0.580–0.641)', '—', '1.000')
+    """
+    if x is None:
+        return "—"
+    return _value(x) if low is None else f"{x:.3f} ({low:.3f}–{high:.3f})"
+
+
+def _split(x: float | None, n: int | None, unit: str) -> str:
+    return "—" if not n else f"{_value(x)} · {n:,} {unit}"
+
+
+def display_table(report: dict) -> list[list]:
+    """`evaluation.report_table`'s rows as REPORT_HEADERS cells: the chosen-longer and chosen-shorter splits with
+    their counts (pairs for pairwise accuracy, rows for best-of-K), "—" where a value is undefined."""
+    cells = []
+    for (name, n, metric, accuracy, low, high, chance, longer, shorter, on_longer, n_longer, on_shorter, n_shorter,
+         balanced, balanced_low, balanced_high) in report_table(report):
+        if metric == TIES_SCORE:
+            cells.append([name, n, metric, _value(accuracy), *[""] * 6])
+            continue
+        unit = "rows" if metric == BEST_OF_K else "pairs"
+        cells.append([name, n, metric, with_interval(accuracy, low, high), _value(chance), _value(longer),
+                      _value(shorter), _split(on_longer, n_longer, unit), _split(on_shorter, n_shorter, unit),
+                      with_interval(balanced, balanced_low, balanced_high)])
+    return cells
+
+
+def length_warning(report: dict) -> str:
+    """A sentence naming the groups where a length-only judge scores within the RM's interval or above it."""
+    alike = []
+    groups = [(ALL_ROWS_LABEL, report["overall"])]
+    if len(report["subsets"]) > 1:  # else the one subset repeats "all rows"
+        groups += [(NO_SUBSET_LABEL if name == NO_SUBSET else name, s) for name, s in report["subsets"].items()]
+    for name, s in groups:
+        if not s.get("n"):
+            continue
+        m = s["best_of_k" if s["headline"] == BEST_OF_K else "pairwise"]
+        best_length = max(x for x in (m["longer_wins"], m["shorter_wins"]) if x is not None)
+        if m["high"] is not None and best_length >= m["low"]:
+            alike.append(name)
+    if not alike:
+        return "On every subset the RM beats both length-only judges beyond its interval."
+    return ("A length-only judge (longer wins, or shorter wins) scores within the RM's 95% interval or above it on: "
+            + ", ".join(alike) + "; see the length-balanced accuracy.")
+
+
+def comparison_sentence(comparison: dict, names: list[str]) -> str:
+    """How the second reward model compares with the first overall, on the overall headline accuracy."""
+    overall = comparison["overall"]
+    parts = [f"**{names[1]}** against **{names[0]}**: they prefer the same answer on {overall['agreement']:.0%} of "
+             f"rows."]
+    for metric in ("pairwise", BEST_OF_K):
+        c = overall[metric]
+        if c["low"] is None:
+            continue
+        verdict = "resolved" if c["excludes_zero"] else "not resolved by these rows"
+        apart = "overlap" if overlap(c["a"], c["b"]) else "do not overlap"
+        parts.append(f"{metric} accuracy {c['b']['accuracy']:.3f} vs {c['a']['accuracy']:.3f}: difference "
+                     f"{c['difference']:+.3f} (paired 95% interval {c['low']:+.3f} to {c['high']:+.3f}, {verdict}); "
+                     f"their own intervals {apart}.")
+    return " ".join(parts)
+
+
+def summary(result: dict, names: list[str]) -> str:
+    """The status after an evaluation: how many rows, with which model(s), read as which layout; the length warning;
+    and with two models, their comparison."""
+    lines = [f"Evaluated {len(result['rows'])} rows with **{' and '.join(names)}**; "
+             f"{len(result['errors'])} malformed row(s) skipped. {result['layout']}"]
+    if result["rows"]:
+        lines.append(length_warning(result["report"]))
+    if result.get("comparison"):
+        lines.append(comparison_sentence(result["comparison"], names))
+    return "\n\n".join(lines)
