@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 from .engine import Engine
-from .eval_layouts import NO_SUBSET, TIES, layout_sentence
+from .eval_layouts import NO_SUBSET, REWARDBENCH2, TIES, layout_sentence
 from .eval_stats import group_summary, overlap, paired_difference, row_measures, ties_score
 from .templates import check_rm_format
 
@@ -112,8 +112,8 @@ def _groups(rows: list[dict]) -> dict[str, list[int]]:
 def evaluation_report(rows: list[dict]) -> dict:
     """Accuracy overall and per subset (`eval_stats.group_summary`: pairwise and best-of-K accuracy with intervals,
     chance, the length-only judges, the length splits and length-balanced accuracy), RewardBench 2's Ties score for
-    a Ties subset, and, when every subset of a RewardBench 2 file is there, its score (the mean over subsets of
-    best-of-K accuracy, the Ties score for Ties).
+    a Ties subset, and for RewardBench 2 rows of several subsets `rewardbench2_score`, its leaderboard's kind of
+    score: the mean over subsets of best-of-K accuracy (the Ties score for Ties).
 
     >>> report = evaluation_report([{"subset": "chat", "tiers": [0, 1], "rewards": [1.0, 2.0], "lengths": [30, 10]}])
     >>> report["overall"]["accuracy"], report["overall"]["length_baseline"], report["overall"]["headline"]
@@ -125,7 +125,11 @@ def evaluation_report(rows: list[dict]) -> dict:
         subsets[name] = _summary(members)
         if name.lower() == TIES:
             subsets[name]["ties"] = ties_score(members)
-    return {"overall": _summary(rows), "subsets": subsets}
+    report = {"overall": _summary(rows), "subsets": subsets}
+    if rows and all(row.get("layout") == REWARDBENCH2 for row in rows) and len(subsets) > 1:
+        report["rewardbench2_score"] = sum(
+            s["ties"]["score"] if s.get("ties") else s["best_of_k"]["accuracy"] for s in subsets.values()) / len(subsets)
+    return report
 
 
 def report_table(report: dict) -> list[list]:

@@ -181,6 +181,7 @@ def test_the_report_and_its_table():
     report = evaluation_report(PAIRS + TRIPLES)
     assert report["overall"]["accuracy"] == pytest.approx((0.5 * 4 + 2) / 7)  # mean pairwise accuracy over rows
     assert (report["subsets"]["chat"]["headline"], report["subsets"]["focus"]["headline"]) == ("pairwise", "best-of-K")
+    assert "rewardbench2_score" not in report  # RewardBench rows, not RewardBench 2's
     table = report_table(report)
     assert [row[:3] for row in table] == [["all rows", 7, "best-of-K"], ["all rows", 7, "pairwise"],
                                           ["chat", 4, "pairwise"], ["focus", 3, "best-of-K"], ["focus", 3, "pairwise"]]
@@ -255,7 +256,11 @@ def test_eval_reads_rewardbench_2_parquet_and_compares_two_reward_models(tmp_pat
     assert code == 0 and "Read as RewardBench 2 rows" in err and "skipped row 9: 'chosen'" in err
     assert result["layout"].startswith("Read as RewardBench 2 rows") and result["skipped"][0].startswith("row 9")
     assert set(result["report"]["subsets"]) == {"Focus", "Math", "Ties"}
-    assert result["report"]["subsets"]["Ties"]["ties"]["tied_prompts"] == 1
+    subsets = result["report"]["subsets"]
+    assert subsets["Ties"]["ties"]["tied_prompts"] == 1
+    assert result["report"]["rewardbench2_score"] == pytest.approx(
+        (subsets["Focus"]["best_of_k"]["accuracy"] + subsets["Math"]["best_of_k"]["accuracy"]
+         + subsets["Ties"]["ties"]["score"]) / 3)
     assert result["report"]["overall"]["headline"] == "best-of-K"
     assert [r[2] for r in result["table"] if r[0] == "Ties"] == ["best-of-K", "pairwise", "Ties score"]
     assert len(result["rows"]) == 8 and {"id", "rewards", "lengths", "correct", "rewards_b", "agree"} <= set(
@@ -274,3 +279,23 @@ def test_eval_of_a_file_pyarrow_cannot_read_says_so(tmp_path, capsys):
     path.write_text('{"prompt": "Hi", "chosen": "a", "rejected": "b"}\n', encoding="utf-8")
     code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", str(path))
     assert code == 1 and out == [] and "not a Parquet file that pyarrow can read" in err
+
+
+def test_eval_reads_rewardbench_pairs_from_a_json_array_and_names_a_bad_byte_by_line(tmp_path, capsys):
+    rows = [{"prompt": f"Say hi {i}", "chosen": "Hello there, my friend!" if i % 2 else "Hi.", "rejected": "Go.",
+             "chosen_model": "a", "rejected_model": "b", "subset": "alpacaeval-easy", "id": i} for i in range(5)]
+    path = tmp_path / "rewardbench.json"
+    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", str(path))
+    result = out[0]
+    assert code == 0 and result["layout"] == "Read as RewardBench rows (a prompt; one chosen and one rejected " \
+                                             "answer): 5 rows."
+    assert [row[:3] for row in result["table"]] == [["all rows", 5, "pairwise"], ["alpacaeval-easy", 5, "pairwise"]]
+    assert [row["id"] for row in result["rows"]] == ["0", "1", "2", "3", "4"] and result["skipped"] == []
+    split = result["report"]["overall"]["pairwise"]
+    assert split["chosen_longer"]["n"] + split["chosen_shorter"]["n"] + split["equal_lengths"] == 5
+    start = json.dumps(rows, indent=1).encode()[:40]
+    path.write_bytes(start + b"\xff\n" + json.dumps(rows).encode())
+    code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", str(path))
+    line = start.count(b"\n") + 1
+    assert code == 1 and out == [] and f"line {line}: not UTF-8 text" in err

@@ -86,6 +86,9 @@ def summary(result: dict, names: list[str]) -> str:
     and with two models, their comparison."""
     lines = [f"Evaluated {len(result['rows'])} rows with **{' and '.join(names)}**; "
              f"{len(result['errors'])} malformed row(s) skipped. {result['layout']}"]
+    if "rewardbench2_score" in result["report"]:
+        lines.append(f"RewardBench 2 score (the mean over its subsets of best-of-K accuracy, the Ties score for Ties): "
+                     f"**{result['report']['rewardbench2_score']:.3f}**.")
     if result["rows"]:
         lines.append(length_warning(result["report"]))
     if result.get("comparison"):
