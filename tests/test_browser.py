@@ -177,7 +177,9 @@ def test_insight_panels_exports_and_batch_evaluation(page, tmp_path):
     page.locator("#eval-file input[type=file]").set_input_files(str(path))
     page.click("#evaluate")
     expect(page.locator("#eval-status")).to_contain_text("Evaluated 2 rows", timeout=WAIT)
-    expect(page.locator("#report .virtual-row")).to_have_count(3)
+    # all rows and "b" (a ranking of three) each get pairwise and best-of-K accuracy; "a" (a pair), pairwise.
+    expect(page.locator("#report .virtual-row")).to_have_count(5)
+    expect(page.locator("#eval-accuracy canvas, #eval-accuracy svg.marks").first).to_be_visible()
     expect(page.locator("#eval-errors textarea")).to_have_value("line 3: invalid JSON (Expecting value)")
     page.screenshot(path=str(SHOTS / "4-batch-evaluation.png"), full_page=True)
 

@@ -299,3 +299,24 @@ def test_eval_reads_rewardbench_pairs_from_a_json_array_and_names_a_bad_byte_by_
     code, out, err = run(capsys, "eval", "--reward-model", "tiny", "--precision", "fp32", str(path))
     line = start.count(b"\n") + 1
     assert code == 1 and out == [] and f"line {line}: not UTF-8 text" in err
+
+
+def test_the_tab_reads_parquet_and_refuses_an_array_over_the_row_limit_before_parsing_it(engine, tmp_path,
+                                                                                          monkeypatch):
+    from starling_demo.ui import evaluation
+
+    path = tmp_path / "rb2.parquet"
+    pq.write_table(pa.Table.from_pylist(RB2), path)
+    *_, (report, errors, status, accuracy, margins, rows_file) = evaluation.evaluate_file(
+        engine, str(path), "tiny", "card", progress=lambda *a, **k: None)
+    assert "Read as RewardBench 2 rows" in status and "RewardBench 2 score" in status
+    assert "Ties score" in list(report["accuracy of"]) and errors == "No malformed rows."
+    assert len(open(rows_file, encoding="utf-8").readlines()) == len(RB2)
+    monkeypatch.setattr(evaluation, "MAX_EVAL_ROWS", 3)
+    monkeypatch.setattr(evaluation, "split_errors", lambda rows: pytest.fail("the rows were parsed"))
+    with pytest.warns(UserWarning, match="The file has 8 rows; this server scores at most 3 per file"):
+        list(evaluation.evaluate_file(engine, str(path), "tiny", "card", progress=lambda *a, **k: None))
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"prompt": "Hi",', encoding="utf-8")
+    with pytest.warns(UserWarning, match="The file cannot be read: invalid JSON"):
+        list(evaluation.evaluate_file(engine, str(broken), "tiny", "card", progress=lambda *a, **k: None))

@@ -52,13 +52,17 @@ def read_upload(path: str | None) -> tuple[list[dict], list[str]]:
             yield from utf8_lines(file)
 
     try:
-        rows, _ = rows_of_file(path, lines, MAX_LINE_CHARS)
-        rows, errors = split_errors(rows)
+        rows, count = rows_of_file(path, lines, MAX_LINE_CHARS)
+        if count is None or count <= MAX_EVAL_ROWS:  # a JSON array's or Parquet's count comes before its rows
+            rows, errors = split_errors(rows)
+            count = len(rows)
     except NotUtf8 as error:
         raise ValueError(f"The file is not UTF-8 text (line {error.line}): upload a JSONL, JSON or Parquet "
                          "file.") from None
-    if len(rows) > MAX_EVAL_ROWS:
-        raise ValueError(f"The file has {len(rows):,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
+    except ValueError as error:  # a JSON array that is not valid JSON, a file that is not Parquet
+        raise ValueError(f"The file cannot be read: {error}.") from None
+    if count > MAX_EVAL_ROWS:
+        raise ValueError(f"The file has {count:,} rows; this server scores at most {MAX_EVAL_ROWS:,} per file. "
                          + OWN_MACHINE)
     return rows, errors
 
