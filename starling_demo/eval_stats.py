@@ -148,17 +148,27 @@ def group_summary(measures: list[dict], confidence: float = CONFIDENCE, resample
     pairwise = {**value["pairwise"], "chance": PAIRWISE_CHANCE, "pairs": int(columns["pairs"].sum()),
                 "longer_wins": value["pairwise_longer_wins"]["accuracy"],
                 "shorter_wins": _number(1 - point[METRICS.index("pairwise_longer_wins")]),
-                "longer_wins_interval": [value["pairwise_longer_wins"]["low"], value["pairwise_longer_wins"]["high"]],
+                "longer_wins_interval": _interval(value["pairwise_longer_wins"]),
+                "shorter_wins_interval": _interval(value["pairwise_longer_wins"], complement=True),
                 "chosen_longer": {**value["pairwise_chosen_longer"], "n": int(columns["longer_pairs"].sum())},
                 "chosen_shorter": {**value["pairwise_chosen_shorter"], "n": int(columns["shorter_pairs"].sum())},
                 "equal_lengths": int((columns["pairs"] - columns["longer_pairs"] - columns["shorter_pairs"]).sum()),
                 "balanced": value["pairwise_balanced"]}
     best = {**value["best"], "chance": float(columns["best_chance"].mean()),
             "longer_wins": value["best_longer_wins"]["accuracy"], "shorter_wins": value["best_shorter_wins"]["accuracy"],
+            "longer_wins_interval": _interval(value["best_longer_wins"]),
+            "shorter_wins_interval": _interval(value["best_shorter_wins"]),
             "chosen_longest": {**value["best_chosen_longest"], "n": sum(rank == 0 for _, rank in ranks)},
             "chosen_shortest": {**value["best_chosen_shortest"], "n": sum(rank == k - 1 for k, rank in ranks)},
             "not_ranked_by_length": n - len(ranks), "balanced": value["best_balanced"]}
     return {"n": n, "pairwise": pairwise, "best_of_k": best}
+
+
+def _interval(value: dict, complement: bool = False) -> list:
+    """[low, high] of an accuracy's interval, or of 1 minus it (the other length-only judge of pairs)."""
+    if complement:
+        return [None if value["high"] is None else 1 - value["high"], None if value["low"] is None else 1 - value["low"]]
+    return [value["low"], value["high"]]
 
 
 def overlap(a: dict, b: dict) -> bool | None:

@@ -14,10 +14,13 @@ from .templates import check_rm_format
 ALL_ROWS_LABEL, NO_SUBSET_LABEL = "all rows", "(no subset)"
 PAIRWISE, BEST_OF_K, TIES_SCORE = "pairwise", "best-of-K", "Ties score"
 # "chosen longer": accuracy where the chosen answer is the longer one (best-of-K: the longest), and its count (pairs
-# for pairwise accuracy, rows for best-of-K); "chosen shorter" likewise (best-of-K: the shortest).
-TABLE_COLUMNS = ["subset", "rows", "accuracy of", "accuracy", "low", "high", "chance", "longer wins", "shorter wins",
-                 "chosen longer", "chosen longer n", "chosen shorter", "chosen shorter n", "length-balanced",
-                 "length-balanced low", "length-balanced high"]
+# for pairwise accuracy, rows for best-of-K); "chosen shorter" likewise (best-of-K: the shortest). Each accuracy is
+# followed by its 95% interval's low and high.
+TABLE_COLUMNS = ["subset", "rows", "accuracy of", "accuracy", "low", "high", "chance",
+                 "longer wins", "longer wins low", "longer wins high", "shorter wins", "shorter wins low",
+                 "shorter wins high", "chosen longer", "chosen longer low", "chosen longer high", "chosen longer n",
+                 "chosen shorter", "chosen shorter low", "chosen shorter high", "chosen shorter n",
+                 "length-balanced", "length-balanced low", "length-balanced high"]
 KEPT = ("line", "id", "subset", "layout", "tiers", "rewards", "lengths", "error")  # of a scored row: no texts
 
 
@@ -163,8 +166,10 @@ def report_table(report: dict) -> list[list]:
             longer, shorter = (m["chosen_longest"], m["chosen_shortest"]) if metric == BEST_OF_K else \
                 (m["chosen_longer"], m["chosen_shorter"])
             table.append([name, summary["n"], metric, m["accuracy"], m["low"], m["high"], m["chance"],
-                          m["longer_wins"], m["shorter_wins"], longer["accuracy"], longer["n"], shorter["accuracy"],
-                          shorter["n"], m["balanced"]["accuracy"], m["balanced"]["low"], m["balanced"]["high"]])
+                          m["longer_wins"], *m["longer_wins_interval"], m["shorter_wins"], *m["shorter_wins_interval"],
+                          longer["accuracy"], longer["low"], longer["high"], longer["n"],
+                          shorter["accuracy"], shorter["low"], shorter["high"], shorter["n"],
+                          m["balanced"]["accuracy"], m["balanced"]["low"], m["balanced"]["high"]])
         if summary.get("ties"):
             table.append([name, summary["n"], TIES_SCORE, summary["ties"]["score"],
                           *[None] * (len(TABLE_COLUMNS) - 4)])

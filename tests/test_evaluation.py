@@ -11,7 +11,8 @@ import pytest
 from starling_demo.cli import main
 from starling_demo.eval_layouts import layout_sentence, parse_eval_jsonl, parse_row, rows_of_file
 from starling_demo.eval_stats import group_summary, overlap, paired_difference, row_measures, ties_score
-from starling_demo.evaluation import comparison, evaluation_report, evaluation_result, report_table, row_result
+from starling_demo.evaluation import (TABLE_COLUMNS, comparison, evaluation_report, evaluation_result, report_table,
+                                      row_result)
 from starling_demo.probes import mean_interval
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -185,8 +186,11 @@ def test_the_report_and_its_table():
     table = report_table(report)
     assert [row[:3] for row in table] == [["all rows", 7, "best-of-K"], ["all rows", 7, "pairwise"],
                                           ["chat", 4, "pairwise"], ["focus", 3, "best-of-K"], ["focus", 3, "pairwise"]]
-    chat = table[2]
-    assert chat[3:] == [0.5, chat[4], chat[5], 0.5, 0.625, 0.375, 0.5, 2, 1.0, 1, 0.75, chat[14], chat[15]]
+    chat = dict(zip(TABLE_COLUMNS, table[2]))
+    assert [chat[k] for k in ("accuracy", "chance", "longer wins", "shorter wins", "chosen longer", "chosen longer n",
+                              "chosen shorter", "chosen shorter n", "length-balanced")] == \
+        [0.5, 0.5, 0.625, 0.375, 0.5, 2, 1.0, 1, 0.75]
+    assert chat["low"] <= 0.5 <= chat["high"] and chat["shorter wins low"] == pytest.approx(1 - chat["longer wins high"])
     unnamed = evaluation_report([scored("all", [0, 1], [2.0, 1.0], [1, 2]), scored("chat", [0, 1], [1.0, 2.0], [2, 1])])
     assert [row[0] for row in report_table(unnamed)] == ["all rows", "chat", "(no subset)"]
     assert [row[0] for row in report_table(evaluation_report(PAIRS[:1]))] == ["all rows", "chat"]

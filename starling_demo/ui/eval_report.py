@@ -6,8 +6,10 @@ from ..eval_layouts import NO_SUBSET
 from ..evaluation import ALL_ROWS_LABEL, BEST_OF_K, NO_SUBSET_LABEL, TIES_SCORE, report_table
 from ..eval_stats import overlap
 
-REPORT_HEADERS = ["subset", "rows", "accuracy of", "RM accuracy (95% interval)", "chance", "longer wins",
-                  "shorter wins", "chosen longer", "chosen shorter", "length-balanced (95% interval)"]
+# Each accuracy with its 95% interval in brackets.
+REPORT_HEADERS = ["subset", "rows", "accuracy of", "RM accuracy", "chance", "length-balanced", "longer wins",
+                  "shorter wins", "chosen longer", "chosen shorter"]
+COLUMN_WIDTHS = ["130px", "64px", "104px", "190px", "72px", "190px", "190px", "190px", "250px", "250px"]
 
 
 def _value(x: float | None) -> str:
@@ -25,23 +27,27 @@ def with_interval(x: float | None, low: float | None, high: float | None) -> str
     return _value(x) if low is None else f"{x:.3f} ({low:.3f}–{high:.3f})"
 
 
-def _split(x: float | None, n: int | None, unit: str) -> str:
-    return "—" if not n else f"{_value(x)} · {n:,} {unit}"
+def _split(x: float | None, low: float | None, high: float | None, n: int | None, unit: str) -> str:
+    return "—" if not n else f"{with_interval(x, low, high)} · {n:,} {unit}"
 
 
 def display_table(report: dict) -> list[list]:
-    """`evaluation.report_table`'s rows as REPORT_HEADERS cells: the chosen-longer and chosen-shorter splits with
-    their counts (pairs for pairwise accuracy, rows for best-of-K), "—" where a value is undefined."""
+    """`evaluation.report_table`'s rows as REPORT_HEADERS cells, each accuracy with its interval: the chosen-longer
+    and chosen-shorter splits with their counts (pairs for pairwise accuracy, rows for best-of-K), "—" where a value
+    is undefined."""
     cells = []
-    for (name, n, metric, accuracy, low, high, chance, longer, shorter, on_longer, n_longer, on_shorter, n_shorter,
-         balanced, balanced_low, balanced_high) in report_table(report):
+    for (name, n, metric, accuracy, low, high, chance, longer, longer_low, longer_high, shorter, shorter_low,
+         shorter_high, on_longer, on_longer_low, on_longer_high, n_longer, on_shorter, on_shorter_low,
+         on_shorter_high, n_shorter, balanced, balanced_low, balanced_high) in report_table(report):
         if metric == TIES_SCORE:
-            cells.append([name, n, metric, _value(accuracy), *[""] * 6])
+            cells.append([name, n, metric, _value(accuracy), *[""] * (len(REPORT_HEADERS) - 4)])
             continue
         unit = "rows" if metric == BEST_OF_K else "pairs"
-        cells.append([name, n, metric, with_interval(accuracy, low, high), _value(chance), _value(longer),
-                      _value(shorter), _split(on_longer, n_longer, unit), _split(on_shorter, n_shorter, unit),
-                      with_interval(balanced, balanced_low, balanced_high)])
+        cells.append([name, n, metric, with_interval(accuracy, low, high), _value(chance),
+                      with_interval(balanced, balanced_low, balanced_high),
+                      with_interval(longer, longer_low, longer_high), with_interval(shorter, shorter_low, shorter_high),
+                      _split(on_longer, on_longer_low, on_longer_high, n_longer, unit),
+                      _split(on_shorter, on_shorter_low, on_shorter_high, n_shorter, unit)])
     return cells
 
 

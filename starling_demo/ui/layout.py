@@ -18,7 +18,7 @@ from .evaluation import EVALUATE, NO_COMPARISON
 from .live import LIVE_JS, live_cards
 from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
-from .eval_report import REPORT_HEADERS
+from .eval_report import COLUMN_WIDTHS, REPORT_HEADERS
 from .render import ranking_html
 
 def as_sent(component):
@@ -268,7 +268,8 @@ def evaluation_section(rm_choices: list[str]) -> SimpleNamespace:
         button = gr.Button(EVALUATE, variant="primary", elem_id="evaluate", scale=4)
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-eval", interactive=False, scale=1, min_width=90)
     status = gr.Markdown(elem_id="eval-status")
-    report = gr.Dataframe(headers=REPORT_HEADERS, label="Report", interactive=False, elem_id="report", wrap=True)
+    report = gr.Dataframe(headers=REPORT_HEADERS, label="Report (each accuracy with its 95% interval)",
+                          interactive=False, elem_id="report", wrap=True, column_widths=COLUMN_WIDTHS)
     accuracy = gr.Plot(label="Accuracy per subset", elem_id="eval-accuracy", show_label=False)
     margins = gr.Plot(label="Reward margin against length difference", elem_id="eval-margins", show_label=False)
     rows = gr.File(label="Each row's result (JSONL)", elem_id="eval-rows", interactive=False)
