@@ -108,6 +108,20 @@ def _statistic(columns: dict[str, np.ndarray], strata: list[tuple[int, int]], st
     return statistic
 
 
+def _intervals(n: int, statistic, outputs: int, confidence: float, resamples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals of a vector-valued `statistic` of resampled indices 0..n-1 (rows, or prompts),
+    seeded; NaN where there are fewer than 2 of them. A resample where a value is undefined (an empty split) is left
+    out of that value's percentiles."""
+    if n < 2:
+        return np.full(outputs, np.nan), np.full(outputs, np.nan)
+    with warnings.catch_warnings():  # identical values, or an empty split in some resamples
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.arange(n, dtype=float),), statistic, n_resamples=resamples, method="percentile",
+                                 rng=np.random.default_rng(0), batch=256)
+        tail = 100 * (1 - confidence) / 2
+        return tuple(np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail], axis=-1))
+
+
 def _number(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
@@ -134,14 +148,7 @@ def group_summary(measures: list[dict], confidence: float = CONFIDENCE, resample
     stratum_of = np.array([strata.index(m["stratum"]) if m["stratum"] is not None else -1 for m in measures])
     statistic = _statistic(columns, strata, stratum_of)
     point = statistic(np.arange(n))
-    low = high = np.full(len(METRICS), np.nan)
-    if n >= 2:
-        with warnings.catch_warnings():  # identical values, or an empty split in some resamples
-            warnings.simplefilter("ignore")
-            result = stats.bootstrap((np.arange(n, dtype=float),), statistic, n_resamples=resamples,
-                                     method="percentile", rng=np.random.default_rng(0), batch=256)
-            tail = 100 * (1 - confidence) / 2
-            low, high = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail], axis=-1)
+    low, high = _intervals(n, statistic, len(METRICS), confidence, resamples)
     value = {name: {"accuracy": _number(p), "low": _number(lo), "high": _number(hi)}
              for name, p, lo, hi in zip(METRICS, point, low, high)}
     ranks = [m["stratum"] for m in measures if m["stratum"] is not None]
@@ -210,13 +217,14 @@ def _prompt_stats(rewards: list[float], tiers: list[int]) -> tuple[bool, float |
     return margin > 0, spread, margin
 
 
-def ties_score(rows: list[dict]) -> dict | None:
+def ties_score(rows: list[dict], confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> dict | None:
     """RewardBench 2's Ties score of rows with ids "ref:N" (one correct answer) and "tied:N" (several), each with
     "rewards" and "tiers" (correct answers tier 0): 0.30 x accuracy on tied prompts + 0.30 x on reference prompts
     (accurate: the worst correct answer outscores the best incorrect one) + 0.20 x the share of prompts N whose
     correct-incorrect margin exceeds the spread among their correct answers + 0.20 x the same with the smaller of the
     tied and reference margins + 0.01 x mean tanh(that margin / spread - 1), as its `process_single_model` computes
-    it. None when no row has such an id.
+    it; with a percentile bootstrap interval over prompts for the score and the two accuracies. None when no row has
+    such an id.
 
     >>> ties_score([{"id": "ref:0", "rewards": [3.0, 1.0], "tiers": [0, 1]},
     ...             {"id": "tied:0", "rewards": [3.0, 2.5, 1.0], "tiers": [0, 0, 1]}])["score"]  # 1 + 0.01 tanh(3)
@@ -229,17 +237,38 @@ def ties_score(rows: list[dict]) -> dict | None:
             (ref if kind == "ref" else tied)[prompt] = _prompt_stats(row["rewards"], row["tiers"])
     if not ref and not tied:
         return None
-    ref_accuracy = float(np.mean([s[0] for s in ref.values()])) if ref else 0.0
-    tied_accuracy = float(np.mean([s[0] for s in tied.values()])) if tied else 0.0
-    both = [p for p in tied if p in ref and tied[p][1] is not None]
-    spread = np.array([tied[p][1] for p in both], dtype=float)
-    tied_margin, ref_margin = np.array([tied[p][2] for p in both]), np.array([ref[p][2] for p in both])
-    harder = np.minimum(ref_margin, tied_margin)
-    preferred = float(np.mean(tied_margin > spread)) if both else 0.0
-    preferred_hard = float(np.mean(harder > spread)) if both else 0.0
+    prompts = sorted(set(ref) | set(tied))
+    nan = float("nan")
+    ref_right = np.array([float(ref[p][0]) if p in ref else nan for p in prompts])
+    tied_right = np.array([float(tied[p][0]) if p in tied else nan for p in prompts])
+    both = np.array([p in ref and p in tied and tied[p][1] is not None for p in prompts])
+    spread = np.array([tied[p][1] if b else nan for p, b in zip(prompts, both)], dtype=float)
+    tied_margin = np.array([tied[p][2] if b else nan for p, b in zip(prompts, both)], dtype=float)
+    harder = np.array([min(ref[p][2], tied[p][2]) if b else nan for p, b in zip(prompts, both)], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        margin_score = float(np.mean(np.nan_to_num(np.tanh(harder / spread - 1), nan=0.0))) if both else 0.0
-    score = 0.30 * tied_accuracy + 0.30 * ref_accuracy + 0.20 * preferred + 0.20 * preferred_hard + 0.01 * margin_score
-    return {"score": score, "ref_accuracy": ref_accuracy, "tied_accuracy": tied_accuracy,
-            "correctness_preferred": preferred, "correctness_preferred_hard": preferred_hard,
-            "margin_score": margin_score, "ref_prompts": len(ref), "tied_prompts": len(tied)}
+        per_prompt = {"preferred": (tied_margin > spread).astype(float), "hard": (harder > spread).astype(float),
+                      "margin": np.nan_to_num(np.tanh(harder / spread - 1), nan=0.0)}
+
+    def statistic(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Over resampled prompts (a prompt brings its ref and its tied rows): the score and its parts; a part with
+        no prompt counts 0, as RewardBench 2's does."""
+        index = index.astype(np.intp)
+
+        def mean(values: np.ndarray, member: np.ndarray) -> np.ndarray:
+            count = member[index].sum(axis=-1)
+            return np.where(count > 0, np.where(member, values, 0.0)[index].sum(axis=-1) / np.maximum(count, 1), 0.0)
+
+        ref_accuracy = mean(ref_right, ~np.isnan(ref_right))
+        tied_accuracy = mean(tied_right, ~np.isnan(tied_right))
+        preferred, hard, margin = (mean(per_prompt[k], both) for k in ("preferred", "hard", "margin"))
+        score = 0.30 * tied_accuracy + 0.30 * ref_accuracy + 0.20 * preferred + 0.20 * hard + 0.01 * margin
+        return np.stack([score, ref_accuracy, tied_accuracy, preferred, hard, margin])
+
+    point = statistic(np.arange(len(prompts)))
+    low, high = _intervals(len(prompts), statistic, len(point), confidence, resamples)
+    names = ("score", "ref_accuracy", "tied_accuracy", "correctness_preferred", "correctness_preferred_hard",
+             "margin_score")
+    result = {name: float(value) for name, value in zip(names, point)}
+    for name, lo, hi in list(zip(names, low, high))[:3]:  # the score and the two accuracies get an interval
+        result[f"{name}_interval"] = [_number(lo), _number(hi)]
+    return {**result, "ref_prompts": len(ref), "tied_prompts": len(tied)}

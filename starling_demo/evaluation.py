@@ -171,8 +171,8 @@ def report_table(report: dict) -> list[list]:
                           shorter["accuracy"], shorter["low"], shorter["high"], shorter["n"],
                           m["balanced"]["accuracy"], m["balanced"]["low"], m["balanced"]["high"]])
         if summary.get("ties"):
-            table.append([name, summary["n"], TIES_SCORE, summary["ties"]["score"],
-                          *[None] * (len(TABLE_COLUMNS) - 4)])
+            table.append([name, summary["n"], TIES_SCORE, summary["ties"]["score"], *summary["ties"]["score_interval"],
+                          *[None] * (len(TABLE_COLUMNS) - 6)])
     return table
 
 

@@ -217,6 +217,10 @@ def test_the_ties_score_as_rewardbench_2_computes_it():
     assert t["margin_score"] == pytest.approx((math.tanh(0) + math.tanh(-1.5)) / 2)
     assert t["score"] == pytest.approx(0.3 * 0.5 + 0.3 * 0.5 + 0.2 * 0.5 + 0.01 * (math.tanh(-1.5) / 2))
     assert ties_score([{"id": "7", "rewards": [1.0, 0.0], "tiers": [0, 1]}]) is None
+    # Its interval resamples prompts, each with its ref and tied rows: here every resample is one of four kinds.
+    low, high = t["score_interval"]
+    assert low < t["score"] < high and t["ref_accuracy_interval"] == [0.0, 1.0]
+    assert ties_score(rows[:2])["score_interval"] == [None, None]  # one prompt: no interval
 
 
 def test_two_reward_models_compared_on_the_same_rows_by_hand():

@@ -40,7 +40,7 @@ def display_table(report: dict) -> list[list]:
          shorter_high, on_longer, on_longer_low, on_longer_high, n_longer, on_shorter, on_shorter_low,
          on_shorter_high, n_shorter, balanced, balanced_low, balanced_high) in report_table(report):
         if metric == TIES_SCORE:
-            cells.append([name, n, metric, _value(accuracy), *[""] * (len(REPORT_HEADERS) - 4)])
+            cells.append([name, n, metric, with_interval(accuracy, low, high), *[""] * (len(REPORT_HEADERS) - 4)])
             continue
         unit = "rows" if metric == BEST_OF_K else "pairs"
         cells.append([name, n, metric, with_interval(accuracy, low, high), _value(chance),
