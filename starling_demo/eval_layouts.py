@@ -135,7 +135,8 @@ def object_rows(objects: Iterable[tuple[int, object]], max_row_chars: int | None
     """`eval_rows` for rows already parsed (a JSON array's items), numbered "row N"; a row longer than
     `max_row_chars` as JSON is an error."""
     for n, obj in objects:
-        size = len(json.dumps(obj, ensure_ascii=False)) if max_row_chars is not None else 0
+        # default=str: Parquet's extra columns may hold dates or bytes, which JSON has no type for.
+        size = len(json.dumps(obj, ensure_ascii=False, default=str)) if max_row_chars is not None else 0
         if max_row_chars is not None and size > max_row_chars:
             yield {"line": n, "error": f"row {n}: {size:,} characters; a row may have at most {max_row_chars:,}"}
         else:
@@ -154,6 +155,7 @@ def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list
 
 
 def split_errors(parsed: Iterable[dict]) -> tuple[list[dict], list[str]]:
+    """The well-formed rows, and the malformed rows' errors."""
     parsed = list(parsed)
     return [row for row in parsed if "error" not in row], [row["error"] for row in parsed if "error" in row]
 

@@ -313,8 +313,10 @@ def test_the_tab_reads_parquet_and_refuses_an_array_over_the_row_limit_before_pa
                                                                                           monkeypatch):
     from starling_demo.ui import evaluation
 
-    path = tmp_path / "rb2.parquet"
-    pq.write_table(pa.Table.from_pylist(RB2), path)
+    import datetime
+
+    path = tmp_path / "rb2.parquet"  # with a column JSON has no type for, as a dataset's extra columns may be
+    pq.write_table(pa.Table.from_pylist([{**row, "added": datetime.date(2025, 6, 1)} for row in RB2]), path)
     *_, (report, errors, status, accuracy, margins, rows_file) = evaluation.evaluate_file(
         engine, str(path), "tiny", "card", progress=lambda *a, **k: None)
     assert "Read as RewardBench 2 rows" in status and "RewardBench 2 score" in status
