@@ -322,6 +322,10 @@ def test_the_tab_reads_parquet_and_refuses_an_array_over_the_row_limit_before_pa
     assert "Read as RewardBench 2 rows" in status and "RewardBench 2 score" in status
     assert "Ties score" in list(report["accuracy of"]) and errors == "No malformed rows."
     assert len(open(rows_file, encoding="utf-8").readlines()) == len(RB2)
+    *_, (_, _, status, _, _, rows_file) = evaluation.evaluate_file(
+        engine, str(path), "tiny", "card", compare_rm="tiny-34b", progress=lambda *a, **k: None)
+    assert "**tiny-34b** against **tiny**" in status and "| Ties | 2 |" in status and "| Focus | 3 |" in status
+    assert all("agree" in json.loads(line) for line in open(rows_file, encoding="utf-8"))
     monkeypatch.setattr(evaluation, "MAX_EVAL_ROWS", 3)
     monkeypatch.setattr(evaluation, "split_errors", lambda rows: pytest.fail("the rows were parsed"))
     with pytest.warns(UserWarning, match="The file has 8 rows; this server scores at most 3 per file"):

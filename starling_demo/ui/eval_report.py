@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..eval_layouts import NO_SUBSET
 from ..evaluation import ALL_ROWS_LABEL, BEST_OF_K, NO_SUBSET_LABEL, TIES_SCORE, report_table
-from ..eval_stats import overlap
 
 # Each accuracy with its 95% interval in brackets.
 REPORT_HEADERS = ["subset", "rows", "accuracy of", "RM accuracy", "chance", "length-balanced", "longer wins",
@@ -71,7 +70,7 @@ def length_warning(report: dict) -> str:
 
 
 def comparison_sentence(comparison: dict, names: list[str]) -> str:
-    """How the second reward model compares with the first overall, on the overall headline accuracy."""
+    """How the second reward model compares with the first overall, on both accuracies."""
     overall = comparison["overall"]
     parts = [f"**{names[1]}** against **{names[0]}**: they prefer the same answer on {overall['agreement']:.0%} of "
              f"rows."]
@@ -80,11 +79,38 @@ def comparison_sentence(comparison: dict, names: list[str]) -> str:
         if c["low"] is None:
             continue
         verdict = "resolved" if c["excludes_zero"] else "not resolved by these rows"
-        apart = "overlap" if overlap(c["a"], c["b"]) else "do not overlap"
+        apart = "overlap" if c["intervals_overlap"] else "do not overlap"
         parts.append(f"{metric} accuracy {c['b']['accuracy']:.3f} vs {c['a']['accuracy']:.3f}: difference "
                      f"{c['difference']:+.3f} (paired 95% interval {c['low']:+.3f} to {c['high']:+.3f}, {verdict}); "
                      f"their own intervals {apart}.")
     return " ".join(parts)
+
+
+def comparison_table(comparison: dict, report: dict, names: list[str]) -> str:
+    """Per subset (when there are several), on its own accuracy (best-of-K or pairwise): both models' accuracy, the
+    share of rows where they prefer the same answer, and the difference with its paired interval, as a Markdown table.
+
+    >>> one = {"n": 4, "agreement": 0.5, "pairwise": {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.75},
+    ...        "difference": 0.25, "low": -0.25, "high": 0.75, "excludes_zero": False}}
+    >>> subsets = {"x": {"headline": "pairwise"}, "y": {"headline": "pairwise"}}
+    >>> print(comparison_table({"subsets": {"x": one, "y": one}}, {"subsets": subsets}, ["A", "B"]).splitlines()[2])
+    | x | 4 | 50% | pairwise | 0.500 | 0.750 | +0.250 (−0.250 to +0.750) |
+    """
+    if len(comparison["subsets"]) < 2:
+        return ""
+    lines = [f"| subset | rows | same answer | accuracy of | {names[0]} | {names[1]} | difference (paired 95%) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, c in comparison["subsets"].items():
+        metric = report["subsets"][name]["headline"]
+        m = c[metric]
+        interval = "" if m["low"] is None else f" ({m['low']:+.3f} to {m['high']:+.3f})".replace("-", "−")
+        difference = f"{m['difference']:+.3f}".replace("-", "−") + interval
+        if m.get("excludes_zero"):
+            difference = f"**{difference}**"
+        label = NO_SUBSET_LABEL if name == NO_SUBSET else name
+        lines.append(f"| {label} | {c['n']:,} | {c['agreement']:.0%} | {metric} | {m['a']['accuracy']:.3f} | "
+                     f"{m['b']['accuracy']:.3f} | {difference} |")
+    return "\n".join(lines)
 
 
 def summary(result: dict, names: list[str]) -> str:
@@ -99,4 +125,7 @@ def summary(result: dict, names: list[str]) -> str:
         lines.append(length_warning(result["report"]))
     if result.get("comparison"):
         lines.append(comparison_sentence(result["comparison"], names))
+        table = comparison_table(result["comparison"], result["report"], names)
+        if table:
+            lines.append("Per subset (a difference in bold is resolved: its interval leaves out 0):\n\n" + table)
     return "\n\n".join(lines)
