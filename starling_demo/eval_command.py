@@ -26,17 +26,16 @@ def run_eval(engine: Engine, args: argparse.Namespace, out) -> None:
     "table", "rows", "skipped"} (and "comparison"); malformed rows are listed on stderr and skipped."""
     regular_file(args.file)
     lines = lambda path: read_lines(path, args.max_line_bytes)  # noqa: E731
-    try:
-        rows_of_file(args.file, lines)  # the file's kind and, for a JSON array or Parquet, that it reads
-    except ValueError as error:
-        raise InputError(f"{args.file}: {error}") from None
     comparing = args.compare_rm is not None or args.compare_readout is not None
     runs = [(args.reward_model, args.readout)]
     if comparing:
         runs.append((args.compare_rm or args.reward_model, args.compare_readout or args.readout))
     scored = []
     for number, (rm, readout) in enumerate(runs, 1):
-        rows, total = rows_of_file(args.file, lines)
+        try:  # a JSON array is parsed here, a Parquet file opened: before any model work
+            rows, total = rows_of_file(args.file, lines)
+        except ValueError as error:
+            raise InputError(f"{args.file}: {error}") from None
         what = "Scoring" if not comparing else f"Scoring with {rm} ({number} of 2)"
         with progress_bar(args.file, what, args.max_line_bytes, total) as bar:
             scored.append(evaluate(engine, rows, rm, readout, args.rm_format, args.batch_tokens,

@@ -143,17 +143,6 @@ def object_rows(objects: Iterable[tuple[int, object]], max_row_chars: int | None
             yield _numbered(n, obj, "row")
 
 
-def parse_eval_jsonl(text: str, max_line_chars: int | None = None) -> tuple[list[dict], list[str]]:
-    """The rows of an evaluation JSONL text, and one error per malformed line (`eval_rows`).
-
-    >>> rows, errors = parse_eval_jsonl('{"messages": [{"role": "user", "content": "Hi"}], "chosen": "Hello", "rejected": "Go"}\\n[]')
-    >>> rows[0]["candidates"], errors
-    (['Hello', 'Go'], ['line 2: expected a JSON object'])
-    """
-    # Lines end at "\n" only: JSON strings may hold U+2028 and other characters that splitlines() splits at.
-    return split_errors(eval_rows(enumerate(text.split("\n"), 1), max_line_chars))
-
-
 def split_errors(parsed: Iterable[dict]) -> tuple[list[dict], list[str]]:
     """The well-formed rows, and the malformed rows' errors."""
     parsed = list(parsed)

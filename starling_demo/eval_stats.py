@@ -198,15 +198,12 @@ def paired_difference(a: list[float], b: list[float], confidence: float = CONFID
     0.5
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    result = {"difference": float(b.mean() - a.mean()), "low": None, "high": None, "excludes_zero": None}
-    if len(a) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            boot = stats.bootstrap((a, b), lambda x, y, axis=-1: y.mean(axis=axis) - x.mean(axis=axis), paired=True,
-                                   n_resamples=resamples, method="percentile", rng=np.random.default_rng(0))
-        low, high = boot.confidence_interval
-        result.update(low=float(low), high=float(high), excludes_zero=bool(low > 0 or high < 0))
-    return result
+    difference = b - a
+    statistic = lambda index, axis=-1: difference[index.astype(np.intp)].mean(axis=-1)[None]  # noqa: E731
+    (low,), (high,) = _intervals(len(a), statistic, 1, confidence, resamples)
+    low, high = _number(low), _number(high)
+    return {"difference": float(b.mean() - a.mean()), "low": low, "high": high,
+            "excludes_zero": None if low is None else bool(low > 0 or high < 0)}
 
 
 def _prompt_stats(rewards: list[float], tiers: list[int]) -> tuple[bool, float | None, float]:

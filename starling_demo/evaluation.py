@@ -135,26 +135,38 @@ def evaluation_report(rows: list[dict]) -> dict:
     return report
 
 
-def report_table(report: dict) -> list[list]:
-    """The report as rows of TABLE_COLUMNS: "all rows", each named subset, then "(no subset)"; each group's
-    headline accuracy first, then best-of-K or pairwise beside it when its rows have more than two answers, and a
-    Ties subset's Ties score.
+def report_groups(report: dict) -> list[tuple[str, dict]]:
+    """The report's groups as they are shown, with their labels: "all rows" (the report's "overall": every scored row
+    weighing the same), each named subset, then "(no subset)", the subset "all" of the rows that named none; when no
+    row named one it would repeat "all rows", and is left out.
 
-    "all rows" is the report's "overall": every scored row weighing the same. "(no subset)" is the subset "all", the
-    rows that named none; when no row named one it would repeat "all rows", and is left out.
+    >>> [name for name, _ in report_groups({"overall": {}, "subsets": {"all": {}, "chat": {}}})]
+    ['all rows', 'chat', '(no subset)']
+    """
+    subsets = dict(report["subsets"])
+    unnamed = subsets.pop(NO_SUBSET, None)
+    groups = [(ALL_ROWS_LABEL, report["overall"]), *subsets.items()]
+    if unnamed is not None and subsets:
+        groups.append((NO_SUBSET_LABEL, unnamed))
+    return groups
+
+
+def measures_of(summary: dict, metric: str) -> dict:
+    """A group summary's numbers for `metric` (PAIRWISE or BEST_OF_K)."""
+    return summary["best_of_k" if metric == BEST_OF_K else "pairwise"]
+
+
+def report_table(report: dict) -> list[list]:
+    """The report as rows of TABLE_COLUMNS, group by group (`report_groups`): each group's headline accuracy first,
+    then best-of-K or pairwise beside it when its rows have more than two answers, and a Ties subset's Ties score.
 
     >>> s = group_summary([row_measures([2.0, 1.0], [20, 10], [0, 1])])
     >>> table = report_table({"overall": {**s, "headline": "pairwise"}, "subsets": {"all": {**s, "headline": "pairwise"}}})
     >>> [row[:4] for row in table]
     [['all rows', 1, 'pairwise', 1.0]]
     """
-    subsets = dict(report["subsets"])
-    unnamed = subsets.pop(NO_SUBSET, None)
-    items = [(ALL_ROWS_LABEL, report["overall"]), *subsets.items()]
-    if unnamed and subsets:
-        items.append((NO_SUBSET_LABEL, unnamed))
     table = []
-    for name, summary in items:
+    for name, summary in report_groups(report):
         if not summary.get("n"):
             table.append([name, 0, PAIRWISE, *[None] * (len(TABLE_COLUMNS) - 3)])
             continue
@@ -162,7 +174,7 @@ def report_table(report: dict) -> list[list]:
         metrics = [summary["headline"]] + ([BEST_OF_K if summary["headline"] == PAIRWISE else PAIRWISE]
                                            if several else [])
         for metric in metrics:
-            m = summary["best_of_k" if metric == BEST_OF_K else "pairwise"]
+            m = measures_of(summary, metric)
             longer, shorter = (m["chosen_longest"], m["chosen_shortest"]) if metric == BEST_OF_K else \
                 (m["chosen_longer"], m["chosen_shorter"])
             table.append([name, summary["n"], metric, m["accuracy"], m["low"], m["high"], m["chance"],
@@ -190,12 +202,11 @@ def comparison(a_rows: list[dict], b_rows: list[dict]) -> dict:
         agree = [preferred(a["rewards"]) == preferred(b["rewards"]) for a, b in members]
         result = {"n": len(members), "agreement": sum(agree) / len(members) if members else None}
         for metric, key in ((PAIRWISE, "pairwise"), (BEST_OF_K, "best")):
-            summary_key = "best_of_k" if key == "best" else "pairwise"
-            result[metric] = {"a": a_summary[summary_key], "b": b_summary[summary_key],
+            a, b = measures_of(a_summary, metric), measures_of(b_summary, metric)
+            result[metric] = {"a": {k: a[k] for k in ("accuracy", "low", "high")},
+                              "b": {k: b[k] for k in ("accuracy", "low", "high")},
                               **paired_difference([m[key] for m in a_measures], [m[key] for m in b_measures]),
-                              "intervals_overlap": overlap(a_summary[summary_key], b_summary[summary_key])}
-            for side in ("a", "b"):  # each side's accuracy and interval only
-                result[metric][side] = {k: result[metric][side][k] for k in ("accuracy", "low", "high")}
+                              "intervals_overlap": overlap(a, b)}
         return result
 
     groups: dict[str, list[tuple[dict, dict]]] = {}
@@ -214,7 +225,7 @@ def evaluation_result(rows: list[dict], errors: list[str], compare_rows: list[di
               "rows": [row_result(row) for row in scored], "errors": errors}
     if compare_rows is not None:
         other = {row["line"]: row for row in compare_rows if "rewards" in row}
-        errors += [row["error"] for row in compare_rows if "error" in row and row["error"] not in errors]
+        result["errors"] += [row["error"] for row in compare_rows if "error" in row and row["error"] not in errors]
         result["comparison"] = comparison(scored, list(other.values()))
         for record in result["rows"]:
             b = other.get(record["line"])

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from starling_demo.cli import main
-from starling_demo.eval_layouts import layout_sentence, parse_eval_jsonl, parse_row, rows_of_file
+from starling_demo.eval_layouts import eval_rows, layout_sentence, parse_row, rows_of_file, split_errors
 from starling_demo.eval_stats import group_summary, overlap, paired_difference, row_measures, ties_score
 from starling_demo.evaluation import (TABLE_COLUMNS, comparison, evaluation_report, evaluation_result, report_table,
                                       row_result)
@@ -69,7 +69,7 @@ def test_malformed_rows_of_every_layout_are_named_by_line():
            json.dumps({"prompt": "Hi", "chosen": ["a", "b"], "rejected": ["c"], "num_correct": 1}),
            json.dumps({"prompt": "Hi", "chosen": "a", "rejected": "b", "id": [1]})]
     good = json.dumps({"prompt": "Hi", "chosen": ["a"], "rejected": ["b", "c"]})
-    rows, errors = parse_eval_jsonl("\n".join(bad + [good]))
+    rows, errors = split_errors(eval_rows(enumerate(bad + [good], 1)))
     assert [r["line"] for r in rows] == [16] and errors[0].startswith("line 1: invalid JSON")
     assert errors[1:] == [
         "line 2: expected a JSON object",

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 from gradio.components.plot import AltairPlotData
 
-from ..evaluation import ALL_ROWS_LABEL, NO_SUBSET_LABEL
+from ..evaluation import NO_SUBSET_LABEL, measures_of, report_groups
 from ..eval_layouts import NO_SUBSET
 
 RM, CHANCE, LONGER, SHORTER = "RM accuracy", "chance", "longer wins", "shorter wins"
@@ -39,7 +39,7 @@ def _group_name(name: str) -> str:
 
 def accuracy_levels(report: dict) -> pd.DataFrame:
     """One row per (group, level): the RM's headline accuracy with its interval, chance, and the two length-only
-    judges, for "all rows" and each subset.
+    judges, group by group as the report shows them (`report_groups`).
 
     >>> from starling_demo.evaluation import evaluation_report
     >>> rows = [{"subset": "chat", "tiers": [0, 1], "rewards": [2.0, 1.0], "lengths": [3, 5]}] * 2
@@ -48,13 +48,10 @@ def accuracy_levels(report: dict) -> pd.DataFrame:
 ['all rows', 'shorter wins', 1.0]]
     """
     records = []
-    groups = [(ALL_ROWS_LABEL, report["overall"]), *((_group_name(n), s) for n, s in report["subsets"].items())]
-    if len(report["subsets"]) == 1:
-        groups = groups[:1]  # the one subset would repeat "all rows"
-    for name, summary in groups:
+    for name, summary in report_groups(report):
         if not summary.get("n"):
             continue
-        m = summary["best_of_k" if summary["headline"] == "best-of-K" else "pairwise"]
+        m = measures_of(summary, summary["headline"])
         metric = f"{summary['headline']}, {summary['n']:,} rows"
         for level, value in ((RM, m["accuracy"]), (CHANCE, m["chance"]), (LONGER, m["longer_wins"]),
                              (SHORTER, m["shorter_wins"])):
@@ -107,7 +104,7 @@ def margin_plot(rows: list[dict]) -> AltairPlotData:
                                                                    symbolStrokeWidth=0))
     points = alt.Chart(data).mark_circle(size=36, opacity=0.75, strokeWidth=0).encode(
         x=alt.X("length difference:Q", title="length difference (RM tokens)",
-                axis=alt.Axis(tickMinStep=1, labelOverlap="greedy")),
+                axis=alt.Axis(tickMinStep=1, labelOverlap="greedy", format="d")),  # whole tokens
         y=alt.Y("margin:Q", title="reward margin"), color=color,
         tooltip=["id:N", "subset:N", alt.Tooltip("margin:Q", format=".3f"), "length difference:Q", "correct:N"])
     across = alt.Chart(zero).mark_rule(strokeDash=[4, 4], stroke="#9ca3af").encode(y="zero:Q")

@@ -3,7 +3,7 @@ and the status that says which layout was read, what the headline numbers mean a
 from __future__ import annotations
 
 from ..eval_layouts import NO_SUBSET
-from ..evaluation import ALL_ROWS_LABEL, BEST_OF_K, NO_SUBSET_LABEL, TIES_SCORE, report_table
+from ..evaluation import BEST_OF_K, NO_SUBSET_LABEL, PAIRWISE, TIES_SCORE, measures_of, report_groups, report_table
 
 # Each accuracy with its 95% interval in brackets.
 REPORT_HEADERS = ["subset", "rows", "accuracy of", "RM accuracy", "chance", "length-balanced", "longer wins",
@@ -53,13 +53,10 @@ def display_table(report: dict) -> list[list]:
 def length_warning(report: dict) -> str:
     """A sentence naming the groups where a length-only judge scores within the RM's interval or above it."""
     alike = []
-    groups = [(ALL_ROWS_LABEL, report["overall"])]
-    if len(report["subsets"]) > 1:  # else the one subset repeats "all rows"
-        groups += [(NO_SUBSET_LABEL if name == NO_SUBSET else name, s) for name, s in report["subsets"].items()]
-    for name, s in groups:
+    for name, s in report_groups(report):
         if not s.get("n"):
             continue
-        m = s["best_of_k" if s["headline"] == BEST_OF_K else "pairwise"]
+        m = measures_of(s, s["headline"])
         best_length = max(x for x in (m["longer_wins"], m["shorter_wins"]) if x is not None)
         if m["high"] is not None and best_length >= m["low"]:
             alike.append(name)
@@ -74,7 +71,7 @@ def comparison_sentence(comparison: dict, names: list[str]) -> str:
     overall = comparison["overall"]
     parts = [f"**{names[1]}** against **{names[0]}**: they prefer the same answer on {overall['agreement']:.0%} of "
              f"rows."]
-    for metric in ("pairwise", BEST_OF_K):
+    for metric in (PAIRWISE, BEST_OF_K):
         c = overall[metric]
         if c["low"] is None:
             continue
