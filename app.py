@@ -85,6 +85,9 @@ def parse_args(defaults: dict, argv: list[str] | None = None) -> argparse.Namesp
     parser.add_argument("--turns-at-once", type=int, default=int(env("STARLING_TURNS_AT_ONCE", "0")),
                         help="visitors' turns that run at the same time (default: 1 with the local backend, "
                              f"{SERVED_TURNS_AT_ONCE} when a server runs the LM or RM)")
+    parser.add_argument("--cpu-threads", type=int, default=int(env("STARLING_CPU_THREADS", "0")),
+                        help="threads for the models' work on the CPU (default, when they run on it: one fewer than "
+                             "PyTorch would take, leaving a core to the web server)")
     parser.add_argument("--allow-lms", default=env("STARLING_ALLOW_LMS", ""),
                         help="comma-separated LM presets visitors may switch to, or 'all' (default: only --lm)")
     parser.add_argument("--allow-rms", default=env("STARLING_ALLOW_RMS", ""),
@@ -121,6 +124,20 @@ def turns_at_once(args: argparse.Namespace) -> int:
     if args.turns_at_once < 0:
         raise ValueError(f"--turns-at-once must be at least 1 (or 0 for the default), not {args.turns_at_once}.")
     return args.turns_at_once or (SERVED_TURNS_AT_ONCE if args.backend != "local" else 1)
+
+
+def cpu_threads(args: argparse.Namespace, device: str) -> int | None:
+    """Threads for PyTorch's work on the CPU, or None to leave its default. With the models on the CPU, one fewer
+    than its default (one per core): on all of them, every other thing the server does (answering requests,
+    streaming, a probe preparing its texts) stalls the model's parallel regions, whose threads wait for the one that
+    lost its core (a tiny turn took 2x as long beside one busy process, 1.0x with one core left; RESULTS.md)."""
+    import torch
+
+    if args.cpu_threads < 0:
+        raise ValueError(f"--cpu-threads must be at least 1 (or 0 for the default), not {args.cpu_threads}.")
+    if args.cpu_threads:
+        return args.cpu_threads
+    return max(1, torch.get_num_threads() - 1) if device == "cpu" else None
 
 
 def on_zero_gpu(engine: Engine) -> Engine:
@@ -181,11 +198,19 @@ def main() -> None:
         engine.allowed = allowed_models(args, engine)
         device = resolve_device(args.device)
         at_once = turns_at_once(args)
+        threads = cpu_threads(args, device)
     except (LoadError, ValueError) as error:  # e.g. --device cuda without a GPU, an unknown preset
         raise SystemExit(f"Cannot start: {error}") from None
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("Cannot start: --mcp needs the mcp package: pip install 'gradio[mcp]', then start again.")
-    print("\n".join(startup_lines(args, reason, engine.allowed, device)), flush=True)
+    lines = startup_lines(args, reason, engine.allowed, device)
+    if threads:
+        import torch
+
+        lines.append(f"  the models' CPU work: {threads} thread{'s' * (threads > 1)} of {torch.get_num_threads()} "
+                     "(--cpu-threads)")
+        torch.set_num_threads(threads)
+    print("\n".join(lines), flush=True)
     demo = build_demo(on_zero_gpu(engine), banner(args, reason), at_once, args.client_header or None)
     try:  # quiet: Gradio's own banner would suggest `share=True` in `launch()`, not this app's --share
         _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,

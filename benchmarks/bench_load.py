@@ -13,7 +13,8 @@ a Space's proxy, so that each visitor is a client of its own address, as on the 
   largest evaluation the app takes, again and again, and a session that probes 8 cards of 18,000 characters with
   every edit and a 2,000-character prefix (the largest probe edit the limits allow), again and again. Timing
   starts once the attacker's sessions are open and its first jobs sent.
-- Phase B: the V visitors' turns while the attack runs; phase C1: the one visitor's K turns facing the attack alone.
+- Phase B: the V visitors' turns while the attack runs, in conversations of T turns as in phase A; phase C1: the
+  one visitor's K turns facing the attack alone.
 
 Reports p50/p95 turn latency per phase with B/A (target: p95 at most 1.5x, no visitor's turn refused) and C1/C0
 (target: at most 2x), then the server's RSS before the attack and after it (target: back within 50 MiB), and
@@ -54,6 +55,7 @@ MESSAGES = ["Name three birds that mimic sounds.", "Why is the sky blue?", "Writ
             "What is 17 times 23?", "Give me a tip for learning Python.", "Summarise the plot of Hamlet.",
             "How do starlings flock?", "Suggest a name for a cat."]
 SESSIONS = 30  # the hostile client's sessions that each keep a turn coming
+FACES = ("burst", "huge", "sessions", "rest", "eval", "probe")  # the hostile client's faces, as --faces names them
 
 
 # /call/chat's inputs: the message; lm, rm, n, temperature, top_p, max_new_tokens, seed, mode, system, readout, rm2,
@@ -120,9 +122,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, tickets=None,
-            until: float | None = None) -> tuple[list[float], int]:
+            until: float | None = None, conversation: int | None = None) -> tuple[list[float], int]:
     """Visitor `number`'s chat: `turns` turns, or as long as the shared `tickets` iterator lasts, or until the clock
-    (`time.monotonic`) reaches `until`.
+    (`time.monotonic`) reaches `until`; with `conversation`, a new conversation (`/clear_all`, not timed) after every
+    that many turns, so that a longer phase is made of turns like a shorter one's (a longer conversation's turns are
+    slower, and its larger passes raise the server's memory).
 
     Returns the latency in seconds of every turn that succeeded and the number that failed.
     """
@@ -132,6 +136,8 @@ def visitor(url: str, number: int, turns: int | None, max_new_tokens: int, ticke
     for turn, _ in enumerate(plan):
         if until is not None and time.monotonic() >= until:
             break
+        if conversation and turn and turn % conversation == 0:
+            client.predict(api_name="/clear_all")
         start = time.perf_counter()
         try:
             client.predict(MESSAGES[(number + turn) % len(MESSAGES)], n=4,
@@ -149,10 +155,11 @@ def address(number: int) -> dict:
 
 
 def crowd(url: str, visitors: int, max_new_tokens: int, turns: int | None = None, tickets=None,
-          until: float | None = None):
+          until: float | None = None, conversation: int | None = None):
     """`visitors` visitors in parallel threads, each its own Client; all latencies and the failure count."""
     with cf.ThreadPoolExecutor(visitors) as pool:
-        results = list(pool.map(lambda i: visitor(url, i, turns, max_new_tokens, tickets, until), range(visitors)))
+        results = list(pool.map(lambda i: visitor(url, i, turns, max_new_tokens, tickets, until, conversation),
+                                range(visitors)))
     return [t for lat, _ in results for t in lat], sum(f for _, f in results)
 
 
@@ -176,9 +183,9 @@ def outcome(job) -> str:
         return type(error).__name__
 
 
-def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) -> None:
+def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts, faces=FACES) -> None:
     """The hostile client, from its two addresses (see the module's docstring), until `stop`; sets `ready` once all
-    its faces are at work (its sessions open, its first jobs sent). Outcomes are counted in `counts`.
+    its `faces` (FACES: all) are at work (its sessions open, its first jobs sent). Outcomes are counted in `counts`.
 
     Its sessions send raw requests from one event loop, and it runs at the lowest CPU priority: on the internet it
     has a machine of its own, and here 30 gradio_client sessions' threads took most of the 2 cores the server needs
@@ -198,19 +205,20 @@ def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) 
     def raw_faces() -> None:
         """The sessions and the REST calls, as a script would send them: raw requests from one event loop (cheap
         for the attacker, so that what it costs is the server's)."""
-        asyncio.run(sessions_and_rest(url, max_new_tokens, stop, opened, tally_key))
+        asyncio.run(sessions_and_rest(url, max_new_tokens, stop, opened, tally_key, faces))
 
     # The prober's turn: 8 cards of 18,000 characters, so that with a 2,000-character prefix every edited reply is
     # at the 20,000-character limit.
     probing = Client(url, verbose=False, analytics_enabled=False, headers=address(-2))
-    probing.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
-    cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
-    probing.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
+    if "probe" in faces:
+        probing.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
+        cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
+        probing.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
 
     def prober() -> None:
         """The largest probe the limits allow, again and again: every edit of every card, and the prefix."""
         opened.wait()
-        while not stop.is_set():
+        while "probe" in faces and not stop.is_set():
             tally("largest /probe", probing.submit(number="all", prefix="p" * 2_000, api_name="/probe"))
 
     def face(work) -> Callable:
@@ -223,28 +231,36 @@ def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts) 
         return run
 
     client = Client(url, verbose=False, analytics_enabled=False, headers=address(-1))
-    faces = [threading.Thread(target=face(raw_faces)), threading.Thread(target=face(prober))]
-    for thread in faces:
+    threads = [threading.Thread(target=face(raw_faces)), threading.Thread(target=face(prober))]
+    for thread in threads:
         thread.start()
-    burst = [client.submit("hi", n=4, max_new_tokens=max_new_tokens, api_name="/chat") for _ in range(40)]
+    burst = [client.submit("hi", n=4, max_new_tokens=max_new_tokens, api_name="/chat")
+             for _ in range(40 if "burst" in faces else 0)]
     batch = Client(url, verbose=False, analytics_enabled=False, headers=address(-2))
-    evaluation = batch.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+    evaluate = lambda: batch.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")  # noqa: E731
+    evaluation = evaluate() if "eval" in faces else None
     opened.wait()
     for job in burst:
         tally("burst of 40 /chat", job)
     while not stop.wait(timeout=1.0):  # the pace of a script that polls once a second
-        if evaluation.done():
+        if evaluation and evaluation.done():
             tally("/evaluate", evaluation)
-            evaluation = batch.submit(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
-        tally("/chat with a 10 MB system prompt", client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
-    progress = evaluation.outputs()  # the status line is the last output of each update
-    counts["/evaluate when cancelled at the end"] = progress[-1][-1] if progress else "not started"
-    evaluation.cancel()
-    for thread in faces:
+            evaluation = evaluate()
+        if "huge" in faces:
+            tally("/chat with a 10 MB system prompt", client.submit("hi", system="b " * 5_000_000, api_name="/chat"))
+    if evaluation:
+        progress = evaluation.outputs()  # /evaluate's outputs: report, errors, status, ...
+        counts["/evaluate when cancelled at the end"] = progress[-1][2] if progress else "not started"
+        try:
+            evaluation.cancel()
+        except httpx.HTTPError as error:  # the server answers a cancel once the job's current batch has run
+            counts["/evaluate's cancel"] = type(error).__name__
+    for thread in threads:
         thread.join()
 
 
-async def sessions_and_rest(url: str, max_new_tokens: int, stop, opened: threading.Barrier, tally) -> None:
+async def sessions_and_rest(url: str, max_new_tokens: int, stop, opened: threading.Barrier, tally,
+                            faces=FACES) -> None:
     """Until `stop`: SESSIONS sessions that each join a turn (a visitor's settings) as soon as their last one ends
     or is refused, reading its events as the page does; and a REST `/call/chat` (no session id) every 0.5 s.
     Each outcome is passed to `tally`."""
@@ -284,7 +300,8 @@ async def sessions_and_rest(url: str, max_new_tokens: int, stop, opened: threadi
                 except httpx.HTTPError as error:
                     tally(f"/call/chat with no session: {type(error).__name__}")
 
-        await asyncio.gather(no_session(), *(session() for _ in range(SESSIONS)))
+        await asyncio.gather(*([no_session()] if "rest" in faces else []),
+                             *(session() for _ in range(SESSIONS if "sessions" in faces else 0)))
 
 
 def p50_p95(latencies: list[float]) -> tuple[float, float]:
@@ -303,9 +320,16 @@ def main() -> None:
     parser.add_argument("--total-turns", type=int, default=200, help="normal turns in all before RSS is read")
     parser.add_argument("--eval-rows", type=int, default=MAX_EVAL_ROWS,
                         help="rows of the hostile /evaluate upload (default: the most the app takes)")
+    parser.add_argument("--faces", default=",".join(FACES),
+                        help=f"the hostile client's faces, comma-separated (default: all of {', '.join(FACES)}), or none: "
+                             "phase B's visitors alone, the baseline of the attack's own memory and latency")
     parser.add_argument("--port", type=int, default=0, help="port for the app; 0 picks a free one")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the app to answer")
     args = parser.parse_args()
+    faces = () if args.faces == "none" else tuple(args.faces.split(","))
+    unknown = set(faces) - set(FACES)
+    if unknown:
+        parser.error(f"unknown --faces {', '.join(sorted(unknown))}: choose among {', '.join(FACES)}")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -325,7 +349,8 @@ def main() -> None:
             manager = spawn.Manager()
             ready, stop, counts = manager.Event(), manager.Event(), manager.dict()
             attacker = spawn.Process(target=hostile, args=(url, write_eval_file(args.eval_rows, scratch),
-                                                           args.max_new_tokens, ready, stop, counts))
+                                                           args.max_new_tokens, ready, stop, counts,
+                                                           faces))
             attacker.start()
             try:
                 deadline = time.monotonic() + 300
@@ -333,7 +358,7 @@ def main() -> None:
                     if not attacker.is_alive() or time.monotonic() > deadline:
                         raise RuntimeError("the hostile client stopped or did not get going within 300 s")
                 attack_start, cpu = time.monotonic(), (cpu_seconds(proc.pid), cpu_seconds(attacker.pid))
-                b, b_failed = run(args.visitors, until=attack_start + args.attack_seconds)
+                b, b_failed = run(args.visitors, until=attack_start + args.attack_seconds, conversation=args.turns)
                 c1, c1_failed = run(1, turns=args.single_turns)
                 attack_s = time.monotonic() - attack_start
                 cpu = [cpu_seconds(pid) - used for pid, used in zip((proc.pid, attacker.pid), cpu)]
@@ -348,7 +373,7 @@ def main() -> None:
             rss_after = rss_mib(proc.pid)
             done = 2 + len(a) + a_failed + len(c0) + c0_failed + len(b) + b_failed + len(c1) + c1_failed
             tickets = iter(range(max(args.total_turns - done, 0)))  # shared: next() on a range iterator is atomic
-            rest, rest_failed = run(args.visitors, tickets=tickets)
+            rest, rest_failed = run(args.visitors, tickets=tickets, conversation=args.turns)
             rss_end, total = rss_mib(proc.pid), done + len(rest) + rest_failed
         except BaseException:
             print(tail(log), file=sys.stderr)

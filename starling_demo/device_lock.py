@@ -5,6 +5,7 @@ import contextlib
 import math
 import threading
 import time
+from collections.abc import Callable
 
 BATCH_SHARE = 0.2  # of the device's time, at most, while turns keep coming
 IDLE = 0.25  # seconds without a turn after which batch work may run freely
@@ -16,8 +17,10 @@ class DeviceLock:
     Turns are served one after another, so between two of them the device is briefly free: a plain lock
     would hand it to the batch job every time, and each turn would wait for a whole chunk. Here a batch
     chunk never goes before a waiting turn, and while turns keep coming (one ended less than IDLE seconds ago), a
-    chunk that took d seconds lets turns have d / BATCH_SHARE - d seconds of the device before the next chunk; a
-    turn never waits for more than one chunk. With no turn about, chunks run back to back.
+    chunk that took d seconds lets turns have d / s - d seconds of the device before the next chunk, where the
+    batch work's share s is BATCH_SHARE or, with k clients' turns about (`clients()`, set by the server), 1 / (k + 1)
+    if less: batch work is one more client, not a fifth of the device that eight visitors share; a turn never waits
+    for more than one chunk. With no turn about, chunks run back to back.
 
     >>> lock = DeviceLock()
     >>> with lock.batch():
@@ -26,8 +29,9 @@ class DeviceLock:
     ...     pass
     """
 
-    def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic):
-        self.share, self.idle, self.clock = share, idle, clock
+    def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic,
+                 clients: Callable[[], int] = lambda: 1):
+        self.share, self.idle, self.clock, self.clients = share, idle, clock, clients
         self._changed = threading.Condition()
         self._busy = False
         self._waiting_turns = 0
@@ -38,7 +42,11 @@ class DeviceLock:
         with self._changed:
             now = self.clock()
             held = now - started
-            self._owed = held * (1 - self.share) / self.share if batch else max(0.0, self._owed - held)
+            if batch:
+                share = min(self.share, 1 / (max(1, self.clients()) + 1))
+                self._owed = held * (1 - share) / share
+            else:
+                self._owed = max(0.0, self._owed - held)
             if not batch:
                 self._turn_ended = now
             self._busy = False

@@ -10,6 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 import app
 from starling_demo.engine import Engine
@@ -205,6 +206,20 @@ def test_python_app_py_says_what_runs_and_where_without_gradios_banner():
     assert "replies are noise" in said and "visitors may choose: LMs tiny; RMs tiny, tiny-34b" in said
     assert f"Open http://127.0.0.1:{port} in a browser (python app.py --share for a public link" in said
     assert "share=True" not in said and "Running on local URL" not in said
+    threads = torch.get_num_threads()  # PyTorch's default here, one per core
+    assert f"the models' CPU work: {max(1, threads - 1)} thread" in said and f"of {threads} (--cpu-threads)" in said
+
+
+def test_models_on_the_cpu_leave_a_core_to_the_web_server(no_model_env, monkeypatch):
+    monkeypatch.delenv("STARLING_CPU_THREADS", raising=False)
+    default = torch.get_num_threads()
+    args = app.parse_args(app.TINY, [])
+    assert app.cpu_threads(args, "cpu") == max(1, default - 1) and app.cpu_threads(args, "cuda") is None
+    assert app.cpu_threads(app.parse_args(app.TINY, ["--cpu-threads", "3"]), "cuda") == 3
+    monkeypatch.setenv("STARLING_CPU_THREADS", "5")
+    assert app.cpu_threads(app.parse_args(app.TINY, []), "cpu") == 5
+    with pytest.raises(ValueError, match="--cpu-threads must be at least 1"):
+        app.cpu_threads(app.parse_args(app.TINY, ["--cpu-threads", "-2"]), "cpu")
 
 
 def test_served_models_are_named_with_their_server_and_turns_run_side_by_side(no_model_env, monkeypatch):

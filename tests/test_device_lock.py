@@ -1,6 +1,8 @@
 """The device lock: visitors' turns go first, batch work takes its bounded share."""
 import threading
 
+import pytest
+
 from starling_demo.device_lock import DeviceLock
 
 
@@ -35,6 +37,18 @@ def test_a_batch_chunk_lets_turns_have_their_share_before_the_next():
     second.join()
     assert order == ["turn", "batch 2"]
 
+
+def test_batch_work_takes_one_clients_share_when_many_clients_take_turns():
+    """With 9 clients' turns about, a chunk of 1 s lets the turns have 9 s (a share of 1/10), not 4 s (BATCH_SHARE)."""
+    clock, clients = Clock(), 9
+    lock = DeviceLock(share=0.2, idle=60, clock=clock, clients=lambda: clients)
+    with lock.batch():
+        clock.now += 1.0
+    assert lock._owed == pytest.approx(9.0)
+    clients = 1  # one visitor: the batch work's share is BATCH_SHARE, not a half
+    with lock.batch():
+        clock.now += 1.0
+    assert lock._owed == pytest.approx(4.0)
 
 
 def test_batch_work_alone_runs_its_chunks_back_to_back():

@@ -186,7 +186,7 @@ def held_turns(engine):
         handle.remove()
 
 
-def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(app_url, held_turns):
+def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(app_url, engine, held_turns):
     """Limits count per address, not per session id (which a client chooses, or leaves out), and the queue takes
     clients in turn: another client's turn goes before this client's second one."""
     started, go, starts = held_turns
@@ -203,6 +203,7 @@ def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(ap
     assert refused.status_code == 422 and "Your address already has 4 turns running or waiting" in refused.text
     message = "Tell me everything about starlings, please."
     assert join(app_url, "chat", turn(message), uuid.uuid4().hex, honest).status_code == 200
+    assert engine.device_lock.clients() == 2  # batch work now takes a third of the device at most, as one more client
     go.set()
     assert starts[limits.MAX_JOBS_PER_CLIENT["gpu"]].wait(60)  # all five ran
     attacker_prompt = started[0]

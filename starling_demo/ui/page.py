@@ -271,6 +271,6 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         evaluation.cancel.click(None, cancels=[evaluating], api_visibility="private")
         add_tools(in_group)
     demo.queue(max_size=max(32, 4 * turns_at_once), default_concurrency_limit=4)
-    limit_jobs_per_client(demo, client_header)
+    limit_jobs_per_client(demo, client_header, engine.device_lock)
     only_tools_for_mcp(demo)
     return demo

@@ -194,13 +194,14 @@ def round_robin(events: list, client: Callable, running: Counter, served: dict |
     return [event for *_, event in sorted(ranked, key=lambda item: item[:3])]
 
 
-def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
+def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_lock=None) -> None:
     """Refuse a new turn, probe or evaluation job, before it is queued, while its session has as many of that kind
     queued or running as MAX_JOBS_PER_VISITOR allows, or its client as many as MAX_JOBS_PER_CLIENT allows, whatever
     session ids the client sends (or none); pace each client's requests for them (`Pace`: JOB_REQUEST_BURST, then
     JOB_REQUESTS_PER_SECOND); and serve each group's queue round-robin across clients
-    (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue.
-    A client is an address (`client_of`, `header` a trusted proxy's).
+    (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue; and
+    tell `device_lock` (the engine's `DeviceLock`) how many clients' turns are queued or running, so that batch work
+    takes one client's share of the device. A client is an address (`client_of`, `header` a trusted proxy's).
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
     validator does, and an input it cannot preprocess then fails with no message), nor one that orders a queue, so
@@ -252,3 +253,6 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None) -> None:
         return picked
 
     queue.push, queue.get_events = push_unless_busy, next_in_turn
+    if device_lock is not None:  # asked from a worker thread: the events are copied in one step, not iterated
+        device_lock.clients = lambda: len({client(event) for event in list(queue.event_ids_to_events.values())
+                                           if event.concurrency_id == "gpu"})
