@@ -4,7 +4,10 @@ Starts `app.py` as a subprocess (no GPU: the tiny presets on CPU) and drives it 
 Client per visitor (one Client = one conversation). The app trusts X-Forwarded-For (`--client-header`), as behind
 a Space's proxy, so that each visitor is a client of its own address, as on the internet.
 
-- Phase A: V visitors in parallel, T `/chat` turns each (n=4, T=0.7, --max-new-tokens).
+- First, one turn (the models load) and a visitor's evaluation of the hostile file and largest probe, not timed:
+  their first use leaves memory in the server for good, attack or not, and the allocator's state after them made
+  later turns faster (up to 1.3x, with no attack), which no phase should be compared across.
+- Phase A: V visitors in parallel, each C conversations of T `/chat` turns (n=4, T=0.7, --max-new-tokens).
 - Phase C0: one visitor alone, K turns.
 - The attack, in a process of its own (as on its own machine), for --attack-seconds. From one address: 40 quick
   turns at once, then a `/chat` with a 10 MB system prompt every second; 30 more sessions that each send a turn (a
@@ -20,7 +23,8 @@ Reports p50/p95 turn latency per phase with B/A (target: p95 at most 1.5x, no vi
 (target: at most 2x), then the server's RSS before the attack and after it (target: back within 50 MiB), and
 after --total-turns normal turns in all.
 
-    python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--max-new-tokens 32] [--attack-seconds 60]
+    python -m benchmarks.bench_load [--visitors 8] [--turns 4] [--conversations 3] [--single-turns 16]
+                                    [--max-new-tokens 32] [--attack-seconds 60] [--faces burst,huge,...|none]
 """
 from __future__ import annotations
 
@@ -174,6 +178,27 @@ def write_eval_file(rows: int, folder: str) -> str:
     return path
 
 
+LARGEST_PROBE = {"number": "all", "prefix": "p" * 2_000}  # /probe's every edit and a prefix: see `prober_client`
+
+
+def prober_client(url: str, number: int) -> Client:
+    """A Client from address(`number`) whose turn has 8 cards of 18,000 characters, so that with LARGEST_PROBE's
+    2,000-character prefix every edited reply is at the 20,000-character limit."""
+    client = Client(url, verbose=False, analytics_enabled=False, headers=address(number))
+    client.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
+    cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
+    client.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
+    return client
+
+
+def warm_up(url: str, eval_path: str) -> None:
+    """What an honest visitor's first evaluation and first largest probe leave in the server for good (the first
+    use of their code paths and shapes), done before the attack so that the attack's memory is its own."""
+    client = prober_client(url, 100)
+    client.predict(**LARGEST_PROBE, api_name="/probe")
+    client.predict(handle_file(eval_path), "tiny", "card", api_name="/evaluate")
+
+
 def outcome(job) -> str:
     """How a job ended: "done", or the name of the exception it raised."""
     try:
@@ -207,19 +232,13 @@ def hostile(url: str, eval_path: str, max_new_tokens: int, ready, stop, counts, 
         for the attacker, so that what it costs is the server's)."""
         asyncio.run(sessions_and_rest(url, max_new_tokens, stop, opened, tally_key, faces))
 
-    # The prober's turn: 8 cards of 18,000 characters, so that with a 2,000-character prefix every edited reply is
-    # at the 20,000-character limit.
-    probing = Client(url, verbose=False, analytics_enabled=False, headers=address(-2))
-    if "probe" in faces:
-        probing.predict("hi", n=8, max_new_tokens=1, api_name="/chat")
-        cards = [(f"Card {k}: " + "a long and careful answer. " * 700)[:18_000] for k in range(8)]
-        probing.predict("tiny", "card", "none", *cards, "rlhf", api_name="/score")
+    probing = prober_client(url, -2) if "probe" in faces else None
 
     def prober() -> None:
         """The largest probe the limits allow, again and again: every edit of every card, and the prefix."""
         opened.wait()
-        while "probe" in faces and not stop.is_set():
-            tally("largest /probe", probing.submit(number="all", prefix="p" * 2_000, api_name="/probe"))
+        while probing and not stop.is_set():
+            tally("largest /probe", probing.submit(**LARGEST_PROBE, api_name="/probe"))
 
     def face(work) -> Callable:
         def run() -> None:
@@ -313,8 +332,10 @@ def p50_p95(latencies: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--visitors", type=int, default=8, help="normal visitors in parallel, one Client each")
-    parser.add_argument("--turns", type=int, default=4, help="/chat turns per visitor in phase A")
-    parser.add_argument("--single-turns", type=int, default=8, help="the single visitor's turns in C0 and C1")
+    parser.add_argument("--turns", type=int, default=4, help="/chat turns in each of a visitor's conversations")
+    parser.add_argument("--conversations", type=int, default=3,
+                        help="conversations per visitor in phase A (its p95 is the baseline: more turns steady it)")
+    parser.add_argument("--single-turns", type=int, default=16, help="the single visitor's turns in C0 and C1")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="max_new_tokens of every normal turn")
     parser.add_argument("--attack-seconds", type=float, default=60, help="how long phase B runs, at least")
     parser.add_argument("--total-turns", type=int, default=200, help="normal turns in all before RSS is read")
@@ -341,14 +362,16 @@ def main() -> None:
         try:
             # One turn first: it loads the models, which no phase should pay for, and sets the RSS baseline.
             run(1, turns=1)
-            rss_start = rss_mib(proc.pid)
-            a, a_failed = run(args.visitors, turns=args.turns)
+            rss_start, eval_path = rss_mib(proc.pid), write_eval_file(args.eval_rows, scratch)
+            warm_up(url, eval_path)
+            rss_warm = rss_mib(proc.pid)
+            a, a_failed = run(args.visitors, turns=args.turns * args.conversations, conversation=args.turns)
             c0, c0_failed = run(1, turns=args.single_turns)
             rss_before = rss_mib(proc.pid)
             spawn = multiprocessing.get_context("spawn")
             manager = spawn.Manager()
             ready, stop, counts = manager.Event(), manager.Event(), manager.dict()
-            attacker = spawn.Process(target=hostile, args=(url, write_eval_file(args.eval_rows, scratch),
+            attacker = spawn.Process(target=hostile, args=(url, eval_path,
                                                            args.max_new_tokens, ready, stop, counts,
                                                            faces))
             attacker.start()
@@ -381,7 +404,8 @@ def main() -> None:
         finally:
             stop_app(proc)
 
-    print(f"# bench_load on {machine()}; {args.visitors} visitors x {args.turns} turns, n=4, "
+    print(f"# bench_load on {machine()}; {args.visitors} visitors x {args.conversations} conversations x "
+          f"{args.turns} turns in A, {args.single_turns} single turns in C, n=4, "
           f"max_new_tokens={args.max_new_tokens}, attack {attack_s:.0f} s, hostile upload {args.eval_rows} rows")
     (a50, a95), (b50, b95), (c050, c095), (c150, c195) = map(p50_p95, (a, b, c0, c1))
     print(table(["phase", "turns ok", "turns failed", "p50 s", "p95 s"],
@@ -399,7 +423,8 @@ def main() -> None:
            verdict("RSS after the attack - before it", rss_after - rss_before, "<=", 50, " MiB")]
     print(f"all load targets met (and no visitor turn failed in B or C1): {all(met) and not b_failed + c1_failed}")
     print(table(["server RSS", "MiB"], [["after the first turn", round(rss_start)],
-                                         ["before the attack", round(rss_before)],
+                                         ["after an honest evaluation and largest probe", round(rss_warm)],
+                                         ["before the attack (after A and C0)", round(rss_before)],
                                          ["after the attack", round(rss_after)],
                                          [f"after {total} turns", round(rss_end)],
                                          ["growth", round(rss_end - rss_start)]]))

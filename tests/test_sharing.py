@@ -307,3 +307,21 @@ def test_a_clients_requests_for_jobs_are_paced_and_a_flood_refused(engine, monke
         assert join(url, "score", score, uuid.uuid4().hex, other).status_code == 200
     finally:
         demo.close()
+
+
+def test_a_session_keeps_no_copy_of_every_blocks_config_and_value(engine):
+    """Gradio's sessions copy every block's config and keep each input's and output's last value, for deep links
+    alone (this app has none): 0.36 MiB a session before its first event. The app's sessions keep their state only."""
+    import gradio as gr
+    import gradio.state_holder
+    from starling_demo.ui import build_demo
+
+    demo = build_demo(engine)
+    assert gradio.state_holder.SessionState is server.LeanSessionState
+    assert len(server.LeanSessionState.__mro__[1](demo).config_values) > 100  # Gradio's own session: every block
+    session = gradio.state_holder.SessionState(demo)
+    state = next(key for key, block in demo.blocks.items() if isinstance(block, gr.State))
+    assert session[state] == demo.blocks[state].value and session[state] is not demo.blocks[state].value
+    session[state] = {"turns": ["kept"]}
+    session._update_value_in_config(state, "a rendered card " * 10_000)
+    assert session[state] == {"turns": ["kept"]} and session.config_values == {}

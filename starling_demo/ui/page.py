@@ -24,7 +24,7 @@ from .live import placeholder
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
-from .server import limit_jobs_per_client, server_kwargs
+from .server import lean_sessions, limit_jobs_per_client, server_kwargs
 from .tools import add_tools, only_tools_for_mcp
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames
@@ -272,5 +272,6 @@ def build_demo(engine: Engine, banner: str | None = None, turns_at_once: int = 1
         add_tools(in_group)
     demo.queue(max_size=max(32, 4 * turns_at_once), default_concurrency_limit=4)
     limit_jobs_per_client(demo, client_header, engine.device_lock)
+    lean_sessions()
     only_tools_for_mcp(demo)
     return demo
