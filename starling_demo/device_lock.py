@@ -18,9 +18,10 @@ class DeviceLock:
     would hand it to the batch job every time, and each turn would wait for a whole chunk. Here a batch
     chunk never goes before a waiting turn, and while turns keep coming (one ended less than IDLE seconds ago), a
     chunk that took d seconds lets turns have d / s - d seconds of the device before the next chunk, where the
-    batch work's share s is BATCH_SHARE or, with k clients' turns about (`clients()`, set by the server), 1 / (k + 1)
-    if less: batch work is one more client, not a fifth of the device that eight visitors share; a turn never waits
-    for more than one chunk. With no turn about, chunks run back to back.
+    batch work's share s is BATCH_SHARE or, with k clients' turns about (`clients()`: the sum of the counts the
+    servers on this device report, `count_clients`), 1 / (k + 1) if less: batch work is one more client, not a
+    fifth of the device that eight visitors share; a turn never waits for more than one chunk. With no turn
+    about, chunks run back to back.
 
     >>> lock = DeviceLock()
     >>> with lock.batch():
@@ -30,13 +31,21 @@ class DeviceLock:
     """
 
     def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic,
-                 clients: Callable[[], int] = lambda: 1):
-        self.share, self.idle, self.clock, self.clients = share, idle, clock, clients
+                 clients: Callable[[], int] | None = None):
+        self.share, self.idle, self.clock = share, idle, clock
+        self._client_counts = [clients] if clients else []
         self._changed = threading.Condition()
         self._busy = False
         self._waiting_turns = 0
         self._turn_ended = -math.inf  # when a turn last gave the device back
         self._owed = 0.0  # seconds of device time turns may still take before the next batch chunk
+
+    def count_clients(self, count: Callable[[], int]) -> None:
+        """Add `count` (how many clients have turns queued or running in a server on this device) to `clients()`."""
+        self._client_counts.append(count)
+
+    def clients(self) -> int:
+        return sum(count() for count in self._client_counts)
 
     def _give_back(self, started: float, batch: bool) -> None:
         with self._changed:

@@ -283,5 +283,5 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
 
     queue.push, queue.get_events = push_unless_busy, next_in_turn
     if device_lock is not None:  # asked from a worker thread: the events are copied in one step, not iterated
-        device_lock.clients = lambda: len({client(event) for event in list(queue.event_ids_to_events.values())
-                                           if event.concurrency_id == "gpu"})
+        device_lock.count_clients(lambda: len({client(event) for event in list(queue.event_ids_to_events.values())
+                                               if event.concurrency_id == "gpu"}))
