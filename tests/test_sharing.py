@@ -202,8 +202,9 @@ def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(ap
         refused = client.post(f"{app_url}gradio_api/call/chat", json={"data": turn("Hi")[1:-1]})
     assert refused.status_code == 422 and "Your address already has 4 turns running or waiting" in refused.text
     message = "Tell me everything about starlings, please."
+    before = engine.device_lock.clients()  # the attacker's, and any other test's left in this engine's servers
     assert join(app_url, "chat", turn(message), uuid.uuid4().hex, honest).status_code == 200
-    assert engine.device_lock.clients() == 2  # batch work now takes a third of the device at most, as one more client
+    assert engine.device_lock.clients() == before + 1 >= 2  # batch work's share shrinks by one more client's
     go.set()
     assert starts[limits.MAX_JOBS_PER_CLIENT["gpu"]].wait(60)  # all five ran
     attacker_prompt = started[0]
