@@ -130,8 +130,8 @@ def cpu_threads(args: argparse.Namespace, device: str) -> int | None:
     """Threads for PyTorch's work on the CPU, or None to leave its default. With the models on the CPU, one fewer
     than its default (one per core): on all of them, every other thing the server does (answering requests,
     streaming, a probe preparing its texts) stalls the model's parallel regions, whose threads wait for the one that
-    lost its core (on 2 cores a tiny turn took 6.9x as long beside one busy process, 1.02x with a core left:
-    benchmarks/bench_threads.py)."""
+    lost its core (on 2 cores a tiny turn took 2.9-6.9x as long beside one busy process, 0.94-1.43x with a core
+    left: benchmarks/bench_threads.py)."""
     import torch
 
     if args.cpu_threads < 0:

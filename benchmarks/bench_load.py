@@ -5,8 +5,7 @@ Client per visitor (one Client = one conversation). The app trusts X-Forwarded-F
 a Space's proxy, so that each visitor is a client of its own address, as on the internet.
 
 - First, one turn (the models load) and a visitor's evaluation of the hostile file and largest probe, not timed:
-  their first use leaves memory in the server for good, attack or not, and the allocator's state after them made
-  later turns faster (up to 1.3x, with no attack), which no phase should be compared across.
+  the first of each leaves memory in the server for good, attack or not, which the attack should not be charged.
 - Phase A: V visitors in parallel, each C conversations of T `/chat` turns (n=4, T=0.7, --max-new-tokens).
 - Phase C0: one visitor alone, K turns.
 - The attack, in a process of its own (as on its own machine), for --attack-seconds. From one address: 40 quick
@@ -342,8 +341,8 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=MAX_EVAL_ROWS,
                         help="rows of the hostile /evaluate upload (default: the most the app takes)")
     parser.add_argument("--faces", default=",".join(FACES),
-                        help=f"the hostile client's faces, comma-separated (default: all of {', '.join(FACES)}), or none: "
-                             "phase B's visitors alone, the baseline of the attack's own memory and latency")
+                        help=f"the hostile client's faces, comma-separated (default: all of {', '.join(FACES)}), or "
+                             "none: phase B's visitors alone, the baseline of the attack's own memory and latency")
     parser.add_argument("--port", type=int, default=0, help="port for the app; 0 picks a free one")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the app to answer")
     args = parser.parse_args()
@@ -371,8 +370,7 @@ def main() -> None:
             spawn = multiprocessing.get_context("spawn")
             manager = spawn.Manager()
             ready, stop, counts = manager.Event(), manager.Event(), manager.dict()
-            attacker = spawn.Process(target=hostile, args=(url, eval_path,
-                                                           args.max_new_tokens, ready, stop, counts,
+            attacker = spawn.Process(target=hostile, args=(url, eval_path, args.max_new_tokens, ready, stop, counts,
                                                            faces))
             attacker.start()
             try:

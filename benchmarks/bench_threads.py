@@ -4,7 +4,8 @@ A served app does more than run the models: it answers requests, streams frames,
 prepares its texts on the CPU between its passes. This times one tiny turn (the app's engine, N=4 x 32 new tokens,
 then its scoring) alone, beside a busy Python thread in the same process (a probe encoding 20,000-character
 replies again and again) and beside a busy process, with PyTorch's default threads (one per core) and with one
-fewer (`app.py --cpu-threads`' default on the CPU). Medians of --repeats, the conditions taking turns.
+fewer (`app.py --cpu-threads`' default on the CPU). Medians of --repeats after a warm-up, one condition after
+another.
 
     python -m benchmarks.bench_threads [--repeats 5]
 """
@@ -68,19 +69,18 @@ def main() -> None:
         engine.score(MESSAGES, ["A reply of a few words."] * 4)
 
     default = torch.get_num_threads()
+    counts = list(dict.fromkeys((default, max(1, default - 1))))  # one count where there is one core
     rows = []
     for kind in ("alone", "thread", "process"):
         with beside(kind, engine):
-            times = {}
-            for threads in dict.fromkeys((default, max(1, default - 1))):
+            times = []
+            for threads in counts:
                 torch.set_num_threads(threads)
-                times[threads] = medians({"turn": lambda: clock(turn, "cpu")}, args.repeats)["turn"]
-            rows.append([kind, *times.values()])
+                times.append(medians({"turn": lambda: clock(turn, "cpu")}, args.repeats)["turn"])
+            rows.append([kind, *times])
     torch.set_num_threads(default)
-    counts = list(dict.fromkeys((default, max(1, default - 1))))
     print(f"# bench_threads on {machine()}; a tiny turn (N=4 x 32 new tokens, then scored), medians of {args.repeats}")
-    print(table(["beside the turn", *(f"{n} thread{'s' * (n > 1)} s" for n in counts)],
-                [[kind, *times] for kind, *times in rows]))
+    print(table(["beside the turn", *(f"{n} thread{'s' * (n > 1)} s" for n in counts)], rows))
     alone = rows[0][1:]
     print(table(["beside the turn", *(f"{n} thread{'s' * (n > 1)}: x alone" for n in counts)],
                 [[kind, *(t / a for t, a in zip(times, alone))] for kind, *times in rows[1:]]))

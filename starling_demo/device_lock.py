@@ -30,10 +30,9 @@ class DeviceLock:
     ...     pass
     """
 
-    def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic,
-                 clients: Callable[[], int] | None = None):
+    def __init__(self, share: float = BATCH_SHARE, idle: float = IDLE, clock=time.monotonic):
         self.share, self.idle, self.clock = share, idle, clock
-        self._client_counts = [clients] if clients else []
+        self._client_counts: list[Callable[[], int]] = []
         self._changed = threading.Condition()
         self._busy = False
         self._waiting_turns = 0
@@ -56,7 +55,6 @@ class DeviceLock:
                 self._owed = held * (1 - share) / share
             else:
                 self._owed = max(0.0, self._owed - held)
-            if not batch:
                 self._turn_ended = now
             self._busy = False
             self._changed.notify_all()

@@ -41,7 +41,8 @@ def test_a_batch_chunk_lets_turns_have_their_share_before_the_next():
 def test_batch_work_takes_one_clients_share_when_many_clients_take_turns():
     """With 9 clients' turns about, a chunk of 1 s lets the turns have 9 s (a share of 1/10), not 4 s (BATCH_SHARE)."""
     clock, clients = Clock(), 9
-    lock = DeviceLock(share=0.2, idle=60, clock=clock, clients=lambda: clients)
+    lock = DeviceLock(share=0.2, idle=60, clock=clock)
+    lock.count_clients(lambda: clients)
     with lock.batch():
         clock.now += 1.0
     assert lock._owed == pytest.approx(9.0)
