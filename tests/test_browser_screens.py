@@ -55,7 +55,8 @@ def test_long_replies_in_every_size_and_scheme(browser, app_url, markdown_replie
     set_turn(page, n, LONG)
     ask(page, "Tell me about starlings.")
     expect(page.locator("#ranking tr.rank-row")).to_have_count(n)
-    expect(page.locator("#view-1 pre code")).to_be_attached()
+    # Rendered Markdown in the cards (any card: a stray token can break one card's code fence, as sampling can).
+    expect(page.locator("[id^=view-] pre code").first).to_be_attached()
     height = SIZES[size][1]
     if size != "phone":  # the whole ranking and the best candidates' cards above the fold
         assert page.locator("#ranking table").bounding_box()["y"] + page.locator("#ranking table").bounding_box()[
