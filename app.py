@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from starling_demo.backends import BACKENDS
 from starling_demo.engine import Engine, default_allowed
+from starling_demo.host_memory import map_large_allocations
 from starling_demo.loading import LoadError, device_memory, resolve_device
 from starling_demo.presets import LM_PRESETS, RM_PRESETS
 from starling_demo.ui import build_demo, launch_kwargs
@@ -204,6 +205,7 @@ def main() -> None:
         raise SystemExit(f"Cannot start: {error}") from None
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise SystemExit("Cannot start: --mcp needs the mcp package: pip install 'gradio[mcp]', then start again.")
+    map_large_allocations()  # so that a burst of large requests or batches does not keep its memory
     lines = startup_lines(args, reason, engine.allowed, device)
     if threads:
         import torch

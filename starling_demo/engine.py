@@ -16,7 +16,8 @@ from .detokenize import TextStream
 from .device_lock import DeviceLock
 from .generation import EOT_ID, Candidates, fit_prompt
 from .limits import max_new_tokens_for
-from .loading import load_lm, load_rm, lm_tokenizer, release_freed_memory, rm_tokenizer
+from .host_memory import release_freed_memory
+from .loading import load_lm, load_rm, lm_tokenizer, rm_tokenizer
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
 from .templates import Encoded

@@ -1,9 +1,6 @@
 """Download and load Starling language and reward models, in 4-bit, bf16 or fp32, on CPU or CUDA."""
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import hashlib
 import json
 import logging
@@ -17,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaModel, LlamaPreTrainedModel
 
 from .backends.local import Loaded
+from .host_memory import release_freed_memory
 from .presets import LMPreset, RMPreset
 from .tiny import CACHE_ROOT, tiny_checkpoint
 from .tokenization import read_tokenizer
@@ -176,20 +174,6 @@ def without_sep_token(folder: Path) -> Path:
 def has_tokenizer(folder: Path) -> bool:
     """Whether `folder` holds a vocabulary (a config or special-token map alone is not a tokenizer)."""
     return any((folder / name).exists() for name in ("tokenizer.json", "tokenizer.model"))
-
-
-def release_freed_memory() -> None:
-    """Hand the memory a load or an eviction freed back: host heap pages (glibc keeps them otherwise) and
-    CUDA blocks (PyTorch's caching allocator keeps them otherwise).
-
-    Quantising on load frees gigabytes in pieces small enough to live on the heap; without this the process
-    keeps them, and the next model loads on top (measured in benchmarks/bench_cold_start.py).
-    """
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    if torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def lm_folder(preset: LMPreset, weights: bool = True) -> Path:

@@ -14,7 +14,7 @@ import pandas as pd
 from ..engine import Engine
 from ..eval_layouts import rows_of_file, split_errors
 from ..evaluation import evaluation_result, score_rows
-from ..loading import release_freed_memory
+from ..host_memory import release_freed_memory
 from ..limits import EVAL_BATCH_TOKENS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
 from ..templates import check_rm_format
 from .analysis import download

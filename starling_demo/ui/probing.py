@@ -11,7 +11,7 @@ import gradio as gr
 from .. import insight
 from ..edits import EDITS, custom_edit, custom_length, pick_edits
 from ..engine import Engine
-from ..loading import release_freed_memory
+from ..host_memory import release_freed_memory
 from ..probes import aggregate
 from ..limits import MAX_MESSAGE_CHARS, check_text
 from ..templates import check_rm_format
