@@ -15,8 +15,8 @@ from .backends import LanguageModel, RewardModel
 from .detokenize import TextStream
 from .device_lock import DeviceLock
 from .generation import EOT_ID, Candidates, fit_prompt
-from .limits import max_new_tokens_for
 from .host_memory import release_freed_memory
+from .limits import SHARED_BATCH_TOKENS, max_new_tokens_for
 from .loading import load_lm, load_rm, lm_tokenizer, rm_tokenizer
 from .presets import RM_PRESETS, LMPreset, RMPreset, lm_preset, rm_preset
 from .scoring import Scores, score
@@ -93,10 +93,11 @@ class Engine:
         launched, url = (self.lm_name, self.lm_url) if kind == "lm" else (self.rm_name, self.rm_url)
         return url if self.backend != "local" and (name or launched) == launched else None
 
-    def lock(self, kind: str, name: str | None = None, batch: bool = False):
+    def lock(self, kind: str, name: str | None = None, batch: bool = False, held=None):
         """What a turn (or, with `batch`, a chunk of batch work) holds while it runs model `name` of `kind`:
-        the device lock for a model in this process, nothing for a served one."""
-        if self.url(kind, name):
+        the device lock for a model in this process, nothing for a served one, nor where the turn already holds
+        it (`held`: what an earlier call gave it)."""
+        if self.url(kind, name) or (held is self.device_lock and not batch):
             return contextlib.nullcontext()
         return self.device_lock.batch() if batch else self.device_lock
 
@@ -223,19 +224,27 @@ class Engine:
         """One batch of `score_stream` on reward model `rm` (`RewardModel.values`): the unit a ZeroGPU call wraps."""
         return self.rm(rm).values(groups, pad_id, query_position, per_token, share_prefix, starts)
 
+    def shared_batch_tokens(self, rm: str | None = None) -> int:
+        """Ids in one batch of batch work on reward model `rm` beside visitors' turns: SHARED_BATCH_TOKENS for the
+        device it runs on, or a served model's own budget (its server batches and shares the work)."""
+        loaded = self.rm(rm)
+        if self.url("rm", rm):
+            return loaded.batch_tokens()
+        return SHARED_BATCH_TOKENS["cuda" if loaded.where.startswith("cuda") else "cpu"]
+
     def probe(self, messages: list[dict], candidates: list[str], edits: list, rm: str | None = None,
               readout: str | None = None, rm_format: str = "rlhf") -> dict:
-        """Each candidate under each of `edits` (`probes.probe`), in batched passes, each taking the device as batch
-        work (`lock(batch=True)`): others' turns go between them."""
+        """Each candidate under each of `edits` (`probes.probe`), in batched passes of `shared_batch_tokens`, each
+        taking the device as batch work (`lock(batch=True)`): others' turns go between them."""
         return probes.probe(self.rm(rm), messages, candidates, edits, readout, rm_format,
-                            lambda: self.lock("rm", rm, batch=True))
+                            lambda: self.lock("rm", rm, batch=True), self.shared_batch_tokens(rm))
 
     def attribute(self, messages: list[dict], candidate: str, rm: str | None = None, readout: str | None = None,
                   rm_format: str = "rlhf") -> dict:
         """The reward of `candidate` with each of its sentences left out (`probes.attribute`), in batched passes
         taken as batch work, as `probe`'s."""
         return probes.attribute(self.rm(rm), messages, candidate, readout, rm_format,
-                                lambda: self.lock("rm", rm, batch=True))
+                                lambda: self.lock("rm", rm, batch=True), self.shared_batch_tokens(rm))
 
 
 BYTES_PER_PARAMETER = {"4bit": 0.6, "bf16": 2.0, "fp32": 4.0}  # 4-bit: nf4 weights plus the layers kept in bf16

@@ -18,9 +18,11 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an evaluation file
 MAX_REQUEST_BYTES = 2 * 1024 * 1024  # any other request: every text at its limit fits, JSON-escaped
 MAX_EVAL_ROWS = 2_000
 MAX_LINE_CHARS = 200_000  # one row of an evaluation file
-# Ids, padding included, in one batch of an evaluation: scored between two chances for other visitors' turns to use
-# the GPU (a turn's 4 candidates of 512 tokens after a 1,000-token conversation take about 3,000).
-EVAL_BATCH_TOKENS = 4096
+# Ids, padding included, in one batch of the batch work that shares the device with visitors' turns (an evaluation,
+# a probe, an attribution): a turn may wait for one. On a GPU, about a turn's own scoring (4 candidates of 512
+# tokens after a 1,000-token conversation take about 3,000); on a CPU, where a batch's time grows with its ids,
+# fewer: the largest probe took no longer in all in batches of 2,048 than of 8,192 (RESULTS.md, "One attacker").
+SHARED_BATCH_TOKENS = {"cuda": 4096, "cpu": 2048}
 # Queued or running jobs of one browser session: a turn and one waiting behind it (a Score pressed while the
 # candidates stream), one probe or attribution, and one evaluation; and of one client (an address:
 # `ui.server.client_of`), however many sessions it opens (or none): two sessions' worth, for people behind one address.

@@ -17,31 +17,33 @@ RESAMPLES = 2000
 
 
 def text_rewards(rm, messages: list[dict], texts: list[str], readout: str | None = None, rm_format: str = "rlhf",
-                 lock: Callable = contextlib.nullcontext) -> tuple[dict[str, float], str, str | None]:
+                 lock: Callable = contextlib.nullcontext, budget: int | None = None,
+                 ) -> tuple[dict[str, float], str, str | None]:
     """The reward of each distinct text of `texts` as a reply to `messages`, with the read-out used and its note.
 
     The distinct texts are the candidates of one conversation in `batching.score_stream`: its encoding runs once per
-    batch of at most the model's `batch_tokens()` ids, the replies in runs of similar length. Each reward equals
-    `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers. Each pass runs
-    inside `with lock():`, so that a long probe lets others' turns use the device between its passes.
+    batch of at most `budget` ids (default: the model's `batch_tokens()`), the replies in runs of similar length.
+    Each reward equals `score(rm, messages, [text])`: a pass shares the conversation's encoding, not the numbers.
+    Each pass runs inside `with lock():`, so that a long probe lets others' turns use the device between its passes.
     """
     distinct = list(dict.fromkeys(texts))
-    [(_, scores)] = [pair for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format, lock=lock)
-                     for pair in ready]
+    [(_, scores)] = [pair for ready, _ in score_stream(rm, [(messages, distinct)], readout, rm_format, lock=lock,
+                                                       budget=budget) for pair in ready]
     if isinstance(scores, ValueError):
         raise scores
     return dict(zip(distinct, scores.rewards)), scores.readout, scores.note
 
 
 def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], readout: str | None = None,
-          rm_format: str = "rlhf", lock: Callable = contextlib.nullcontext) -> dict:
+          rm_format: str = "rlhf", lock: Callable = contextlib.nullcontext, budget: int | None = None) -> dict:
     """Each candidate as written and under each edit, scored together: per candidate its reward and, per edit,
     the variant's reward and `delta` (variant minus candidate). A text is scored once however many edits give it,
-    and an edit that leaves a candidate as it was is `changed` False, delta 0. `lock` as in `text_rewards`.
+    and an edit that leaves a candidate as it was is `changed` False, delta 0. `lock` and `budget` as in
+    `text_rewards`.
     """
     variants = [[edit.apply(text) for edit in edits] for text in candidates]
     reward_of, readout, note = text_rewards(rm, messages, [*candidates, *(v for row in variants for v in row)],
-                                            readout, rm_format, lock)
+                                            readout, rm_format, lock, budget)
     results = [{"candidate": k, "reward": reward_of[text], "edits": [
         {"edit": edit.name, "description": edit.description, "text": variant, "changed": variant != text,
          "reward": reward_of[variant], "delta": reward_of[variant] - reward_of[text]}
@@ -50,16 +52,16 @@ def probe(rm, messages: list[dict], candidates: list[str], edits: list[Edit], re
 
 
 def attribute(rm, messages: list[dict], candidate: str, readout: str | None = None, rm_format: str = "rlhf",
-              lock: Callable = contextlib.nullcontext) -> dict:
+              lock: Callable = contextlib.nullcontext, budget: int | None = None) -> dict:
     """The reward of `candidate` with each of its `edits.units` (sentences, list items, code blocks) left out, all
-    in batched passes (`lock` as in `text_rewards`): per unit its text, span, `reward_without` and `drop` (the
-    reward minus that).
+    in batched passes (`lock` and `budget` as in `text_rewards`): per unit its text, span, `reward_without` and
+    `drop` (the reward minus that).
 
     A positive drop is reward the unit earns: without it the reply scores lower.
     """
     parts = units(candidate)
     leaving = [without(candidate, u) for u in parts]
-    reward_of, readout, note = text_rewards(rm, messages, [candidate, *leaving], readout, rm_format, lock)
+    reward_of, readout, note = text_rewards(rm, messages, [candidate, *leaving], readout, rm_format, lock, budget)
     base = reward_of[candidate]
     return {"reward": base, "readout": readout, "readout_note": note, "rm_format": rm_format, "units": [
         {"start": u.start, "end": u.end, "kind": u.kind, "text": text_of(candidate, u), "reward_without": reward_of[t],

@@ -194,7 +194,7 @@ def test_a_file_that_is_not_utf8_names_the_line(engine, tmp_path):
 
 def test_evaluation_scores_in_batches_and_stops_when_closed(engine, tmp_path, monkeypatch):
     batches = []
-    monkeypatch.setattr(evaluation, "EVAL_BATCH_TOKENS", 64)  # a few of these short rows per batch
+    monkeypatch.setattr(engine, "shared_batch_tokens", lambda rm=None: 64)  # a few of these short rows per batch
     monkeypatch.setattr(engine, "values", lambda rm, groups, *args: batches.append(len(groups)) or
                         Engine.values(engine, rm, groups, *args))
     run = evaluation.evaluate_file(engine, write_rows(tmp_path / "rows.jsonl", 30), "tiny", "card",
@@ -241,7 +241,8 @@ def test_readme_states_the_limits():
     values = [f"{limits.MAX_MESSAGE_CHARS:,} characters", f"{limits.MAX_SYSTEM_CHARS:,} characters",
               f"{limits.MAX_UPLOAD_BYTES // 2**20} MB, {limits.MAX_EVAL_ROWS:,} rows, "
               f"{limits.MAX_LINE_CHARS:,} characters",
-              f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"batches of at most {limits.EVAL_BATCH_TOKENS:,} tokens",
+              f"{limits.MAX_REQUEST_BYTES // 2**20} MB", f"batches of at most {limits.SHARED_BATCH_TOKENS['cuda']:,} tokens on a GPU and "
+              f"{limits.SHARED_BATCH_TOKENS['cpu']:,} on a CPU",
               f"{limits.MAX_JOBS_PER_VISITOR['gpu']} turn or scoring jobs (one running, one waiting), "
               f"{limits.MAX_JOBS_PER_VISITOR['probe']} probe or attribution and "
               f"{limits.MAX_JOBS_PER_VISITOR['eval']} evaluation",

@@ -4,6 +4,7 @@ import json
 import math
 import socket
 import threading
+import time
 import uuid
 
 import httpx
@@ -192,6 +193,7 @@ def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(ap
     started, go, starts = held_turns
     turn = lambda message: [None, message, *(SETTINGS | {"max_new_tokens": 3}).values(), *[""] * 8, False]  # noqa: E731
     attacker, honest = "127.0.0.2", "127.0.0.3"
+    since = time.monotonic()
     assert join(app_url, "chat", turn("Hi"), uuid.uuid4().hex, attacker).status_code == 200
     assert starts[0].wait(60)  # it runs (held), the next ones wait in the queue
     for _ in range(limits.MAX_JOBS_PER_CLIENT["gpu"] - 1):
@@ -203,8 +205,10 @@ def test_a_client_holds_its_share_of_the_queue_however_many_sessions_it_opens(ap
     assert refused.status_code == 422 and "Your address already has 4 turns running or waiting" in refused.text
     message = "Tell me everything about starlings, please."
     before = engine.device_lock.clients()  # the attacker's, and any other test's left in this engine's servers
+    assert not engine.device_lock.unserved(since)  # the attacker's queued turns: it has had one since
     assert join(app_url, "chat", turn(message), uuid.uuid4().hex, honest).status_code == 200
     assert engine.device_lock.clients() == before + 1 >= 2  # batch work's share shrinks by one more client's
+    assert engine.device_lock.unserved(since)  # a due chunk of batch work waits for the honest client's turn
     go.set()
     assert starts[limits.MAX_JOBS_PER_CLIENT["gpu"]].wait(60)  # all five ran
     attacker_prompt = started[0]

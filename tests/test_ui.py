@@ -10,6 +10,7 @@ from conftest import SETTINGS
 from starling_demo.ui import choices, live, view
 from starling_demo.ui import turns as events
 from starling_demo.ui import analysis, evaluation
+from starling_demo.device_lock import DeviceLock
 from starling_demo.engine import Engine
 from starling_demo.loading import LoadError
 from starling_demo.ui import build_demo
@@ -105,6 +106,21 @@ def test_frames_come_at_a_steady_pace_and_hold_values_not_property_updates(engin
     updates = [i for frame in frames for i, output in enumerate(frame) if isinstance(output, dict)
                and output.get("__type__") == "update"]
     assert set(updates) == {4} and len(frames) < 10  # 40 token steps, a handful of frames
+
+
+def test_a_turn_holds_the_device_once_from_its_first_token_to_its_reward(engine, monkeypatch):
+    """So that no batch chunk (an evaluation's, a probe's) goes between its generation and its scoring."""
+    holds = []
+
+    class Counted(DeviceLock):
+        def __enter__(self):
+            holds.append("turn")
+            return super().__enter__()
+
+    monkeypatch.setattr(engine, "device_lock", Counted())
+    outputs = send(engine, view.new_session(), "Hello", rm2="tiny")  # a second RM's scoring too
+    assert "Scored 4 candidates" in outputs[-1][2] and outputs[-1][3]["rewards2"]
+    assert holds == ["turn"]
 
 
 def test_a_first_turn_says_which_model_is_loading_while_it_loads():
@@ -486,7 +502,7 @@ def test_the_page_empties_the_last_report_as_evaluate_is_pressed_and_restores_th
 
 def test_a_cancelled_or_failed_evaluation_says_how_many_rows_were_scored(engine, tmp_path, monkeypatch):
     visitor = SimpleNamespace(session_hash="cancelling-visitor")
-    monkeypatch.setattr(evaluation, "EVAL_BATCH_TOKENS", 64)  # a few rows per batch
+    monkeypatch.setattr(engine, "shared_batch_tokens", lambda rm=None: 64)  # a few rows per batch
     evaluation.starting("tiny", visitor)
     assert evaluation.finished("Scoring with **tiny**: starting…", visitor)[0] == (
         "Stopped before any row was scored; nothing reported.")  # cancelled while queued

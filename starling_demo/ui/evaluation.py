@@ -15,7 +15,7 @@ from ..engine import Engine
 from ..eval_layouts import rows_of_file, split_errors
 from ..evaluation import evaluation_result, score_rows
 from ..host_memory import release_freed_memory
-from ..limits import EVAL_BATCH_TOKENS, MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
+from ..limits import MAX_EVAL_ROWS, MAX_LINE_CHARS, MAX_UPLOAD_BYTES, NotUtf8, utf8_lines
 from ..templates import check_rm_format
 from .analysis import download
 from .eval_plots import accuracy_plot, margin_plot
@@ -122,7 +122,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
     accuracy per subset with its length control and intervals, the pictures, each row's result as JSONL, and the
     malformed rows; with `compare_rm`, score it again with that reward model and compare the two.
 
-    Rows are scored in batched passes of at most EVAL_BATCH_TOKENS ids, each as batch work of the engine's device
+    Rows are scored in batched passes of at most `Engine.shared_batch_tokens` ids, each as batch work of the engine's device
     lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected job stops after
     its current batch. Its progress frames hold an empty report and no malformed rows, as values: Gradio rebuilds
     a component for every property update (gr.skip() too), and a value that did not change costs nothing. The page
@@ -155,7 +155,7 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
             # The second model scores copies: each row keeps the first model's rewards.
             given = rows if number == 0 else [{k: v for k, v in row.items() if k not in ("rewards", "lengths")}
                                               for row in rows]
-            for _, done in score_rows(engine, given, name, readout, rm_format, EVAL_BATCH_TOKENS,
+            for _, done in score_rows(engine, given, name, readout, rm_format, engine.shared_batch_tokens(name),
                                       lambda: engine.lock("rm", name, batch=True)):
                 done += number * len(rows)
                 if run is not None:

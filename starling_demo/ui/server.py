@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -230,7 +230,8 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
     JOB_REQUESTS_PER_SECOND); and serve each group's queue round-robin across clients
     (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue; and
     tell `device_lock` (the engine's `DeviceLock`) how many clients' turns are queued or running, so that batch work
-    takes one client's share of the device. A client is an address (`client_of`, `header` a trusted proxy's).
+    takes one client's share of the device, and when each client's last turn began, so that it waits its round. A
+    client is an address (`client_of`, `header` a trusted proxy's).
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
     validator does, and an input it cannot preprocess then fails with no message), nor one that orders a queue, so
@@ -261,7 +262,7 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
             return False, answer, "validator_error"
         return await push(body, request, username)
 
-    get_events, served, started = queue.get_events, defaultdict(dict), itertools.count()
+    get_events, served = queue.get_events, defaultdict(dict)  # per group: per client, when its last job started
 
     def next_in_turn():
         """The queue's next events, each group's queue put in `round_robin` order first where it can start one."""
@@ -276,12 +277,20 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
         for event in picked[0] if picked else ():
             if event.concurrency_id in BUSY:
                 last = served[event.concurrency_id]
-                last[client(event)] = next(started)
+                last[client(event)] = time.monotonic()
                 if len(last) > 10_000:  # the clients served longest ago are as if never served
                     served[event.concurrency_id] = dict(sorted(last.items(), key=lambda item: item[1])[-5_000:])
         return picked
 
     queue.push, queue.get_events = push_unless_busy, next_in_turn
+
+    def clients() -> int:  # a closed server's events stay in its lists, never to run
+        return 0 if queue.stopped else len({client(event) for event in list(queue.event_ids_to_events.values())
+                                            if event.concurrency_id == "gpu"})
+
+    def unserved(since: float) -> bool:
+        waiting = [] if queue.stopped else list(getattr(queue.event_queue_per_concurrency_id.get("gpu"), "queue", ()))
+        return any(served["gpu"].get(client(event), -math.inf) < since for event in waiting)
+
     if device_lock is not None:  # asked from a worker thread: the events are copied in one step, not iterated
-        device_lock.count_clients(lambda: len({client(event) for event in list(queue.event_ids_to_events.values())
-                                               if event.concurrency_id == "gpu"}))
+        device_lock.add_queue(clients, unserved)

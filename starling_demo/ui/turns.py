@@ -55,13 +55,15 @@ class Pace:
         return True
 
 
-def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf") -> None:
-    """Score a turn's candidates in place; best-of-N picks the best unless the user picked one."""
+def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | None, rm_format: str = "rlhf",
+               held=None) -> None:
+    """Score a turn's candidates in place; best-of-N picks the best unless the user picked one. `held`: the lock
+    the turn already holds (`Engine.lock`)."""
     # Models load here, outside `engine.score`: a ZeroGPU call runs in a process that ends with it.
     loaded = engine.rm(rm)
     # How close two rewards must be to count as a tie, from the batch noise measured where this RM runs.
     margin, note = insight.tie_margin(loaded.where, getattr(loaded, "precision", "served"))
-    with engine.lock("rm", rm):
+    with engine.lock("rm", rm, held=held):
         scores = engine.score(turn["messages"], turn["candidates"], rm, readout, rm_format, traces=True)
     # The tokens' texts are worked out only for the trace on show (`analysis.reply_tokens`).
     turn.update(rewards=scores.rewards, lengths=scores.lengths, traces=scores.traces, reply_ids=scores.reply_ids,
@@ -71,7 +73,7 @@ def score_turn(engine: Engine, turn: dict, rm: str, readout: str, rm2: str | Non
     if rm2 and rm2 != "none":
         try:
             engine.rm(rm2)
-            with engine.lock("rm", rm2):
+            with engine.lock("rm", rm2, held=held):
                 rewards2 = engine.score(turn["messages"], turn["candidates"], rm2, readout, rm_format).rewards
             turn.update(rm2=rm2, rewards2=rewards2)
         except PROBLEMS as error:  # the comparison is optional: keep the turn, say why it is missing
@@ -142,24 +144,27 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
             engine.lm(lm)
         # The page emptied the message box when it sent; what the visitor types meanwhile is left alone.
         yield view(work, f"Generating {settings.n} candidates with **{lm}**…")
-        # Released when the generator is closed, also on cancel or disconnect; a served LM's request ends with it.
-        with engine.lock("lm", lm), contextlib.closing(engine.generate(messages, settings, lm)) as steps:
-            for step in steps:
-                turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
-                            prompt=step.prompt.text, seed=step.seed, warning=step.warning)
-                if visitor in STOP_REQUESTS:
-                    turn["stopped"] = True
-                    break
-                if pace.due():
-                    yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
-                                     "(■ Stop ends it early)")
-        if turn.get("warning"):
-            gr.Warning(turn["warning"])
-        if not engine.is_loaded("rm", rm):
-            yield view(work, loading_status("rm", rm))  # shown while it loads
-            engine.rm(rm)
-        yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
-        score_turn(engine, turn, rm, readout, rm2, rm_format)
+        # Held from the first token to the reward, so that no batch chunk goes between them; released when the
+        # generator is closed, also on cancel or disconnect. A served LM's request ends with the generator.
+        device = engine.lock("lm", lm)
+        with device:
+            with contextlib.closing(engine.generate(messages, settings, lm)) as steps:
+                for step in steps:
+                    turn.update(candidates=step.texts, token_counts=step.token_counts, finished=step.finished,
+                                prompt=step.prompt.text, seed=step.seed, warning=step.warning)
+                    if visitor in STOP_REQUESTS:
+                        turn["stopped"] = True
+                        break
+                    if pace.due():
+                        yield view(work, f"Generating {settings.n} candidates with **{lm}** · seed {step.seed}… "
+                                         "(■ Stop ends it early)")
+            if turn.get("warning"):
+                gr.Warning(turn["warning"])
+            if not engine.is_loaded("rm", rm):
+                yield view(work, loading_status("rm", rm))  # shown while it loads
+                engine.rm(rm)
+            yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
+            score_turn(engine, turn, rm, readout, rm2, rm_format, held=device)
     except PROBLEMS as error:
         gr.Warning(explain(error))
         # The message comes back to the box.
