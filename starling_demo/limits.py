@@ -28,9 +28,12 @@ SHARED_BATCH_TOKENS = {"cuda": 4096, "cpu": 2048}
 # `ui.server.client_of`), however many sessions it opens (or none): two sessions' worth, for people behind one address.
 MAX_JOBS_PER_VISITOR = {"gpu": 2, "probe": 1, "eval": 1}
 # A session (its conversation, tallies and probes: up to about 7 MB) is forgotten this long after its last change,
-# and the server keeps at most this many, the least recently used going first.
+# and the server keeps at most this many, the least recently used going first; of one client's (an address), at most
+# MAX_SESSIONS_PER_CLIENT, its least recently used idle one going first: a client with new session ids would
+# otherwise hold a share of the server's memory that grows with them.
 SESSION_SECONDS = 3 * 3600
 MAX_SESSIONS = 1000
+MAX_SESSIONS_PER_CLIENT = 16
 MAX_JOBS_PER_CLIENT = {"gpu": 4, "probe": 2, "eval": 2}
 # Requests for those jobs (accepted or refused) from one client: a burst, then this many a second; one that would
 # wait longer than PACE_SECONDS for its turn waits that long and is refused. A script that resends each refused job

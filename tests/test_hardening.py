@@ -254,7 +254,7 @@ def test_readme_states_the_limits():
               f"prefix, suffix, find and replacement {limits.MAX_MESSAGE_CHARS:,} characters each, and the reply it "
               f"would make at most {limits.MAX_MESSAGE_CHARS:,}",
               f"forgotten {limits.SESSION_SECONDS // 3600} hours after its last change; the server keeps at most "
-              f"{limits.MAX_SESSIONS:,}"]
+              f"{limits.MAX_SESSIONS:,}", f"and {limits.MAX_SESSIONS_PER_CLIENT} of one address's"]
     assert [value for value in values if value not in section] == []
 
 

@@ -330,3 +330,27 @@ def test_a_session_keeps_no_copy_of_every_blocks_config_and_value(engine):
     session[state] = {"turns": ["kept"]}
     session._update_value_in_config(state, "a rendered card " * 10_000)
     assert session[state] == {"turns": ["kept"]} and session.config_values == {}
+
+
+def test_a_client_keeps_a_bounded_number_of_sessions_however_many_it_opens(engine, monkeypatch):
+    """A client with new session ids gets no more of the server's memory: past MAX_SESSIONS_PER_CLIENT, its least
+    recently used idle session is forgotten. Another client's are not touched."""
+    from starling_demo.ui import build_demo, launch_kwargs
+    monkeypatch.setattr(server, "MAX_SESSIONS_PER_CLIENT", 2)
+    demo = build_demo(engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    score = [None, "tiny", "card", "none", *[""] * 8, "rlhf"]  # no turn yet: a quick job
+
+    def scored(session: str, address: str) -> None:
+        assert join(url, "score", score, session, address).status_code == 200
+        with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+            next(line for line in stream.iter_lines() if "process_completed" in line)
+
+    try:
+        other, *mine = [uuid.uuid4().hex for _ in range(4)]
+        scored(other, "127.0.0.7")
+        for session in mine:
+            scored(session, "127.0.0.6")
+        assert [session in demo.state_holder for session in [other, *mine]] == [True, False, True, True]
+    finally:
+        demo.close()

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 
 from ..limits import (JOB_REQUEST_BURST, JOB_REQUESTS_PER_SECOND, MAX_JOBS_PER_CLIENT, MAX_JOBS_PER_VISITOR,
-                      MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_UPLOAD_BYTES, PACE_SECONDS)
+                      MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_SESSIONS_PER_CLIENT, MAX_UPLOAD_BYTES, PACE_SECONDS)
 
 BODY_SECONDS = 30  # a request body that stalls this long is refused (408)
 BUSY = {"gpu": "You already have a turn running and a request waiting behind it: wait for them (or press Stop).",
@@ -204,6 +204,41 @@ class Pace:
         return max(0.0, -level / self.rate)
 
 
+class SessionsPerClient:
+    """The sessions each client has sent events from, least recently used first: `seen(client, session)` notes one
+    and returns those of that client to forget beyond `most`, oldest first, never the one seen nor one that is
+    `busy` (a job queued or running).
+
+    >>> sessions = SessionsPerClient(most=2)
+    >>> [sessions.seen("a", s) for s in ("s1", "s2", "s1", "s3")], sessions.seen("b", "s4")
+    ([[], [], [], ['s2']], [])
+    """
+
+    def __init__(self, most: int):
+        self.most, self.of = most, OrderedDict()  # per client, seen longest ago first: its sessions, likewise
+
+    def seen(self, client: str, session: str, busy: Callable[[str], bool] = lambda session: False) -> list[str]:
+        mine = self.of.setdefault(client, OrderedDict())
+        self.of.move_to_end(client)
+        mine[session] = None
+        mine.move_to_end(session)
+        extra = len(mine) - self.most
+        forget = [old for old in mine if old != session and not busy(old)][:max(extra, 0)]
+        for old in forget:
+            del mine[old]
+        if len(self.of) > 10_000:  # the client seen longest ago: its sessions have likely expired by now
+            self.of.popitem(last=False)
+        return forget
+
+
+def forget_session(demo: gr.Blocks, session: str) -> None:
+    """Drop `session`'s state from `demo`'s sessions (its next event, if any, starts a new one)."""
+    holder = demo.state_holder
+    with holder.lock:
+        holder.session_data.pop(session, None)
+        holder.time_last_used.pop(session, None)
+
+
 def round_robin(events: list, client: Callable, running: Counter, served: dict | None = None) -> list:
     """A group's queued `events` (first come first) in the order that lets clients take turns: a client's k-th
     event, counting its `running` ones, after every client's (k-1)-th; within a round, the client served longest ago
@@ -230,8 +265,9 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
     JOB_REQUESTS_PER_SECOND); and serve each group's queue round-robin across clients
     (`round_robin`), so that a turn waits for at most one job of each other client, not for a client's queue; and
     tell `device_lock` (the engine's `DeviceLock`) how many clients' turns are queued or running, so that batch work
-    takes one client's share of the device, and when each client's last turn began, so that it waits its round. A
-    client is an address (`client_of`, `header` a trusted proxy's).
+    takes one client's share of the device, and when each client's last turn began, so that it waits its round. Of
+    each client's sessions, keep the MAX_SESSIONS_PER_CLIENT it used last (`SessionsPerClient`; one with a job
+    queued or running stays). A client is an address (`client_of`, `header` a trusted proxy's).
 
     Gradio has no public hook that runs before queueing without first preprocessing the inputs (a
     validator does, and an input it cannot preprocess then fails with no message), nor one that orders a queue, so
@@ -241,13 +277,17 @@ def limit_jobs_per_client(demo: gr.Blocks, header: str | None = None, device_loc
     queue = demo._queue
     push, pace = queue.push, Pace(JOB_REQUESTS_PER_SECOND, JOB_REQUEST_BURST, PACE_SECONDS)
     client = lambda event: client_of(event.request, header)  # noqa: E731
+    sessions = SessionsPerClient(MAX_SESSIONS_PER_CLIENT)
 
     async def push_unless_busy(body, request, username):
         fn = demo.fns.get(body.fn_index)
         group = getattr(fn, "concurrency_id", None)
+        who, visitor = client_of(request, header), None if relayed(request) else body.session_hash
+        if visitor:
+            for old in sessions.seen(who, visitor, lambda old: bool(queue.pending_event_ids_session.get(old))):
+                forget_session(demo, old)
         if group not in BUSY:
             return await push(body, request, username)
-        who, visitor = client_of(request, header), None if relayed(request) else body.session_hash
         wait = pace.wait(who)
         await asyncio.sleep(pace.longest if wait is None else wait)  # a flood is answered at the pace, not at once
         jobs = [event for event in queue.event_ids_to_events.values() if event.concurrency_id == group]
