@@ -18,8 +18,8 @@ def map_large_allocations(threshold: int = MAPPED_BYTES) -> bool:
 
     By default glibc raises that threshold to the largest block freed so far (up to 32 MiB): after one large
     request or batch, blocks of that size come from the heap, and a heap hands back only its top. In the server,
-    the requests and batch jobs of one attacker then kept 32-50 MiB for good; with this, 6-12 MiB (RESULTS.md,
-    "One attacker"). Allocations made before the call keep their place.
+    one attacker's requests and batch jobs then left +31.6 and +49.6 MiB behind them; with this, +5.7 and +12.2 MiB
+    (bench_load, two runs each: RESULTS.md, issue 26). Allocations made before the call keep their place.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False

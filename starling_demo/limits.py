@@ -21,7 +21,7 @@ MAX_LINE_CHARS = 200_000  # one row of an evaluation file
 # Ids, padding included, in one batch of the batch work that shares the device with visitors' turns (an evaluation,
 # a probe, an attribution): a turn may wait for one. On a GPU, about a turn's own scoring (4 candidates of 512
 # tokens after a 1,000-token conversation take about 3,000); on a CPU, where a batch's time grows with its ids,
-# fewer: the largest probe took no longer in all in batches of 2,048 than of 8,192 (RESULTS.md, "One attacker").
+# fewer: the largest probe took no longer in all in batches of 2,048 than of 8,192 (RESULTS.md, issue 26).
 SHARED_BATCH_TOKENS = {"cuda": 4096, "cpu": 2048}
 # Queued or running jobs of one browser session: a turn and one waiting behind it (a Score pressed while the
 # candidates stream), one probe or attribution, and one evaluation; and of one client (an address:

@@ -122,11 +122,11 @@ def evaluate_file(engine: Engine, path: str | None, rm: str, readout: str, rm_fo
     accuracy per subset with its length control and intervals, the pictures, each row's result as JSONL, and the
     malformed rows; with `compare_rm`, score it again with that reward model and compare the two.
 
-    Rows are scored in batched passes of at most `Engine.shared_batch_tokens` ids, each as batch work of the engine's device
-    lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected job stops after
-    its current batch. Its progress frames hold an empty report and no malformed rows, as values: Gradio rebuilds
-    a component for every property update (gr.skip() too), and a value that did not change costs nothing. The page
-    has emptied both already as Evaluate was pressed (`starting`).
+    Rows are scored in batched passes of at most `Engine.shared_batch_tokens` ids, each as batch work of the
+    engine's device lock, so visitors' turns go first and wait for at most one batch; a cancelled or disconnected
+    job stops after its current batch. Its progress frames hold an empty report and no malformed rows, as values:
+    Gradio rebuilds a component for every property update (gr.skip() too), and a value that did not change costs
+    nothing. The page has emptied both already as Evaluate was pressed (`starting`).
     Outputs: report, malformed rows, status, accuracy picture, margin picture, each row's result (a JSONL file).
     """
     visitor = visitor_of(request)

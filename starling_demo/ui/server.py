@@ -104,7 +104,7 @@ class LeanSessionState(gradio.state_holder.SessionState):
     output's latest value, which only deep links read (`/gradio_api/deep_link`, for `gr.DeepLinkButton`; this app
     has none). The copy took 0.36 MiB a session before its first event, and 26 ms of the server's CPU to build:
     the sessions the server keeps (MAX_SESSIONS) held hundreds of MB of copies, and a client with new session ids
-    cost that CPU for each (RESULTS.md, "One attacker")."""
+    cost that CPU for each (RESULTS.md, issue 26)."""
 
     def __init__(self, blocks: gr.Blocks):
         # Gradio builds the copy of the blocks it is given: none, here; the rest of the session as Gradio sets it.
