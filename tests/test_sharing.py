@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 
 from starling_demo import limits
-from starling_demo.ui import evaluation, server
+from starling_demo.ui import evaluation, server, sharing
 from starling_demo.edits import EDITS
 from starling_demo.ui.cards import MAX_CARDS
 
@@ -298,9 +298,9 @@ def test_a_clients_requests_for_jobs_are_paced_and_a_flood_refused(engine, monke
     that long and is refused, so a script that resends refused jobs at once cannot make the server answer as fast as
     it asks. Other clients are not held back."""
     from starling_demo.ui import build_demo, launch_kwargs
-    monkeypatch.setattr(server, "JOB_REQUEST_BURST", 2)
-    monkeypatch.setattr(server, "JOB_REQUESTS_PER_SECOND", 0.1)
-    monkeypatch.setattr(server, "PACE_SECONDS", 0.5)
+    monkeypatch.setattr(sharing, "JOB_REQUEST_BURST", 2)
+    monkeypatch.setattr(sharing, "JOB_REQUESTS_PER_SECOND", 0.1)
+    monkeypatch.setattr(sharing, "PACE_SECONDS", 0.5)
     demo = build_demo(engine)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
@@ -336,7 +336,7 @@ def test_a_client_keeps_a_bounded_number_of_sessions_however_many_it_opens(engin
     """A client with new session ids gets no more of the server's memory: past MAX_SESSIONS_PER_CLIENT, its least
     recently used idle session is forgotten. Another client's are not touched."""
     from starling_demo.ui import build_demo, launch_kwargs
-    monkeypatch.setattr(server, "MAX_SESSIONS_PER_CLIENT", 2)
+    monkeypatch.setattr(sharing, "MAX_SESSIONS_PER_CLIENT", 2)
     demo = build_demo(engine)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
     score = [None, "tiny", "card", "none", *[""] * 8, "rlhf"]  # no turn yet: a quick job

@@ -24,7 +24,8 @@ from .live import placeholder
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
 from .render import ranking_html
-from .server import lean_sessions, limit_jobs_per_client, server_kwargs
+from .server import lean_sessions, server_kwargs
+from .sharing import limit_jobs_per_client
 from .tools import add_tools, only_tools_for_mcp
 from .turns import add_candidate, chat, regenerate, request_stop, rescore
 from .view import PAGE_FRAME, actions, current_turn, new_session, page_frames

@@ -13,7 +13,7 @@ from .blind import shown
 from .cards import MAX_CARDS, USE, card_updates, card_views, use_buttons
 from .live import placeholder, unwatch, watch
 from .render import chat_messages, ranking_html, turn_summary
-from .server import jobs_of
+from .sharing import jobs_of
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
 RUNNING: set[str] = set()
