@@ -139,9 +139,12 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
     RUNNING.add(visitor)
     work["turns"].append(turn)
     try:
-        if not engine.is_loaded("lm", lm):
-            yield view(work, loading_status("lm", lm))
-            engine.lm(lm)
+        # Both models load before the turn holds the device: other visitors' turns go on meanwhile, and a reward
+        # model that cannot load costs no generation.
+        for kind, name, load in (("lm", lm, engine.lm), ("rm", rm, engine.rm)):
+            if not engine.is_loaded(kind, name):
+                yield view(work, loading_status(kind, name))  # shown while it loads
+                load(name)
         # The page emptied the message box when it sent; what the visitor types meanwhile is left alone.
         yield view(work, f"Generating {settings.n} candidates with **{lm}**…")
         # Held from the first token to the reward, so that no batch chunk goes between them; released when the
@@ -160,9 +163,6 @@ def chat(engine: Engine, session: dict, message: str, lm: str, rm: str, n: float
                                          "(■ Stop ends it early)")
             if turn.get("warning"):
                 gr.Warning(turn["warning"])
-            if not engine.is_loaded("rm", rm):
-                yield view(work, loading_status("rm", rm))  # shown while it loads
-                engine.rm(rm)
             yield view(work, ("Stopped early. " if turn.get("stopped") else "") + f"Scoring with **{rm}**…")
             score_turn(engine, turn, rm, readout, rm2, rm_format, held=device)
     except PROBLEMS as error:
