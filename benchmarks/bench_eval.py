@@ -178,6 +178,8 @@ def main() -> None:
     args = parse_args(__doc__, rows=(int, 2000, "rows in the JSONL file"),
                       batched_only=(bool, None, "run (c) alone, and time its statistics (the report's share of its "
                                                 "wall time): at 2,000 rows (a) alone takes over an hour on a CPU"),
+                      invariance_only=(bool, None, "run (c) and (c') alone: what batch invariance costs (a GPU's "
+                                                   "short check)"),
                       batch_tokens=(int, None, "--batch-tokens of the batched run (default: the CLI's, "
                                                 "`Loaded.batch_tokens`)"))
     cuda = args.device == "cuda"
@@ -200,8 +202,10 @@ def main() -> None:
                 "(c) project, batched, card read-out": lambda: batched(engine, path, "card", args.batch_tokens),
                 "(c') project, padded batches, not batch invariant": lambda: batched_variant(loaded, path,
                                                                                              args.batch_tokens)}
-        if args.batched_only:
-            runs = {name: run for name, run in runs.items() if name == "(c) project, batched"}
+        if args.batched_only or args.invariance_only:
+            kept = ["(c) project, batched"] + (["(c') project, padded batches, not batch invariant"]
+                                               if args.invariance_only else [])
+            runs = {name: run for name, run in runs.items() if name in kept}
         results, figures, statistics = {}, [], {}
         runs["warm-up"] = lambda: batched(engine, path.with_name("few.jsonl"), "last-token", args.batch_tokens)
         write_rows(path.with_name("few.jsonl"), 20, loaded.tokenizer, seed=1)
@@ -229,6 +233,12 @@ def main() -> None:
                              unit="%")
     if args.batched_only:
         print(f"all eval targets met: {statistics_met}")
+        return report_contention(before)
+    if args.invariance_only:
+        c, c2 = (results[name] for name in list(runs)[1:])
+        print(f"max |reward difference| of (c) against (c'): "
+              f"{max(abs(x - y) for r, s in zip(c, c2) for x, y in zip(r, s)):.2e}")
+        print(f"(c)/(c'): batch invariance costs {figures[0][1] / figures[1][1]:.2f}x the padded batches' wall time")
         return report_contention(before)
     a, b, b2, c, card, c2 = (results[name] for name in list(runs)[1:])
     assert len(a) == len(b) == len(b2) == len(c) == len(c2) == args.rows

@@ -44,6 +44,29 @@ def turn(engine: Engine, messages: list[dict], seed: int, device: str) -> list[f
     return [first, generated, total - generated, total, sum(update.token_counts), again]
 
 
+def profile_scoring(engine: Engine, messages: list[dict], device: str) -> None:
+    """Where a turn's scoring time goes: one more turn (replies of lengths not seen before), its `score` under
+    torch.profiler, the top operations by host time and by device time. A scoring far slower than its kernels,
+    with one operation's host time on top, names the cause of the gap to `bench_scoring`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    update = None
+    for update in engine.generate(messages, Settings(n=N, max_new_tokens=NEW_TOKENS, seed=1000)):
+        pass
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        engine.score(messages, update.texts)
+        sync(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    print(f"profile of a turn's scoring (new shapes): {1e3 * wall:.0f} ms wall")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+    if device == "cuda":
+        print(events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=60))
+
+
 @torch.inference_mode()
 def invariance(model, device: str, repeats: int) -> list[float]:
     """Largest |reward alone - reward among 8| over 8 candidates of a 1,500-token conversation, batch invariant
@@ -71,7 +94,9 @@ def invariance(model, device: str, repeats: int) -> list[float]:
 def main() -> None:
     before = cpu_snapshot()
     args = parse_args(__doc__, no_cudnn_attention=(
-        bool, False, "turn off cuDNN's attention (a suspect in the scoring of new shapes on a GPU)"))
+        bool, False, "turn off cuDNN's attention (a suspect in the scoring of new shapes on a GPU)"),
+        turn_only=(bool, False, "the turn alone, without the batch-invariance tables"),
+        profile_scoring=(bool, False, "profile one more turn's scoring (new shapes) and print its top operations"))
     device, cuda = args.device, args.device == "cuda"
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
@@ -86,7 +111,12 @@ def main() -> None:
     print(table(["first update ms", "generation s", "scoring ms", "turn s", "new tokens", "tokens/s (N together)",
                  "scoring again ms"], [[1e3 * first, generated, 1e3 * scoring, total, tokens, tokens / generated,
                                         1e3 * again]]))
+    if args.profile_scoring:
+        profile_scoring(engine, messages, device)
     del engine
+    if args.turn_only:
+        report_contention(before)
+        return
     gc.collect()
     rows = []
     for precision in ("4bit", "bf16") if cuda else ("fp32",):
