@@ -6,7 +6,8 @@ import re
 import pytest
 
 from starling_demo.ui.colour import contrast_ratio, readable_text, relative_luminance, win_colour
-from starling_demo.ui.render import axis_step, bar_axis, bar_widths, length_frame, ranking_html, win_matrix_html
+from starling_demo.ui.ranking import axis_step, bar_axis, bar_widths, ranking_html
+from starling_demo.ui.render import length_frame, win_matrix_html
 
 CELL = re.compile(r"<td style='background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})'>([0-9.]+)</td>")
 

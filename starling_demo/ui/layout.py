@@ -19,7 +19,7 @@ from .live import LIVE_JS, live_cards
 from .view import REGENERATE
 from .probing import ATTRIBUTION_NOTE, EDIT_CHOICES, NO_AGGREGATE, NO_ATTRIBUTION, NO_PROBES, PROBE_NOTE
 from .eval_report import COLUMN_WIDTHS, REPORT_HEADERS
-from .render import ranking_html
+from .ranking import ranking_html
 
 def as_sent(component):
     """`component` with its value handed to the handler as sent, unchecked: the handlers check every value

@@ -23,7 +23,7 @@ from .evaluation import starting as evaluation_starting
 from .live import placeholder
 from .models import load_model, max_tokens_range
 from .probing import attribute_candidate, probe_candidates, probe_panels
-from .render import ranking_html
+from .ranking import ranking_html
 from .server import lean_sessions, server_kwargs
 from .sharing import limit_jobs_per_client
 from .tools import add_tools, only_tools_for_mcp

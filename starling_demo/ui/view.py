@@ -12,7 +12,8 @@ import gradio as gr
 from .blind import shown
 from .cards import MAX_CARDS, USE, card_updates, card_views, use_buttons
 from .live import placeholder, unwatch, watch
-from .render import chat_messages, ranking_html, turn_summary
+from .ranking import ranking_html
+from .render import chat_messages, turn_summary
 from .sharing import jobs_of
 
 # Visitors (session hashes) whose turn is being generated and scored, and those of them who pressed Stop.
