@@ -6,7 +6,7 @@
     the batch's last column, which no fixed read-out reproduces, so (a) keeps its batching and cost, not that.
 (b) The project row by row, as before this issue: one `score` per row, building every candidate's trace (the
     per-token values and token texts) as it did on every score, its candidates in one padded pass
-    (`scoring.SUFFIX_SPREAD` 0); and (b') row by row with this issue's scoring: no traces, the candidates in passes
+    (`value_passes.SUFFIX_SPREAD` 0); and (b') row by row with this issue's scoring: no traces, the candidates in passes
     of similar length.
 (c) The project batched: `evaluation.evaluate` on the file read as a stream (`batching.score_stream`), each reward
     batch invariant (the prompt in a pass of its own, each reply in one after it); (c') its scoring with the replies
@@ -34,7 +34,7 @@ from starling_demo.engine import Engine
 from starling_demo.eval_layouts import eval_rows
 from starling_demo.evaluation import evaluate, evaluation_result
 from starling_demo.limits import utf8_lines
-from starling_demo import scoring
+from starling_demo import value_passes
 from starling_demo.scoring import score
 from starling_demo.templates import llama2_chat_parts, render_parts
 
@@ -137,8 +137,8 @@ def rewardbench(loaded: Loaded, path: Path) -> list[list[float]]:
 
 def row_by_row(loaded: Loaded, path: Path, before: bool) -> list[list[float]]:
     """(b) One `score` per row; `before` this issue, every trace built and the candidates in one padded pass."""
-    rewards, spread = [], scoring.SUFFIX_SPREAD
-    scoring.SUFFIX_SPREAD = 0.0 if before else spread
+    rewards, spread = [], value_passes.SUFFIX_SPREAD
+    value_passes.SUFFIX_SPREAD = 0.0 if before else spread
     try:
         for row in rows_of(path):
             scores = score(loaded, row["messages"], row["candidates"], rm_format="rewardbench", traces=before)
@@ -146,7 +146,7 @@ def row_by_row(loaded: Loaded, path: Path, before: bool) -> list[list[float]]:
                 [token_texts(loaded.tokenizer, ids) for ids in scores.reply_ids]  # what every score did then
             rewards.append(scores.rewards)
     finally:
-        scoring.SUFFIX_SPREAD = spread
+        value_passes.SUFFIX_SPREAD = spread
     return rewards
 
 

@@ -6,7 +6,7 @@ import gc
 import torch
 from torch import nn
 
-from starling_demo.scoring import value_groups
+from starling_demo.value_passes import value_groups
 
 from .bench_generation import stream
 from .common import (build, cpu_snapshot, lm_config, machine, module_bytes, parse_args, quantize_4bit, random_ids,

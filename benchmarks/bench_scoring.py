@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from starling_demo.scoring import score, value_groups
+from starling_demo.scoring import score
+from starling_demo.value_passes import value_groups
 
 from .common import (clock, cpu_snapshot, machine, medians, parse_args, random_ids, report_contention, reward_model,
                      table, verdict)

@@ -14,7 +14,7 @@ import time
 import torch
 
 from starling_demo.engine import Engine, Settings
-from starling_demo.scoring import value_groups
+from starling_demo.value_passes import value_groups
 
 from .bench_scoring import MAX_LENGTH, UNK, conversation, text_conversation
 from .common import (build, clock, cpu_snapshot, engine_of, machine, medians, parse_args, report_contention, sync,

@@ -63,7 +63,7 @@ def test_probes_encode_the_conversation_once_a_batch_not_once_per_variant(monkey
     # In batches of the engine's shared budget (2,048 ids on a CPU: two here).
     assert scored < 8 * 11 and 1 < len(batches) < 4 and sum(len(group) for [group] in batches) == scored
     # The conversation once a batch, then each variant in a pass of its own (batch invariance:
-    # `scoring.invariant_values`).
+    # `value_passes.invariant_values`).
     assert len(passes) == len(batches) + scored and all(shape[0] == 1 for shape in passes)
 
 

@@ -9,8 +9,9 @@ from starling_demo.detokenize import token_texts
 from starling_demo.edits import EDITS
 from starling_demo.engine import Engine
 from starling_demo.evaluation import score_rows
-from starling_demo import scoring
-from starling_demo.scoring import score, value_groups
+from starling_demo import value_passes
+from starling_demo.scoring import score
+from starling_demo.value_passes import value_groups
 from starling_demo.tiny import tiny_checkpoint
 
 CONVERSATIONS = {
@@ -157,7 +158,7 @@ def test_a_reward_is_the_same_bits_alone_among_8_in_a_file_and_in_a_probe(engine
     """Batch invariance: each candidate's reward is the one it gets scored alone, to the last bit, in the app's turn
     (with and without traces), a batch evaluation (among other conversations) and a probe; with the passes as a CPU
     runs them and padded to the GPU's shape buckets (equal to the unpadded rewards within 1e-5)."""
-    monkeypatch.setattr(scoring, "SHAPE_BUCKETS", {"cpu": bucket})
+    monkeypatch.setattr(value_passes, "SHAPE_BUCKETS", {"cpu": bucket})
     messages = CONVERSATIONS["multi"]
     candidates = [c * (1 + k % 3) for k, c in enumerate(CANDIDATES + ["Oui.", "Paris is grey in winter. " * 9, "?"])]
     alone = [engine.score(messages, [c], rm, readout, rm_format).rewards[0] for c in candidates]
@@ -175,7 +176,7 @@ def test_a_reward_is_the_same_bits_alone_among_8_in_a_file_and_in_a_probe(engine
     assert batched != alone and batched == pytest.approx(alone, abs=1e-5)
     if bucket > 1:  # the padding changes nothing but the last bits
         padded = engine.score(messages, candidates, rm, readout, rm_format, traces=True)
-        monkeypatch.setattr(scoring, "SHAPE_BUCKETS", {})
+        monkeypatch.setattr(value_passes, "SHAPE_BUCKETS", {})
         unpadded = engine.score(messages, candidates, rm, readout, rm_format, traces=True)
         assert padded.rewards == pytest.approx(unpadded.rewards, abs=1e-5)
         for a, b in zip(padded.traces, unpadded.traces, strict=True):

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ..generation import Candidates
 from ..presets import LMPreset, RMPreset
-from ..scoring import Values
+from ..value_passes import Values
 
 BACKENDS = ("local", "vllm")
 
@@ -44,7 +44,7 @@ class RewardModel(Protocol):
 
     def values(self, groups: list[list[list[int]]], pad_id: int, query_position: int | None, per_token: bool = False,
                share_prefix: bool = True, starts: list[list[int]] | None = None) -> list[Values]:
-        """The `scoring.Values` of each group of id rows (a conversation's candidates), in order: the value at each
+        """The `value_passes.Values` of each group of id rows (a conversation's candidates), in order: the value at each
         row's last token, at the query position (with one), and with `per_token` at every token where the backend
         gives them. The groups' rows go through the model together; a group's shared prefix runs once. With
         `starts` (each row's reply start), each row's values depend on that row alone where the backend can."""

@@ -11,7 +11,8 @@ from torch import nn
 from ..batching import BATCH_TOKENS, gpu_budget
 from ..generation import Candidates, stream_candidates
 from ..presets import LMPreset, RMPreset
-from ..scoring import READOUTS, value_groups
+from ..scoring import READOUTS
+from ..value_passes import value_groups
 from ..static_decoding import stream_static
 
 

@@ -16,7 +16,7 @@ from ..generation import Candidates
 from . import ServerError
 from ..loading import LoadError, lm_tokenizer, rm_tokenizer
 from ..presets import LMPreset, RMPreset
-from ..scoring import Values, per_group
+from ..value_passes import Values, per_group
 
 # Connecting may wait for a busy server; a read waits for the next token or a whole scoring pass.
 TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=600.0)
