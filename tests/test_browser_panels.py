@@ -49,6 +49,8 @@ def test_judgements_download_in_the_blind_judging_tab(page):
 def test_the_probe_picker_says_rank_and_reward_and_probes_the_candidate_picked(page):
     send(page, "Tell me about starlings.")
     tab(page, "Probes")
+    # The tab's picker is drawn once the tab shows, its labels with the turn's ranks: wait for them, then read them.
+    expect(page.locator("#probe-pick label").last).to_have_text(re.compile(r"#\d · rank 4 · "), timeout=WAIT)
     labels = page.locator("#probe-pick label").all_inner_texts()
     assert labels[0].strip() == "all" and len(labels) == 5
     ranks = [LABEL.match(label.strip()).groups() for label in labels[1:]]
