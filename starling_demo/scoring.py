@@ -102,8 +102,9 @@ def score(rm, messages: list[dict], candidates: list[str], readout: str | None =
     gives each RM the text it scored in Starling's RLHF; "rewardbench" the text RewardBench gives it, read at
     the last token unless `readout` says otherwise. A served RM that cannot read at the card's position is
     read at the last token, and `Scores.note` says so. `traces` asks for the value at every reply token too.
-    `invariant` (default): each reward the same bits however many candidates are scored with it (`value_passes.invariant_values`);
-    False: the candidates in padded batches (`value_groups`), faster on a GPU, a reward moving with its batch.
+    `invariant` (default): each reward the same bits however many candidates are scored with it
+    (`value_passes.invariant_values`); False: the candidates in padded batches (`value_passes.value_groups`), faster
+    on a GPU, a reward moving with its batch.
     """
     readout, note = resolve_readout(rm, readout, rm_format)
     encoded = encode(rm, messages, candidates, rm_format)
