@@ -93,15 +93,17 @@ def invariance(model, device: str, repeats: int) -> list[float]:
 
 def main() -> None:
     before = cpu_snapshot()
-    args = parse_args(__doc__, no_cudnn_attention=(
-        bool, False, "turn off cuDNN's attention (a suspect in the scoring of new shapes on a GPU)"),
+    args = parse_args(__doc__, cudnn_attention=(
+        bool, False, "cuDNN's attention back on, as torch picks it on Hopper and Blackwell GPUs (the app turns it off: "
+                     "a plan built for every new shape)"),
         turn_only=(bool, False, "the turn alone, without the batch-invariance tables"),
         profile_scoring=(bool, False, "profile one more turn's scoring (new shapes) and print its top operations"))
     device, cuda = args.device, args.device == "cuda"
-    if args.no_cudnn_attention:
-        torch.backends.cuda.enable_cudnn_sdp(False)
-    print(f"# bench_turn on {machine()}; {'true 7B shapes, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}")
+    print(f"# bench_turn on {machine()}; {'true 7B shapes, 4-bit' if cuda else 'hidden 256, 4 layers, fp32'}; "
+          f"cuDNN attention {'on' if args.cudnn_attention else 'off, as the app has it'}")
     engine = engine_of(device, with_lm=True)
+    if args.cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(True)  # after engine_of's models, whose build turned it off
     messages, _ = text_conversation(PROMPT_WORDS, seed=0)
     prompt = len(engine.prompt(messages, Settings(n=N, max_new_tokens=NEW_TOKENS))[0].ids)
     turns = [turn(engine, messages, seed, device) for seed in range(1 + args.repeats)][1:]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, MistralConfig, MistralForCausalLM
 
-from starling_demo.loading import StarlingRewardModel, precision_kwargs
+from starling_demo.loading import StarlingRewardModel, attention_without_plans, precision_kwargs
 
 # Starling-LM-7B = Mistral-7B; RM-7B-alpha = Llama-2-7B (multi-head attention: 32 KV heads).
 LM_TRUE = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
@@ -89,6 +89,7 @@ def build(kind: str, true_shape: bool, precision: str, device: str) -> nn.Module
     config = lm_config(true_shape) if kind == "lm" else rm_config(true_shape)
     cls, keep_full = (MistralForCausalLM, ["lm_head"]) if kind == "lm" else (StarlingRewardModel, ["v_head"])
     dtype = precision_kwargs(precision, device, keep_full)["dtype"]
+    attention_without_plans(device)  # as the loaders
     torch.manual_seed(0)
     with torch.device(device):
         model = cls._from_config(config, dtype=dtype)

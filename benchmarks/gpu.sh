@@ -65,7 +65,7 @@ transformers.__version__, b.__version__)"; } | tee "$out/versions.log"
     }
     bench generation 95 bench_generation --repeats 2 --bandwidth 0     # graph vs eager step, kernels, TTFT
     bench turn 125 bench_turn --repeats 2 --profile-scoring             # the turn, its scoring's profile; invariance
-    bench turn-no-cudnn 80 bench_turn --repeats 2 --turn-only --no-cudnn-attention   # the scoring gap's suspect
+    bench turn-cudnn 80 bench_turn --repeats 2 --turn-only --cudnn-attention   # as torch picks: the scoring gap?
     bench eval 100 bench_eval --rows "${EVAL_ROWS:-120}" --invariance-only   # (c) against (c'): invariance's cost
     bench memory 70 bench_memory                                        # peaks, eager and graph
 }

@@ -78,6 +78,17 @@ def compute_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
+def attention_without_plans(device: str) -> None:
+    """On a GPU, scaled-dot-product attention from flash or memory-efficient kernels, not cuDNN's: torch (2.11 and
+    later, cuDNN 9.15 and later) puts cuDNN first on Hopper and Blackwell GPUs, and cuDNN builds an execution plan
+    for every new shape (batch, query and key lengths), reported at about 0.4 s each and kept for the life of the
+    process. A turn's prompt and replies have new lengths every time: on an H200 its scoring took 1.12 s, where
+    `bench_scoring`, repeating its shapes, scores 8 longer replies in 0.16 s (RESULTS.md, issue 25: the likely
+    cause, to be measured). Process-wide, as torch's own switch is."""
+    if device == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def precision_kwargs(precision: str, device: str, keep_full: list[str]) -> dict:
     """from_pretrained arguments for a precision; `keep_full` modules are never quantised."""
     if precision not in PRECISIONS:
@@ -193,6 +204,7 @@ def lm_tokenizer(preset: LMPreset, folder: Path | None = None):
 def load_lm(preset: LMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
     """Load a Starling LM and its tokenizer."""
     device = resolve_device(device)
+    attention_without_plans(device)
     kwargs = precision_kwargs(precision, device, keep_full=["lm_head"])
     folder = lm_folder(preset)
     tokenizer = lm_tokenizer(preset, folder)
@@ -240,6 +252,7 @@ def rm_tokenizer(preset: RMPreset, folder: Path | None = None):
 def load_rm(preset: RMPreset, precision: str = "4bit", device: str = "auto") -> Loaded:
     """Load a Starling reward model; fail loudly if its checkpoint has no `v_head.weight`."""
     device = resolve_device(device)
+    attention_without_plans(device)
     kwargs = precision_kwargs(precision, device, keep_full=["v_head"])
     folder = rm_folder(preset)
     tokenizer = rm_tokenizer(preset, folder)

@@ -140,3 +140,16 @@ def test_4bit_is_nf4_without_double_quantisation_as_the_documents_say():
     assert quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant is False
     results = (Path(__file__).resolve().parent.parent / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
     assert "double quantisation off" in results and "which the loader leaves off" in results
+
+
+def test_loading_on_a_gpu_turns_cudnn_attention_off_and_leaves_the_cpu_alone(monkeypatch):
+    """torch puts cuDNN's attention first on Hopper and Blackwell GPUs, and it builds a plan for every new shape: the
+    loaders turn it off where they put a model on a GPU (`attention_without_plans`), and on a CPU touch nothing."""
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", calls.append)
+    loading.attention_without_plans("cuda")
+    assert calls == [False]
+    seen = []
+    monkeypatch.setattr(loading, "attention_without_plans", seen.append)
+    load_lm(lm_preset("tiny"), "fp32", "cpu"), load_rm(rm_preset("tiny"), "fp32", "cpu")
+    assert seen == ["cpu", "cpu"] and calls == [False]  # each loader asks, for the device it resolved
