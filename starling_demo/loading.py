@@ -79,12 +79,12 @@ def compute_dtype(device: str) -> torch.dtype:
 
 
 def attention_without_plans(device: str) -> None:
-    """On a GPU, scaled-dot-product attention from flash or memory-efficient kernels, not cuDNN's: torch (2.11 and
-    later, cuDNN 9.15 and later) puts cuDNN first on Hopper and Blackwell GPUs, and cuDNN builds an execution plan
-    for every new shape (batch, query and key lengths), reported at about 0.4 s each and kept for the life of the
-    process. A turn's prompt and replies have new lengths every time: on an H200 its scoring took 1.12 s, where
-    `bench_scoring`, repeating its shapes, scores 8 longer replies in 0.16 s (RESULTS.md, issue 25: the likely
-    cause, to be measured). Process-wide, as torch's own switch is."""
+    """On a GPU, scaled-dot-product attention from flash or memory-efficient kernels, not cuDNN's: torch puts cuDNN
+    first on Hopper and Blackwell GPUs where its cuDNN is newer than 9.15 (torch 2.11 did on the H200), and cuDNN
+    builds an execution plan for every new shape (batch, query and key lengths), reported at about 0.4 s each and
+    kept for the life of the process. A turn's prompt and replies have new lengths every time: on an H200 its
+    scoring took 1.12 s, where `bench_scoring`, repeating its shapes, scores 8 longer replies in 0.16 s (RESULTS.md,
+    issue 25: the likely cause, to be measured). Process-wide, as torch's own switch is."""
     if device == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
 
