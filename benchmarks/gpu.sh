@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issue 25 in one device call of under 8 minutes, and the packages its image lacks.
 #
-#   bash benchmarks/gpu.sh prepare   # here, once: fills the ignored folder .gpu (about 20 MB)
+#   bash benchmarks/gpu.sh prepare   # here, once: fills the ignored folder .gpu (about 25 MB)
 #   bash benchmarks/gpu.sh run       # on the lent GPU, through the device tool with carry [".gpu"]
 #
 # The device image has torch 2.11 (CUDA 13.0) and transformers 5.17, but no bitsandbytes and no mistral-common,

@@ -151,5 +151,6 @@ def test_loading_on_a_gpu_turns_cudnn_attention_off_and_leaves_the_cpu_alone(mon
     assert calls == [False]
     seen = []
     monkeypatch.setattr(loading, "attention_without_plans", seen.append)
-    load_lm(lm_preset("tiny"), "fp32", "cpu"), load_rm(rm_preset("tiny"), "fp32", "cpu")
+    load_lm(lm_preset("tiny"), "fp32", "cpu")
+    load_rm(rm_preset("tiny"), "fp32", "cpu")
     assert seen == ["cpu", "cpu"] and calls == [False]  # each loader asks, for the device it resolved
